@@ -1,1 +1,32 @@
-"""tfbridge."""
+"""tfbridge: turn any training-data source into correct, fast TensorFlow/Keras input."""
+
+from tfbridge.errors import (
+    SourceError,
+    SpecInferenceError,
+    SpecMismatchError,
+    TfBridgeError,
+    TfBridgeWarning,
+    WorkerDiedError,
+)
+from tfbridge.keras import keras_inputs
+from tfbridge.pipeline import to_dataset
+from tfbridge.pipeline import validate_source as validate
+from tfbridge.sources import infer_spec
+from tfbridge.spec import Leaf, Spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Leaf",
+    "SourceError",
+    "Spec",
+    "SpecInferenceError",
+    "SpecMismatchError",
+    "TfBridgeError",
+    "TfBridgeWarning",
+    "WorkerDiedError",
+    "infer_spec",
+    "keras_inputs",
+    "to_dataset",
+    "validate",
+]

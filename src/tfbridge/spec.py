@@ -176,7 +176,7 @@ class Spec:
 
     def _render_input(self, leaf: Leaf, name: str | None) -> str:
         shape = leaf.shape[1:] if self.batched else leaf.shape
-        args = [f"shape={_tuple(shape)}", f'dtype="{leaf.dtype}"']
+        args = [f"shape={format_shape(shape)}", f'dtype="{leaf.dtype}"']
         if leaf.kind == "ragged":
             args.append("ragged=True")
         if leaf.kind == "sparse":
@@ -277,8 +277,8 @@ def _merge(a: Leaf, b: Leaf, path: str, ia: int, ib: int) -> Leaf:
         raise SpecInferenceError(msg, path=path)
     if a.rank != b.rank:
         msg = (
-            f"samples disagree in rank at {path}: element {ia} has shape {_tuple(a.shape)} (rank {a.rank}), "
-            f"element {ib} has shape {_tuple(b.shape)} (rank {b.rank}).\n"
+            f"samples disagree in rank at {path}: element {ia} has shape {format_shape(a.shape)} (rank {a.rank}), "
+            f"element {ib} has shape {format_shape(b.shape)} (rank {b.rank}).\n"
             "Hint: a field must have the same number of dimensions in every element "
             "(e.g. add the channel axis to grayscale images)."
         )
@@ -349,7 +349,7 @@ def _same(a: Any, b: Any) -> bool:
     return sa == sb and la == lb
 
 
-def _tuple(shape: Sequence[int | None]) -> str:
+def format_shape(shape: Sequence[int | None]) -> str:
     inner = ", ".join("None" if d is None else str(d) for d in shape)
     return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
@@ -417,10 +417,10 @@ def _from_json_nest(node: Any, where: str, depth: int) -> Any:
 def _render_type_spec(leaf: Leaf, name: str | None) -> str:
     dtype = f"tf.{leaf.dtype}"
     if leaf.kind == "ragged":
-        return f"tf.RaggedTensorSpec(shape={_tuple(leaf.shape)}, dtype={dtype}, ragged_rank={leaf.ragged_rank})"
+        return f"tf.RaggedTensorSpec(shape={format_shape(leaf.shape)}, dtype={dtype}, ragged_rank={leaf.ragged_rank})"
     if leaf.kind == "sparse":
-        return f"tf.SparseTensorSpec(shape={_tuple(leaf.shape)}, dtype={dtype})"
-    return f"tf.TensorSpec(shape={_tuple(leaf.shape)}, dtype={dtype})"
+        return f"tf.SparseTensorSpec(shape={format_shape(leaf.shape)}, dtype={dtype})"
+    return f"tf.TensorSpec(shape={format_shape(leaf.shape)}, dtype={dtype})"
 
 
 def _render(node: Any, leaf_fn: Any, depth: int, names: bool = False, key: str | None = None) -> str:
@@ -440,4 +440,4 @@ def _join(prefix: str | None, key: Any) -> str:
     return str(key) if prefix is None else f"{prefix}_{key}"
 
 
-__all__ = ["Leaf", "Spec", "infer_from_samples", "apply_float_policy", "add_batch_axis", "float_target", "STRING"]
+__all__ = ["format_shape", "Leaf", "Spec", "infer_from_samples", "apply_float_policy", "add_batch_axis", "float_target", "STRING"]

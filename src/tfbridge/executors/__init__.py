@@ -1,0 +1,83 @@
+"""Executors run a source's element production: serial, threads (and later processes, ray).
+
+:func:`choose` decides ``executor="auto"`` from what the peek measured, and says why.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+from tfbridge.errors import TfBridgeError, short
+from tfbridge.executors._base import Executor, Task
+from tfbridge.executors.serial import SerialExecutor
+from tfbridge.executors.threads import ThreadExecutor
+
+ExecutorName = Literal["serial", "thread", "process", "ray", "auto"]
+_NAMES = ("serial", "thread", "process", "ray", "auto")
+_CHEAP_ELEMENT_S = 0.0005  # below this per element, handing work to threads costs more than it saves
+_WAITING_SHARE = 0.5  # CPU time under this share of wall time: the source mostly waits
+_LATENCY_WORKERS = 16
+
+
+@dataclass(frozen=True)
+class Choice:
+    name: str
+    workers: int
+    reason: str
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def choose(kind: str, wall_s: float, cpu_s: float, count: int) -> Choice:
+    """The executor ``auto`` picks for a source of ``kind`` whose peek took these times for ``count`` elements."""
+    if kind == "native":
+        return Choice("native", 0, "a tf.data dataset runs in TensorFlow's own threads; no Python per element")
+    if kind == "arrays":
+        return Choice("native", 0, "in-memory arrays are gathered by tf.data itself; no Python per element")
+    if kind == "stream":
+        return Choice("serial", 1, "a stream (generator/iterable) can only be read in order by one reader")
+    per = wall_s / max(count, 1)
+    if per < _CHEAP_ELEMENT_S:
+        return Choice("serial", 1, f"elements are cheap ({per * 1e3:.2f} ms each); workers would cost more than they save")
+    share = cpu_s / wall_s if wall_s > 0 else 1.0
+    if share < _WAITING_SHARE:
+        return Choice(
+            "thread",
+            _LATENCY_WORKERS,
+            f"elements take {per * 1e3:.1f} ms each but only {share:.0%} of that is CPU time: "
+            f"the source waits, so {_LATENCY_WORKERS} threads keep many elements in flight",
+        )
+    n = cores()
+    return Choice(
+        "thread",
+        n,
+        f"elements take {per * 1e3:.1f} ms each, {share:.0%} of it CPU time: one thread per core ({n})",
+    )
+
+
+def make(name: str, workers: int | None) -> Executor:
+    if name not in _NAMES:
+        msg = f"executor must be one of {', '.join(map(repr, _NAMES))}. Received: {short(name)}"
+        raise TfBridgeError(msg)
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        msg = f"workers must be a positive int or None. Received: {short(workers)}"
+        raise TfBridgeError(msg)
+    if name == "serial":
+        return SerialExecutor()
+    if name == "thread":
+        return ThreadExecutor(workers or _LATENCY_WORKERS)
+    msg = (
+        f'executor="{name}" is not available in this version of tfbridge.\n'
+        'Hint: use executor="thread" or "serial" (or "auto").'
+    )
+    raise TfBridgeError(msg)
+
+
+__all__ = ["Choice", "Executor", "ExecutorName", "SerialExecutor", "Task", "ThreadExecutor", "choose", "cores", "make"]

@@ -1,0 +1,29 @@
+"""The executor interface: an ordered map of a picklable task over element indices.
+
+``imap(task, indices)`` yields ``task(i)`` for each index in order, with a bounded number in flight, and
+stops all outstanding work when the consumer closes the iterator early. Exceptions the task raises (tfbridge
+errors such as SourceError or SpecMismatchError) reach the consumer unchanged, at the position of the element
+that raised. The task is a picklable callable so that executors running in other processes or on other
+machines fit the same interface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+Task = Callable[[int], Any]
+
+
+@runtime_checkable
+class Executor(Protocol):
+    name: str
+    workers: int
+
+    def imap(self, task: Task, indices: Sequence[int]) -> Iterator[Any]:
+        """``task(i)`` for ``i`` in ``indices``, in that order."""
+        ...
+
+    def close(self) -> None:
+        """Release workers; the executor may not be used afterwards."""
+        ...

@@ -1,0 +1,399 @@
+"""to_dataset: the one place that builds a tf.data.Dataset from a source.
+
+Three routes, one per kind of source:
+- tf.data datasets stay in the graph (casts and shape fixes by ``map``);
+- in-memory arrays become tensors once and are gathered by index inside tf.data (shuffled by index);
+- Python sources (indexed or streams) run through an executor, each element checked and converted by the
+  Conformer where it is produced, and enter tf.data through ``from_generator`` with the spec's signature.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from tfbridge import _nest, executors, sources
+from tfbridge.errors import SpecInferenceError, TfBridgeError, TfBridgeWarning, short
+from tfbridge.sources import Arrays, Indexed, Source, Stream, TFDataSource, call_user
+from tfbridge.spec import CastFloats, Spec, add_batch_axis, apply_float_policy, format_shape
+from tfbridge.validate import Conformer, to_tensors
+
+Validate = Literal["peek", "all", "none"]
+_VALIDATE = ("peek", "all", "none")
+
+
+@dataclass
+class Plan:
+    """What to_dataset decided, before building anything (the CLI prints it)."""
+
+    source: Source
+    spec: Spec  # the elements as delivered (float policy applied, or the spec given)
+    choice: executors.Choice
+    peeked: list[tuple[int, Any]]
+
+
+class _Task:
+    """Produce and conform element ``i`` of an indexed source (picklable for process executors)."""
+
+    def __init__(self, source: Indexed, conformer: Conformer | None) -> None:
+        self.source = source
+        self.conformer = conformer
+
+    def __call__(self, index: int) -> Any:
+        element = call_user(self.source.get, index, int(index))
+        if self.conformer is None:
+            return _nest.normalize(element)
+        return self.conformer(element, int(index))
+
+
+def plan(
+    source: Any,
+    *,
+    spec: Spec | Any = None,
+    peek: int = 8,
+    batched: bool | None = None,
+    executor: str = "auto",
+    workers: int | None = None,
+    cast_floats: CastFloats = "floatx",
+    validate: Validate = "peek",
+    label: Any = None,
+) -> Plan:
+    if validate not in _VALIDATE:
+        msg = f"validate must be one of {', '.join(map(repr, _VALIDATE))}. Received: {short(validate)}"
+        raise TfBridgeError(msg)
+    if not isinstance(peek, int) or isinstance(peek, bool) or peek < 1:
+        msg = f"peek must be a positive int. Received: {short(peek)}"
+        raise TfBridgeError(msg)
+    given = spec
+    if isinstance(given, Spec) and batched is None:
+        batched = given.batched
+    src = sources.adapt(source, batched=batched, label=label)
+    peek_result = src.peek(peek) if not isinstance(src, (Arrays, TFDataSource)) else None
+    peeked = peek_result.samples if peek_result else []
+    if given is None:
+        inferred = (
+            src.spec(peek)
+            if peek_result is None
+            else _infer(peeked, src)
+        )
+        out_spec = apply_float_policy(inferred, cast_floats)
+    else:
+        out_spec = given if isinstance(given, Spec) else Spec.from_signature(given, batched=src.batched)
+        if out_spec.batched != src.batched:
+            msg = (
+                f"the spec says batched={out_spec.batched} but the source {src.name} is taken as "
+                f"batched={src.batched}.\nHint: pass batched={out_spec.batched} to read the source that way."
+            )
+            raise TfBridgeError(msg)
+        if validate != "none":
+            conformer = Conformer(out_spec)
+            for index, element in peeked:
+                conformer(element, index)
+    if isinstance(src, TFDataSource):
+        choice = executors.choose("native", 0, 0, 0)
+    elif isinstance(src, Arrays):
+        choice = executors.choose("arrays", 0, 0, 0)
+    elif executor == "auto":
+        pr = peek_result
+        choice = executors.choose(src.kind, pr.wall_s, pr.cpu_s, pr.count)
+        if workers is not None and choice.name != "serial":
+            choice = executors.Choice(choice.name, workers, choice.reason + f" (workers={workers} as given)")
+    else:
+        made = executors.make(executor, workers)
+        choice = executors.Choice(made.name, made.workers, "as given")
+    return Plan(src, out_spec, choice, peeked)
+
+
+def _infer(peeked: list[tuple[int, Any]], src: Source) -> Spec:
+    from tfbridge.spec import infer_from_samples
+
+    if not peeked:
+        msg = (
+            f"the source {src.name} is empty: there is no element to infer a spec from.\n"
+            "Hint: check that the source yields data (a one-shot iterator gives its elements only once)."
+        )
+        raise SpecInferenceError(msg)
+    return infer_from_samples(peeked, src.batched)
+
+
+def to_dataset(
+    source: Any,
+    *,
+    spec: Spec | Any = None,
+    peek: int = 8,
+    batched: bool | None = None,
+    executor: str = "auto",
+    workers: int | None = None,
+    shuffle: bool = False,
+    seed: int | None = None,
+    cast_floats: CastFloats = "floatx",
+    validate: Validate = "peek",
+    batch_size: int | None = None,
+    label: Any = None,
+) -> Any:
+    """A prefetched tf.data.Dataset of ``source``'s elements, in order, each exactly once per epoch.
+
+    See the project's DESIGN for every argument; ``element_spec`` equals the spec after the float policy
+    (or the ``spec`` given), with a leading batch axis when ``batch_size`` batches an unbatched source.
+    """
+    import tensorflow as tf
+
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        msg = f"batch_size must be a positive int or None. Received: {short(batch_size)}"
+        raise TfBridgeError(msg)
+    if seed is not None and not isinstance(seed, int):
+        msg = f"seed must be an int or None. Received: {short(seed)}"
+        raise TfBridgeError(msg)
+    p = plan(
+        source,
+        spec=spec,
+        peek=peek,
+        batched=batched,
+        executor=executor,
+        workers=workers,
+        cast_floats=cast_floats,
+        validate=validate,
+        label=label,
+    )
+    if batch_size is not None:
+        _check_batchable(p.spec, p.source)
+    if shuffle and not isinstance(p.source, Indexed):
+        msg = (
+            f"shuffle=True needs random access, but the source {p.source.name} is a stream "
+            "(a generator, iterator or tf.data pipeline) that can only be read in order.\n"
+            "Hint: shuffle the result with dataset.shuffle(buffer_size), or pass an indexed source "
+            "(a PyDataset/Sequence or an object with __len__ and __getitem__)."
+        )
+        raise TfBridgeError(msg)
+    if validate == "all":
+        validate_source(p.source, p.spec)
+
+    if isinstance(p.source, TFDataSource):
+        ds = _from_tf_data(p.source.dataset, p.spec)
+    elif isinstance(p.source, Arrays):
+        ds = _from_arrays(p.source, p.spec, shuffle, seed, batch_size)
+        batch_size = None  # batched by index already
+    else:
+        conformer = Conformer(p.spec) if validate != "none" else None
+        ds = _from_python(p, conformer, shuffle, seed)
+    if batch_size is not None:
+        ds = ds.batch(batch_size)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_batchable(spec: Spec, src: Source) -> None:
+    if spec.batched:
+        msg = (
+            f"batch_size is for sources of single examples, but {src.name} is taken as batched "
+            "(each element is already a batch).\n"
+            "Hint: leave batch_size=None, or pass batched=False if each element is one example."
+        )
+        raise TfBridgeError(msg)
+    for path, leaf in spec.fields():
+        if leaf.kind == "dense" and None in leaf.shape:
+            msg = (
+                f"batch_size cannot stack {path}: its shape {format_shape(leaf.shape)} varies between "
+                "examples.\nHint: use tb.pad_batch(source, batch_size) to pad each batch to its longest "
+                "example (optionally bucketed)."
+            )
+            raise TfBridgeError(msg)
+
+
+# ---- tf.data sources -------------------------------------------------------------------------------------
+
+
+def _from_tf_data(ds: Any, spec: Spec) -> Any:
+    import tensorflow as tf
+
+    want = spec.signature
+    if ds.element_spec == want:
+        return ds
+    have_leaves, _ = _nest.flatten(_nest.normalize(ds.element_spec))
+    want_leaves, want_tree = _nest.flatten(want)
+    if len(have_leaves) != len(want_leaves):
+        msg = (
+            f"the dataset's elements do not have the spec's structure.\nExpected: {short(want)}\n"
+            f"Received: {short(ds.element_spec)}"
+        )
+        raise TfBridgeError(msg)
+    paths = [p for p, _ in spec.fields()]
+    for path, have, wanted in zip(paths, have_leaves, want_leaves):
+        if type(have) is not type(wanted) or not _shape_fits(have.shape, wanted.shape):
+            msg = (
+                f"the dataset's {path} is {have}, which does not fit the spec's {wanted}.\n"
+                "Hint: pass a spec that matches the dataset, or map the dataset first."
+            )
+            raise TfBridgeError(msg)
+
+    def fix(*element: Any) -> Any:
+        element = element[0] if len(element) == 1 else element
+        leaves, _ = _nest.flatten(_nest.normalize(element))
+        out = []
+        for value, wanted in zip(leaves, want_leaves):
+            if isinstance(wanted, tf.TensorSpec):
+                if value.dtype != wanted.dtype:
+                    value = tf.cast(value, wanted.dtype)
+                if value.shape != wanted.shape:  # loosen static dims the spec leaves open (batch axis)
+                    value = tf.compat.v1.placeholder_with_default(value, shape=wanted.shape)
+            elif value.dtype != wanted.dtype:
+                value = tf.cast(value, wanted.dtype) if isinstance(value, tf.RaggedTensor) else tf.sparse.map_values(
+                    tf.cast, value, wanted.dtype
+                )
+            out.append(value)
+        return _nest.unflatten(want_tree, out)
+
+    return ds.map(fix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _shape_fits(have: Any, want: Any) -> bool:
+    if have.rank is None:
+        return True
+    if have.rank != want.rank:
+        return False
+    return all(w is None or h is None or h == w for h, w in zip(have.as_list(), want.as_list()))
+
+
+# ---- in-memory arrays ------------------------------------------------------------------------------------
+
+
+def _from_arrays(src: Arrays, spec: Spec, shuffle: bool, seed: int | None, batch_size: int | None) -> Any:
+    import tensorflow as tf
+
+    columns = Conformer(add_batch_axis(spec))(src.columns, None) if not spec.batched else src.columns
+    # eager tensors are captured as inputs of the map function, never embedded in the graph as constants
+    tensors = tf.nest.map_structure(tf.convert_to_tensor, to_tensors(columns))
+    n = len(src)
+    order = tf.data.Dataset.range(n)
+    if shuffle:
+        order = order.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if batch_size is not None:
+        order = order.batch(batch_size)
+    return order.map(
+        lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), tensors),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
+# ---- Python sources --------------------------------------------------------------------------------------
+
+
+def _from_python(p: Plan, conformer: Conformer | None, shuffle: bool, seed: int | None) -> Any:
+    import tensorflow as tf
+
+    src = p.source
+    if isinstance(src, Indexed):
+        epochs = _IndexedEpochs(src, conformer, executors.make(p.choice.name, p.choice.workers), shuffle, seed)
+        ds = tf.data.Dataset.from_generator(epochs, output_signature=p.spec.signature)
+        return ds.apply(tf.data.experimental.assert_cardinality(len(src)))
+    assert isinstance(src, Stream)
+    if src.one_shot:
+        warnings.warn(
+            f"{src.name} is a one-shot iterator: the dataset gives one epoch of it; later epochs are empty.\n"
+            "Hint: pass a generator function (the function, not its result) or a re-iterable for many epochs.",
+            TfBridgeWarning,
+            stacklevel=3,
+        )
+    return tf.data.Dataset.from_generator(_StreamEpochs(src, conformer), output_signature=p.spec.signature)
+
+
+class _IndexedEpochs:
+    """Called by tf.data at the start of each pass: one epoch, in order or in a fresh permutation."""
+
+    def __init__(self, src: Indexed, conformer: Conformer | None, ex: Any, shuffle: bool, seed: int | None) -> None:
+        self.src, self.executor, self.shuffle = src, ex, shuffle
+        self.task = _Task(src, conformer)
+        self.seed = seed if seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+        self.epoch = 0
+
+    def order(self, epoch: int, n: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self.seed, epoch]).permutation(n)
+
+    def __call__(self) -> Iterator[Any]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        self.src.on_epoch_begin()
+        with contextlib.closing(self.executor.imap(self.task, self.order(epoch, len(self.src)))) as results:
+            for element in results:
+                yield to_tensors(element)
+        self.src.on_epoch_end()
+
+
+class _StreamEpochs:
+    def __init__(self, src: Stream, conformer: Conformer | None) -> None:
+        self.src, self.conformer = src, conformer
+
+    def __call__(self) -> Iterator[Any]:
+        it = call_user(self.src.iterate, None)
+        for index in itertools.count():
+            try:
+                element = call_user(next, index, it)
+            except StopIteration:
+                return
+            if self.conformer is None:
+                yield _nest.normalize(element)
+            else:
+                yield to_tensors(self.conformer(element, index))
+
+
+# ---- validate -----------------------------------------------------------------------------------------------
+
+
+def validate_source(
+    source: Any, spec: Spec | Any = None, *, limit: int | None = None, batched: bool | None = None
+) -> int:
+    """Check the first ``limit`` elements (None: all) against ``spec`` (None: inferred); return how many.
+
+    Raises SpecMismatchError on the first element that does not fit, naming its index and field.
+    """
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
+        msg = f"limit must be a non-negative int or None. Received: {short(limit)}"
+        raise TfBridgeError(msg)
+    if isinstance(spec, Spec) and batched is None:
+        batched = spec.batched
+    src = sources.adapt(source, batched=batched)
+    if spec is None:
+        spec = src.spec(8)
+    elif not isinstance(spec, Spec):
+        spec = Spec.from_signature(spec, batched=src.batched)
+    conformer = Conformer(spec)
+    if isinstance(src, Arrays) and not src.batched:
+        n = len(src) if limit is None else min(limit, len(src))
+        batch_conformer = Conformer(add_batch_axis(spec))
+        try:
+            batch_conformer(_nest.map_structure(lambda a: a[:n], src.columns), None)
+        except TfBridgeError:
+            for i in range(n):  # find the first row that breaks it, for the message
+                conformer(src.get(i), i)
+            raise
+        return n
+    if isinstance(src, Indexed):
+        n = len(src) if limit is None else min(limit, len(src))
+        task = _Task(src, conformer)
+        for i in range(n):
+            task(i)
+        return n
+    if isinstance(src, TFDataSource):
+        it: Iterator[Any] = iter(src.dataset if limit is None else src.dataset.take(limit))
+    elif src.one_shot:  # read through the replay buffer: the elements stay for the next call
+        it = src.replay.scan()
+    else:
+        it = call_user(src.iterate, None)
+    count = 0
+    for index in itertools.count():
+        if limit is not None and count >= limit:
+            break
+        try:
+            element = call_user(next, index, it)
+        except StopIteration:
+            break
+        conformer(element, index)
+        count += 1
+    return count

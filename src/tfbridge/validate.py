@@ -1,0 +1,265 @@
+"""Check one element against a spec and convert it to the spec's dtypes.
+
+:class:`Conformer` is the one place that decides whether an element fits a spec. It runs wherever elements
+are produced (main thread, worker threads, worker processes) and needs numpy only: dense fields come out as
+ndarrays, ragged fields as :class:`RaggedParts`, sparse fields as :class:`SparseParts`; :func:`to_tensors`
+turns those into TensorFlow values in the process that feeds tf.data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tfbridge import _nest
+from tfbridge._values import STRING, ValueProblem, describe
+from tfbridge.errors import SpecMismatchError, short
+from tfbridge.spec import Leaf, Spec, format_shape
+
+
+@dataclass(frozen=True)
+class RaggedParts:
+    """A ragged tensor as numpy parts: flat values and one row_splits array per ragged dimension."""
+
+    flat_values: np.ndarray
+    nested_row_splits: tuple[np.ndarray, ...]
+
+
+@dataclass(frozen=True)
+class SparseParts:
+    indices: np.ndarray
+    values: np.ndarray
+    dense_shape: np.ndarray
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    if name == STRING:
+        return np.dtype(object)
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+class Conformer:
+    """Callable ``(element, index) -> element`` fitted to ``spec``; raises SpecMismatchError."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        paths, self.leaves, self.treespec = _nest.flatten_with_paths(spec.structure)
+        self.paths = [_nest.format_path(p, spec.structure) for p in paths]
+
+    def __call__(self, element: Any, index: int | None) -> Any:
+        element = _nest.normalize(element)
+        values, treespec = _nest.flatten(element)
+        if treespec != self.treespec:
+            self._structure_error(element, index)
+        out = [self._leaf(v, leaf, path, index) for v, leaf, path in zip(values, self.leaves, self.paths)]
+        if self.spec.batched:
+            self._check_batch_sizes(out, index)
+        return _nest.unflatten(self.treespec, out)
+
+    # -- errors -------------------------------------------------------------------------------------
+    def _structure_error(self, element: Any, index: int | None) -> None:
+        found = _nest.structure_difference(self.spec.structure, element)
+        where, expected, got = found or ((), "the spec's structure", "another structure")
+        path = _nest.format_path(where, self.spec.structure)
+        msg = (
+            f"{_at(index)}{path}: expected {expected}, got {got}.\n"
+            "Hint: every element must have the structure of the spec; check the source for an element "
+            "that returns a different tuple or dict."
+        )
+        raise SpecMismatchError(msg, index=index, path=path, expected=expected, got=got)
+
+    @staticmethod
+    def _mismatch(index: int | None, path: str, expected: str, got: str, hint: str, value: Any = None) -> None:
+        received = f" Received: {short(value)}" if value is not None else ""
+        msg = f"{_at(index)}{path}: expected {expected}, got {got}.{received}\nHint: {hint}"
+        raise SpecMismatchError(msg, index=index, path=path, expected=expected, got=got)
+
+    def _check_batch_sizes(self, out: list[Any], index: int | None) -> None:
+        sizes = {}
+        for path, value in zip(self.paths, out):
+            if isinstance(value, np.ndarray):
+                sizes[path] = value.shape[0]
+            elif isinstance(value, RaggedParts):
+                sizes[path] = len(value.nested_row_splits[0]) - 1
+            else:
+                sizes[path] = int(value.dense_shape[0])
+        if len(set(sizes.values())) > 1:
+            first = next(iter(sizes))
+            other = next(p for p, n in sizes.items() if n != sizes[first])
+            self._mismatch(
+                index,
+                other,
+                f"batch size {sizes[first]} (as {first})",
+                f"batch size {sizes[other]}",
+                "every field of a batch needs the same leading dimension.",
+            )
+
+    # -- one field ------------------------------------------------------------------------------------
+    def _leaf(self, value: Any, leaf: Leaf, path: str, index: int | None) -> Any:
+        try:
+            d = describe(value)
+        except ValueProblem as exc:
+            self._mismatch(
+                index, path, leaf.describe(), str(exc), "fields must be arrays, tensors, numbers or strings.", value
+            )
+        if len(d.shape) != leaf.rank:
+            self._mismatch(
+                index,
+                path,
+                f"shape {format_shape(leaf.shape)} (rank {leaf.rank})",
+                f"shape {format_shape(d.shape)} (rank {len(d.shape)})",
+                "a field must have the same rank in every element.",
+            )
+        for want, have in zip(leaf.shape, d.shape):
+            if want is not None and have is not None and want != have:
+                self._mismatch(
+                    index,
+                    path,
+                    f"shape {format_shape(leaf.shape)}",
+                    f"shape {format_shape(d.shape)}",
+                    "this element's shape differs from the spec; the peek may have missed it. "
+                    "Infer with a larger peek, pass spec= with None for dimensions that vary, "
+                    'or run tb.validate(source) / validate="all" to find every such element.',
+                )
+        if leaf.kind == "dense":
+            if d.kind != "dense":
+                self._mismatch(
+                    index,
+                    path,
+                    f"a dense {leaf.describe()}",
+                    f"a {d.kind} value of shape {format_shape(d.shape)}",
+                    "pad the rows to one length, or give a spec where this field is ragged.",
+                )
+            return self._convert(d.value, d.dtype, leaf, path, index)
+        if leaf.kind == "ragged":
+            if d.kind == "sparse":
+                self._mismatch(index, path, leaf.describe(), "a sparse value", "give this field one kind.")
+            return self._ragged(d.value, d.kind, d.dtype, leaf, path, index)
+        return self._sparse(d.value, d.kind, d.dtype, leaf, path, index)
+
+    def _convert(self, arr: np.ndarray, have: str | None, leaf: Leaf, path: str, index: int | None) -> np.ndarray:
+        want = leaf.dtype
+        if have == want:
+            return arr
+        if have is None:  # empty list: nothing to convert
+            return np.asarray(arr, dtype=numpy_dtype(want))
+        if want == STRING or have == STRING:
+            self._mismatch(
+                index, path, f"dtype {want}", f"dtype {have}", "strings and numbers do not convert into each other."
+            )
+        target = numpy_dtype(want)
+        source_kind, target_kind = arr.dtype.kind, target.kind
+        ok = (
+            (target_kind == "c" and source_kind in "biufc")
+            or (target_kind == "f" and source_kind in "biuf")
+            or (want == "bfloat16" and source_kind in "biuf")
+            or (target_kind in "iu" and source_kind in "biu")
+            or (target_kind == "b" and source_kind == "b")
+        )
+        if not ok:
+            self._mismatch(
+                index,
+                path,
+                f"dtype {want}",
+                f"dtype {have}",
+                f"converting {have} to {want} would lose information; "
+                "convert it in the source, or change the spec's dtype.",
+            )
+        if target_kind in "iu" and source_kind in "iu" and not np.can_cast(arr.dtype, target) and arr.size:
+            info = np.iinfo(target)
+            low, high = arr.min(), arr.max()
+            if low < info.min or high > info.max:
+                self._mismatch(
+                    index,
+                    path,
+                    f"dtype {want} (range {info.min}..{info.max})",
+                    f"{have} values from {low} to {high}",
+                    "these values do not fit the spec's integer dtype; widen the dtype in the spec.",
+                )
+        return arr.astype(target, copy=False)
+
+    def _ragged(self, value: Any, kind: str, have: str | None, leaf: Leaf, path: str, index: int | None) -> RaggedParts:
+        if type(value).__module__.startswith("tensorflow"):
+            flat = value.flat_values.numpy()
+            splits = [s.numpy() for s in value.nested_row_splits]
+        else:
+            flat, splits = _split_nested(value, leaf.ragged_rank)
+        if len(splits) > leaf.ragged_rank:
+            self._mismatch(
+                index,
+                path,
+                f"ragged_rank {leaf.ragged_rank}",
+                f"ragged_rank {len(splits)}",
+                "more dimensions vary than the spec allows; give a spec with a higher ragged_rank.",
+            )
+        while len(splits) < leaf.ragged_rank:  # uniform dimensions of the value become row splits
+            rows = len(flat)
+            width = flat.shape[1] if flat.ndim > 1 else 0
+            splits.append(np.arange(0, rows * width + 1, max(width, 1), dtype=np.int64)[: rows + 1])
+            flat = flat.reshape((rows * width,) + flat.shape[2:])
+        flat = self._convert(flat, have if flat.size else None, _flat_leaf(leaf), path, index)
+        return RaggedParts(flat, tuple(np.asarray(s, dtype=np.int64) for s in splits))
+
+    def _sparse(self, value: Any, kind: str, have: str | None, leaf: Leaf, path: str, index: int | None) -> SparseParts:
+        if kind == "ragged":
+            self._mismatch(index, path, leaf.describe(), "a ragged value", "give this field one kind.")
+        if type(value).__module__.startswith("tensorflow"):
+            indices, values, shape = value.indices.numpy(), value.values.numpy(), value.dense_shape.numpy()
+        elif type(value).__module__.startswith("scipy"):
+            order = np.lexsort((value.col, value.row))
+            indices = np.stack([value.row[order], value.col[order]], axis=1)
+            values, shape = value.data[order], np.asarray(value.shape)
+        else:
+            arr = np.asarray(value)
+            indices = np.argwhere(arr != 0)
+            values, shape = arr[tuple(indices.T)], np.asarray(arr.shape)
+        values = self._convert(values, have, Leaf((None,), leaf.dtype), path, index)
+        return SparseParts(indices.astype(np.int64), values, shape.astype(np.int64))
+
+
+def _flat_leaf(leaf: Leaf) -> Leaf:
+    return Leaf((None,) + leaf.shape[leaf.ragged_rank + 1 :], leaf.dtype)
+
+
+def _split_nested(value: Any, ragged_rank: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Flat values and row splits of a nested list (or dense array) down to ``ragged_rank``."""
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return value, []
+    level: list[Any] = list(value)
+    splits: list[np.ndarray] = []
+    for _ in range(ragged_rank):
+        lengths = [len(item) for item in level]
+        splits.append(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64))
+        nxt: list[Any] = []
+        for item in level:
+            nxt.extend(item)
+        level = nxt
+    flat = np.asarray(level) if level else np.zeros((0,), np.float32)
+    return flat, splits
+
+
+def to_tensors(element: Any) -> Any:
+    """Turn RaggedParts / SparseParts leaves into TensorFlow values (call where TensorFlow runs)."""
+    leaves, treespec = _nest.flatten(element)
+    if all(isinstance(v, np.ndarray) for v in leaves):
+        return element
+    import tensorflow as tf
+
+    out = []
+    for v in leaves:
+        if isinstance(v, RaggedParts):
+            v = tf.RaggedTensor.from_nested_row_splits(v.flat_values, v.nested_row_splits, validate=False)
+        elif isinstance(v, SparseParts):
+            v = tf.SparseTensor(v.indices, v.values, v.dense_shape)
+        out.append(v)
+    return _nest.unflatten(treespec, out)
+
+
+def _at(index: int | None) -> str:
+    return f"element {index} at " if index is not None else "at "
