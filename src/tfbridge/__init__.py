@@ -8,9 +8,11 @@ from tfbridge.errors import (
     TfBridgeWarning,
     WorkerDiedError,
 )
+from tfbridge.batching import bucket_boundaries, pad_batch
 from tfbridge.keras import keras_inputs
 from tfbridge.pipeline import to_dataset
 from tfbridge.pipeline import validate_source as validate
+from tfbridge.report import inspect
 from tfbridge.sources import infer_spec
 from tfbridge.spec import Leaf, Spec
 
@@ -25,8 +27,11 @@ __all__ = [
     "TfBridgeError",
     "TfBridgeWarning",
     "WorkerDiedError",
+    "bucket_boundaries",
     "infer_spec",
+    "inspect",
     "keras_inputs",
+    "pad_batch",
     "to_dataset",
     "validate",
 ]

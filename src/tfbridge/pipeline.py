@@ -240,7 +240,8 @@ def _from_tf_data(ds: Any, spec: Spec) -> Any:
                 if value.dtype != wanted.dtype:
                     value = tf.cast(value, wanted.dtype)
                 if value.shape != wanted.shape:  # loosen static dims the spec leaves open (batch axis)
-                    value = tf.compat.v1.placeholder_with_default(value, shape=wanted.shape)
+                    loose = tf.compat.v1.placeholder_with_default(value, shape=[None] * wanted.shape.rank)
+                    value = tf.ensure_shape(loose, wanted.shape)
             elif value.dtype != wanted.dtype:
                 value = tf.cast(value, wanted.dtype) if isinstance(value, tf.RaggedTensor) else tf.sparse.map_values(
                     tf.cast, value, wanted.dtype

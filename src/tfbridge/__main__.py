@@ -1,0 +1,5 @@
+import sys
+
+from tfbridge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,175 @@
+"""pad_batch and bucket_boundaries: batches of variable-length examples with little padding."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from tfbridge import _nest
+from tfbridge.errors import TfBridgeError, short
+
+
+def bucket_boundaries(lengths: Sequence[int] | np.ndarray, num_buckets: int) -> list[int]:
+    """``num_buckets - 1`` increasing boundaries (bucket i holds lengths < boundaries[i], tf.data's
+    convention) that minimise the total padded size when each element is padded to its bucket's longest.
+
+    Exact: dynamic programming over the distinct lengths, not quantiles.
+    """
+    if not isinstance(num_buckets, int) or isinstance(num_buckets, bool) or num_buckets < 1:
+        msg = f"num_buckets must be a positive int. Received: {short(num_buckets)}"
+        raise TfBridgeError(msg)
+    arr = np.asarray(lengths)
+    if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu" or (arr < 0).any():
+        msg = f"lengths must be a non-empty 1-D sequence of non-negative ints. Received: {short(lengths)}"
+        raise TfBridgeError(msg)
+    values, counts = np.unique(arr, return_counts=True)
+    m = len(values)
+    groups = min(num_buckets, m)
+    prefix = np.concatenate([[0], np.cumsum(counts)]).astype(np.float64)
+    v = values.astype(np.float64)
+    # best[j][b]: least padded size covering values[0..b] with j+1 buckets; choice[j][b]: start of the last
+    best = v * prefix[1:]
+    choice = np.zeros((groups, m), dtype=np.int64)
+    layers = [best]
+    for j in range(1, groups):
+        prev = layers[-1]
+        cur = np.full(m, np.inf)
+        for b in range(j, m):
+            starts = np.arange(j, b + 1)  # the last bucket holds values[start..b]
+            costs = prev[starts - 1] + v[b] * (prefix[b + 1] - prefix[starts])
+            k = int(np.argmin(costs))
+            cur[b], choice[j, b] = costs[k], starts[k]
+        layers.append(cur)
+    ends, b = [], m - 1
+    for j in range(groups - 1, 0, -1):
+        start = int(choice[j, b])
+        ends.append(start - 1)
+        b = start - 1
+    bounds = [int(values[e]) + 1 for e in sorted(ends)]
+    top = int(values[-1]) + 1
+    while len(bounds) < num_buckets - 1:  # fewer distinct lengths than buckets: empty buckets on top
+        top += 1
+        bounds.append(top)
+    return bounds
+
+
+def pad_batch(
+    dataset_or_source: Any,
+    batch_size: int,
+    *,
+    buckets: int | Sequence[int] | None = None,
+    pad_value: Any = 0,
+    drop_remainder: bool = False,
+    length_fn: Callable[[Any], Any] | None = None,
+) -> Any:
+    """Batches of ``batch_size`` examples, each padded to its batch's longest (strings pad with b"").
+
+    ``buckets``: None (plain padding), an int (that many buckets, boundaries from :func:`bucket_boundaries`
+    over one pass of lengths), or a list of boundaries. The length of an element is the first variable
+    dimension of its first variable-length field unless ``length_fn`` says otherwise.
+    """
+    import tensorflow as tf
+
+    from tfbridge.pipeline import to_dataset
+
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        msg = f"batch_size must be a positive int. Received: {short(batch_size)}"
+        raise TfBridgeError(msg)
+    if isinstance(dataset_or_source, tf.data.Dataset):
+        ds = dataset_or_source
+        from tfbridge.sources.tfdata import ends_in_batching
+
+        if ends_in_batching(ds):
+            msg = (
+                "pad_batch needs a dataset of single examples, but this one is already batched.\n"
+                "Hint: pass the dataset before .batch(), or .unbatch() it first."
+            )
+            raise TfBridgeError(msg)
+    else:
+        ds = to_dataset(dataset_or_source, batched=False)
+    spec = ds.element_spec
+    for leaf in _nest.flatten(_nest.normalize(spec))[0]:
+        if not isinstance(leaf, tf.TensorSpec):
+            msg = (
+                f"pad_batch pads dense tensors; this dataset has a {type(leaf).__name__}.\n"
+                "Hint: batch ragged fields with dataset.ragged_batch(batch_size) instead."
+            )
+            raise TfBridgeError(msg)
+    padding = _padding_values(spec, pad_value)
+    if buckets is None:
+        return ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
+    length = length_fn or _default_length(spec)
+    if isinstance(buckets, int) and not isinstance(buckets, bool):
+        if buckets < 1:
+            msg = f"buckets must be at least 1. Received: buckets={buckets}"
+            raise TfBridgeError(msg)
+        lengths = np.fromiter(ds.map(_call(length)).as_numpy_iterator(), dtype=np.int32)
+        if lengths.size == 0:
+            msg = "pad_batch: the source is empty; there are no lengths to choose buckets from."
+            raise TfBridgeError(msg)
+        boundaries = bucket_boundaries(lengths, buckets)
+    else:
+        boundaries = [int(b) for b in buckets]
+        if not boundaries or any(b <= a for a, b in zip(boundaries, boundaries[1:])) or boundaries[0] < 1:
+            msg = f"buckets must be an int or a non-empty list of increasing positive boundaries. Received: {short(buckets)}"
+            raise TfBridgeError(msg)
+    return ds.bucket_by_sequence_length(
+        _call(length),
+        boundaries,
+        [batch_size] * (len(boundaries) + 1),
+        padding_values=padding,
+        drop_remainder=drop_remainder,
+    )
+
+
+def _call(fn: Callable[[Any], Any]) -> Callable[..., Any]:
+    """tf.data passes tuple elements as separate arguments; length functions take the whole element."""
+
+    import tensorflow as tf
+
+    def whole(*element: Any) -> Any:
+        return tf.cast(fn(element[0] if len(element) == 1 else element), tf.int32)
+
+    return whole
+
+
+def _default_length(spec: Any) -> Callable[[Any], Any]:
+    import tensorflow as tf
+
+    paths, leaves, _ = _nest.flatten_with_paths(_nest.normalize(spec))
+    for k, leaf in enumerate(leaves):
+        dims = leaf.shape.as_list() if leaf.shape.rank is not None else []
+        for d, n in enumerate(dims):
+            if n is None:
+
+                def length(element: Any, k: int = k, d: int = d) -> Any:
+                    return tf.shape(_nest.flatten(_nest.normalize(element))[0][k], out_type=tf.int32)[d]
+
+                return length
+    msg = (
+        "pad_batch with buckets needs a field whose length varies, but every field has a fixed shape.\n"
+        "Hint: pass length_fn= to say how long an element is, or drop buckets=."
+    )
+    raise TfBridgeError(msg)
+
+
+def _padding_values(spec: Any, pad_value: Any) -> Any:
+    import tensorflow as tf
+
+    norm = _nest.normalize(spec)
+    leaves, treespec = _nest.flatten(norm)
+    if isinstance(pad_value, (tuple, list, dict)):
+        given, given_tree = _nest.flatten(_nest.normalize(pad_value))
+        if given_tree != treespec:
+            msg = f"pad_value must be a scalar or have the structure of the elements. Received: {short(pad_value)}"
+            raise TfBridgeError(msg)
+    else:
+        given = [pad_value] * len(leaves)
+    out = []
+    for leaf, value in zip(leaves, given):
+        if leaf.dtype == tf.string:
+            value = b"" if value == 0 else value
+        out.append(tf.constant(value, dtype=leaf.dtype))
+    return _nest.unflatten(treespec, out)
