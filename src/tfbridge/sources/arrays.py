@@ -17,10 +17,12 @@ from tfbridge.sources._base import Indexed
 
 
 def is_array_nest(obj: Any) -> bool:
-    """An ndarray, or a tuple/list/dict nest whose leaves are all ndarrays (at least one)."""
+    """An ndarray, or a tuple/dict nest whose leaves are all ndarrays (at least one).
+
+    A top-level list is not columns but a list of elements (e.g. batches), by the Keras convention."""
     if isinstance(obj, np.ndarray):
         return True
-    if not isinstance(obj, (tuple, list, dict)) or isinstance(obj, list) and _nest.is_data_list(obj):
+    if not isinstance(obj, (tuple, dict)):
         return False
     leaves = _nest.flatten(obj)[0]
     return bool(leaves) and all(isinstance(v, np.ndarray) for v in leaves)

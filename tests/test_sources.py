@@ -1,0 +1,247 @@
+"""Every kind of source through one shared test: spec, keras inputs, and exactly-once ordered delivery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+import tfbridge as tb
+
+N_ROWS = 23
+BATCH = 5  # 23 rows -> 4 batches of 5 and a short last batch of 3
+
+
+def _rows() -> tuple[np.ndarray, np.ndarray]:
+    x = np.arange(N_ROWS * 3, dtype=np.float64).reshape(N_ROWS, 3)
+    y = np.arange(N_ROWS, dtype=np.int64)
+    return x, y
+
+
+def _batches() -> list[tuple[np.ndarray, np.ndarray]]:
+    x, y = _rows()
+    return [(x[i : i + BATCH], y[i : i + BATCH]) for i in range(0, N_ROWS, BATCH)]
+
+
+class BatchSequence(keras.utils.PyDataset):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches = _batches()
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.batches[i]
+
+
+class LenGetItem:
+    def __len__(self) -> int:
+        return len(_batches())
+
+    def __getitem__(self, i: int) -> Any:
+        return _batches()[i]
+
+
+class ReIterableBatches:
+    def __iter__(self) -> Any:
+        return iter(_batches())
+
+
+def _generator_function() -> Any:
+    yield from _batches()
+
+
+@dataclass
+class Case:
+    name: str
+    make: Callable[[], Any]
+    batched: bool
+    kwargs: dict[str, Any]
+
+
+CASES = [
+    Case("tf.data unbatched", lambda: tf.data.Dataset.from_tensor_slices(_rows()), False, {}),
+    Case("tf.data batched", lambda: tf.data.Dataset.from_tensor_slices(_rows()).batch(BATCH), True, {}),
+    Case("tf.data batched then mapped", lambda: tf.data.Dataset.from_tensor_slices(_rows()).batch(BATCH).map(lambda a, b: (a, b)).prefetch(1), True, {}),
+    Case("keras PyDataset", BatchSequence, True, {}),
+    Case("keras Sequence", BatchSequence, True, {}),
+    Case("len/getitem object", LenGetItem, True, {}),
+    Case("list of batches", _batches, True, {}),
+    Case("generator function", lambda: _generator_function, True, {}),
+    Case("re-iterable", ReIterableBatches, True, {}),
+    Case("one-shot generator", lambda: _generator_function(), True, {}),
+    Case("one-shot iterator", lambda: iter(_batches()), True, {}),
+    Case("numpy tuple", _rows, False, {}),
+    Case("numpy dict", lambda: dict(zip("xy", _rows())), False, {}),
+    Case("numpy array", lambda: _rows()[0], False, {}),
+    Case("pandas DataFrame", lambda: pd.DataFrame({"a": _rows()[0][:, 0], "b": _rows()[0][:, 1], "y": _rows()[1]}), False, {"label": "y"}),
+]
+
+
+def _expected(case: Case) -> list[Any]:
+    """The elements the source holds, as numpy, in order."""
+    x, y = _rows()
+    if case.name == "numpy dict":
+        return [{"x": x[i], "y": y[i]} for i in range(N_ROWS)]
+    if case.name == "numpy array":
+        return [x[i] for i in range(N_ROWS)]
+    if case.name == "pandas DataFrame":
+        return [({"a": x[i, 0], "b": x[i, 1]}, y[i]) for i in range(N_ROWS)]
+    if case.batched:
+        return list(_batches())
+    return [(x[i], y[i]) for i in range(N_ROWS)]
+
+
+def _as_numpy(element: Any) -> Any:
+    return tf.nest.map_structure(lambda t: t.numpy(), element)
+
+
+def _assert_same(got: list[Any], want: list[Any]) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        tf.nest.assert_same_structure(g, w)
+        for a, b in zip(tf.nest.flatten(g), tf.nest.flatten(w)):
+            np.testing.assert_allclose(a, b)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_every_source_kind_gives_spec_inputs_and_every_element_once_in_order(case: Case) -> None:
+    source = case.make()
+    spec = tb.infer_spec(source, **({} if "label" not in case.kwargs else {}))
+    assert spec.batched is case.batched
+    first = tf.nest.flatten(spec.signature)[0]
+    if case.batched:
+        assert first.shape[0] is None, "the batch axis of a batched source is None (short last batch)"
+
+    inputs = tb.keras_inputs(source) if "label" not in case.kwargs else None
+    if inputs is not None:
+        for kt in tf.nest.flatten(inputs):
+            assert kt.dtype != "float64", "keras_inputs applies the float policy"
+
+    ds = tb.to_dataset(source, **case.kwargs)
+    for ts in tf.nest.flatten(ds.element_spec):
+        assert ts.dtype != tf.float64, "to_dataset casts float64 to floatx by default"
+    got = [_as_numpy(e) for e in ds]
+    _assert_same(got, _expected(case))
+
+
+def test_one_shot_generator_peeked_by_keras_inputs_then_converted_loses_and_repeats_nothing() -> None:
+    def gen() -> Any:
+        for i in range(20):
+            yield np.full((2, 3), i, np.float32), np.array([i, i])
+
+    it = gen()
+    inputs = tb.keras_inputs(it)
+    assert inputs.shape == (None, 3)
+    spec = tb.infer_spec(it)  # a second peek replays, it does not consume
+    assert spec.signature[0].shape.as_list() == [None, 3]
+    with pytest.warns(tb.TfBridgeWarning, match="one-shot iterator"):
+        ds = tb.to_dataset(it)
+    labels = [int(y.numpy()[0]) for _, y in ds]
+    assert labels == list(range(20))
+
+
+def test_one_shot_iterator_validated_then_converted_keeps_every_element() -> None:
+    it = iter([np.full((1, 2), i) for i in range(12)])
+    assert tb.validate(it) == 12
+    with pytest.warns(tb.TfBridgeWarning):
+        ds = tb.to_dataset(it)
+    assert [int(x.numpy()[0, 0]) for x in ds] == list(range(12))
+
+
+def test_short_last_batch_and_varying_length_both_give_none_dims() -> None:
+    class Seq(keras.utils.PyDataset):
+        def __len__(self) -> int:
+            return 10
+
+        def __getitem__(self, i: int) -> Any:
+            n = 8 if i < 9 else 3  # short last batch
+            length = 5 + i  # sequence length varies between batches
+            return np.zeros((n, length, 4), np.float32), np.zeros((n,), np.int32)
+
+    spec = tb.infer_spec(Seq())
+    x, y = spec.signature
+    assert x.shape.as_list() == [None, None, 4]
+    assert y.shape.as_list() == [None]
+
+
+def test_indexed_sources_are_peeked_at_spread_positions_not_only_the_first() -> None:
+    seen: list[int] = []
+
+    class Seq:
+        def __len__(self) -> int:
+            return 100
+
+        def __getitem__(self, i: int) -> Any:
+            seen.append(i)
+            return np.zeros((4, 2), np.float32)
+
+    tb.infer_spec(Seq(), peek=5)
+    assert seen[0] == 0 and seen[-1] == 99 and len(set(seen)) == 5
+
+
+def test_dataframe_gives_dict_of_columns_with_strings_and_label_split() -> None:
+    df = pd.DataFrame({"age": [30, 40, 50], "city": ["a", "bb", "ccc"], "score": [0.5, 0.25, 1.0], "label": [0, 1, 0]})
+    spec = tb.infer_spec(df)
+    assert set(spec.signature) == {"age", "city", "score", "label"}
+    assert spec.signature["city"].dtype == tf.string
+    ds = tb.to_dataset(df, label=["label"], batch_size=2)
+    features, labels = next(iter(ds))
+    assert set(features) == {"age", "city", "score"} and set(labels) == {"label"}
+    assert features["city"].numpy().tolist() == [b"a", b"bb"]
+    assert features["score"].dtype == tf.float32
+
+
+def test_torch_style_map_dataset_defaults_to_one_example_per_index_via_batched_false() -> None:
+    class Examples:
+        def __len__(self) -> int:
+            return 6
+
+        def __getitem__(self, i: int) -> Any:
+            return {"tokens": list(range(i + 1)), "label": i % 2}
+
+    ds = tb.to_dataset(Examples(), batched=False)
+    assert ds.element_spec["tokens"].shape.as_list() == [None]
+    assert ds.element_spec["label"].dtype == tf.int64
+    assert [e["tokens"].numpy().tolist() for e in ds][-1] == [0, 1, 2, 3, 4, 5]
+
+
+def test_ragged_python_lists_become_ragged_tensors_end_to_end() -> None:
+    batches = [([[1, 2, 3], [4]], [0, 1]), ([[5], [6, 7], [8, 9, 10, 11]], [1, 0, 1])]
+    spec = tb.infer_spec(batches)
+    assert isinstance(spec.signature[0], tf.RaggedTensorSpec)
+    assert spec.signature[0].shape.as_list() == [None, None]
+    inputs = tb.keras_inputs(batches)
+    assert inputs.ragged
+    ds = tb.to_dataset(batches)
+    got = [x.to_list() for x, _ in ds]
+    assert got == [[[1, 2, 3], [4]], [[5], [6, 7], [8, 9, 10, 11]]]
+
+
+def test_python_scalars_and_strings_map_to_tf_dtypes() -> None:
+    def gen() -> Any:
+        for i in range(3):
+            yield {"i": i, "f": i / 2, "b": bool(i), "s": f"row{i}", "raw": b"x"}
+
+    spec = tb.infer_spec(gen, batched=False)
+    dtypes = {k: v.dtype for k, v in spec.signature.items()}
+    assert dtypes == {"i": tf.int64, "f": tf.float64, "b": tf.bool, "s": tf.string, "raw": tf.string}
+    ds = tb.to_dataset(gen, batched=False)
+    last = list(ds)[-1]
+    assert last["s"].numpy() == b"row2" and last["f"].dtype == tf.float32
+
+
+def test_tf_data_drop_remainder_batch_axis_is_none_and_element_spec_matches() -> None:
+    ds = tf.data.Dataset.from_tensor_slices(_rows()).batch(4, drop_remainder=True)
+    spec = tb.infer_spec(ds)
+    assert spec.signature[0].shape.as_list() == [None, 3]
+    out = tb.to_dataset(ds)
+    assert out.element_spec == (tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None,), tf.int64))
+    assert sum(int(x.shape[0]) for x, _ in out) == 20
