@@ -1,0 +1,96 @@
+"""pad_batch and bucket_boundaries."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfbridge as tb
+
+
+def _brute_force_cost(lengths: np.ndarray, k: int) -> int:
+    values = np.unique(lengths)
+
+    def cost(bounds: list[int]) -> int:
+        edges = [0, *bounds, 10**9]
+        return sum(int(g.max()) * g.size for lo, hi in zip(edges, edges[1:]) if (g := lengths[(lengths >= lo) & (lengths < hi)]).size)
+
+    return min(
+        cost([int(v) + 1 for v in combo])
+        for r in range(min(k - 1, len(values) - 1) + 1)
+        for combo in itertools.combinations(values[:-1], r)
+    )
+
+
+def _cost(lengths: np.ndarray, bounds: list[int]) -> int:
+    edges = [0, *bounds, 10**9]
+    return sum(int(g.max()) * g.size for lo, hi in zip(edges, edges[1:]) if (g := lengths[(lengths >= lo) & (lengths < hi)]).size)
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_bucket_boundaries_are_optimal_on_small_cases(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 15, size=int(rng.integers(1, 14)))
+    k = int(rng.integers(1, 5))
+    bounds = tb.bucket_boundaries(lengths, k)
+    assert len(bounds) == k - 1 and bounds == sorted(set(bounds))
+    assert _cost(lengths, bounds) == _brute_force_cost(lengths, k)
+
+
+def test_bucket_boundaries_rejects_bad_input_with_message() -> None:
+    with pytest.raises(tb.TfBridgeError, match="num_buckets must be a positive int"):
+        tb.bucket_boundaries([1, 2], 0)
+    with pytest.raises(tb.TfBridgeError, match="lengths must be a non-empty 1-D"):
+        tb.bucket_boundaries([], 2)
+
+
+def _examples() -> Any:
+    rng = np.random.default_rng(0)
+    for i in range(57):
+        yield rng.integers(1, 9, int(rng.integers(1, 30))), i
+
+
+def test_pad_batch_pads_each_batch_to_its_longest_and_keeps_every_example() -> None:
+    batches = tb.pad_batch(_examples, 8)
+    assert batches.element_spec[0].shape.as_list() == [None, None]
+    seen = []
+    originals = {i: x for x, i in _examples()}
+    for x, ids in batches:
+        x = x.numpy()
+        longest = max(len(originals[int(i)]) for i in ids.numpy())
+        assert x.shape[1] == longest
+        for row, i in zip(x, ids.numpy()):
+            n = len(originals[int(i)])
+            np.testing.assert_array_equal(row[:n], originals[int(i)])
+            assert (row[n:] == 0).all()
+            seen.append(int(i))
+    assert seen == list(range(57))
+
+
+@pytest.mark.parametrize("buckets", [3, [5, 12, 20]])
+def test_bucketed_pad_batch_delivers_every_example_exactly_once(buckets: Any) -> None:
+    batches = tb.pad_batch(_examples, 8, buckets=buckets)
+    ids = sorted(int(i) for _, b in batches for i in b.numpy())
+    assert ids == list(range(57))
+    for x, b in batches:
+        assert x.shape[0] <= 8
+
+
+def test_pad_batch_pads_strings_with_empty_bytes_and_uses_pad_value() -> None:
+    def rows() -> Any:
+        for i in range(4):
+            yield {"words": ["w"] * (i + 1), "ids": np.arange(i + 1)}
+
+    batch = next(iter(tb.pad_batch(rows, 4, pad_value={"words": "", "ids": -1})))
+    assert batch["words"].numpy()[0].tolist() == [b"w", b"", b"", b""]
+    assert batch["ids"].numpy()[0].tolist() == [0, -1, -1, -1]
+
+
+def test_pad_batch_refuses_an_already_batched_dataset() -> None:
+    ds = tf.data.Dataset.range(10).batch(2)
+    with pytest.raises(tb.TfBridgeError, match="already batched"):
+        tb.pad_batch(ds, 4)

@@ -1,0 +1,109 @@
+"""Spec: merging samples, JSON round trip, generated code, the Keras split."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfbridge as tb
+from tfbridge.spec import infer_from_samples
+
+
+def _spec(*elements: Any, batched: bool = True) -> tb.Spec:
+    return infer_from_samples(list(enumerate(elements)), batched)
+
+
+def test_dimension_that_differs_between_samples_becomes_none() -> None:
+    spec = _spec((np.zeros((8, 10, 3)),), (np.zeros((8, 12, 3)),))
+    assert spec.signature[0].shape.as_list() == [None, None, 3]
+
+
+def test_unbatched_samples_keep_fixed_dims() -> None:
+    spec = _spec(np.zeros((10, 3)), np.zeros((10, 3)), batched=False)
+    assert spec.signature.shape.as_list() == [10, 3]
+
+
+def test_lists_of_unequal_length_inside_an_element_become_ragged() -> None:
+    spec = _spec({"t": [[1, 2], [3]]}, {"t": [[1], [2], [3, 4, 5]]})
+    leaf = spec.signature["t"]
+    assert isinstance(leaf, tf.RaggedTensorSpec) and leaf.ragged_rank == 1 and leaf.dtype == tf.int64
+
+
+def test_dense_and_ragged_samples_of_one_field_merge_to_ragged() -> None:
+    spec = _spec(([[1, 2], [3, 4]],), ([[1], [2, 3]],))
+    assert isinstance(spec.signature[0], tf.RaggedTensorSpec)
+
+
+def test_empty_list_field_takes_the_dtype_of_other_samples() -> None:
+    spec = _spec([], [1.5, 2.0], batched=False)
+    assert spec.signature.dtype == tf.float64 and spec.signature.shape.as_list() == [None]
+
+
+def test_sparse_values_give_sparse_spec() -> None:
+    st = tf.sparse.from_dense(tf.constant([[0.0, 1.0], [2.0, 0.0]]))
+    spec = _spec((st,), (st,))
+    assert isinstance(spec.signature[0], tf.SparseTensorSpec)
+    assert tb.keras_inputs(spec).sparse
+
+
+def test_keras_split_of_tuples_of_one_two_three_and_others() -> None:
+    x, y, w = np.zeros((2, 3)), np.zeros((2,)), np.ones((2,))
+    one, two, three = _spec((x,)), _spec((x, y)), _spec((x, y, w))
+    assert one.labels is None and one.features.shape.as_list() == [None, 3]
+    assert two.labels.shape.as_list() == [None] and two.sample_weights is None
+    assert three.sample_weights.shape.as_list() == [None]
+    four = _spec((x, y, w, w))
+    assert isinstance(four.features, tuple) and len(four.features) == 4 and four.labels is None
+    as_dict = _spec({"a": x, "b": y})
+    assert set(as_dict.features) == {"a", "b"} and as_dict.labels is None
+
+
+def test_json_round_trip_is_plain_json_and_equal() -> None:
+    spec = _spec(({"tok": [[1, 2], [3]], "img": np.zeros((2, 4, 4, 3), np.float32)}, np.zeros((2,), np.int32)))
+    text = spec.to_json()
+    data = json.loads(text)
+    assert set(data) == {"batched", "signature"} and data["batched"] is True
+    again = tb.Spec.from_json(text)
+    assert again == spec and again.signature == spec.signature
+
+
+def test_code_executed_rebuilds_an_equal_signature_and_inputs() -> None:
+    spec = _spec(
+        ({"tokens": [[1, 2], [3]], "image": np.zeros((2, 8, 8, 3), np.float32)}, np.zeros((2,), np.int64), np.ones(2)),
+    )
+    namespace: dict[str, Any] = {}
+    exec(spec.code(), namespace)  # noqa: S102 - the generated code is the product under test
+    assert namespace["output_signature"] == spec.signature
+    inputs = namespace["inputs"]
+    assert set(inputs) == {"tokens", "image"}
+    assert inputs["image"].shape == (None, 8, 8, 3) and inputs["tokens"].ragged
+    assert inputs["tokens"].name == "tokens"
+
+
+def test_code_of_unbatched_spec_keeps_every_dim_in_inputs() -> None:
+    spec = _spec(np.zeros((5, 3)), np.zeros((7, 3)), batched=False)
+    namespace: dict[str, Any] = {}
+    exec(spec.code(), namespace)  # noqa: S102
+    assert namespace["output_signature"] == tf.TensorSpec((None, 3), tf.float64)
+    assert namespace["inputs"].shape == (None, None, 3)
+
+
+def test_from_signature_guesses_batched_from_leading_none() -> None:
+    assert tb.Spec.from_signature(tf.TensorSpec((None, 3), tf.float32)).batched
+    assert not tb.Spec.from_signature(tf.TensorSpec((3,), tf.float32)).batched
+
+
+def test_keras_inputs_accepts_a_signature_nest() -> None:
+    sig = {"a": tf.TensorSpec((None, 4), tf.float64), "b": tf.TensorSpec((None, 2), tf.int32)}
+    inputs = tb.keras_inputs(sig)
+    assert inputs["a"].dtype == keras.config.floatx() and inputs["b"].shape == (None, 2)
+
+
+def test_spec_records_which_samples_made_a_dim_vary() -> None:
+    spec = _spec((np.zeros((4, 3)),), (np.zeros((2, 3)),))
+    assert spec.samples["x"] == [(0, (4, 3)), (1, (2, 3))]
