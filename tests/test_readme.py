@@ -1,0 +1,25 @@
+"""The README's Python examples run as pasted."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_python_example_runs(index: int, capsys: pytest.CaptureFixture[str]) -> None:
+    exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), {})  # noqa: S102
+    out = capsys.readouterr().out
+    assert out, "every README example prints what it shows"
+
+
+def test_readme_has_examples_and_starts_with_the_two_commands() -> None:
+    text = README.read_text()
+    assert len(BLOCKS) >= 3
+    head = text[: text.index("## ")]
+    assert "make demo" in head and "make test" in head
