@@ -16,10 +16,17 @@ def short(value: Any, limit: int = _REPR_LIMIT_CHARS) -> str:
     """``repr`` of ``value`` cut to ``limit`` characters, for messages (arrays never dumped whole)."""
     shape = getattr(value, "shape", None)
     dtype = getattr(value, "dtype", None)
-    if shape is not None and dtype is not None and not isinstance(value, (str, bytes)):
-        text = f"{type(value).__name__}(shape={tuple(shape)}, dtype={dtype})"
+    try:
+        dims = tuple(int(d) if d is not None else None for d in shape)  # type: ignore[union-attr]
+    except Exception:  # no shape, or a "shape" that is something else (e.g. a module's function)
+        dims = None
+    if dims is not None and dtype is not None and not isinstance(value, (str, bytes)):
+        text = f"{type(value).__name__}(shape={dims}, dtype={dtype})"
     else:
-        text = repr(value)
+        try:
+            text = repr(value)
+        except Exception:
+            text = f"<{type(value).__name__}>"
     if len(text) > limit:
         text = text[: limit - 5] + " ...)" if text.endswith(")") else text[: limit - 4] + " ..."
     return text

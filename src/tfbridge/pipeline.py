@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import warnings
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -70,6 +71,9 @@ def plan(
     if not isinstance(peek, int) or isinstance(peek, bool) or peek < 1:
         msg = f"peek must be a positive int. Received: {short(peek)}"
         raise TfBridgeError(msg)
+    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+        msg = f"workers must be a positive int or None. Received: {short(workers)}"
+        raise TfBridgeError(msg)
     given = spec
     if isinstance(given, Spec) and batched is None:
         batched = given.batched
@@ -101,12 +105,22 @@ def plan(
         choice = executors.choose("arrays", 0, 0, 0)
     elif executor == "auto":
         pr = peek_result
-        choice = executors.choose(src.kind, pr.wall_s, pr.cpu_s, pr.count)
+
+        def pickles() -> str | None:
+            try:
+                executors.processes.dumps_task(_Task(src, Conformer(out_spec)))  # type: ignore[arg-type]
+            except TfBridgeError as exc:
+                return "the source does not pickle (" + str(exc).splitlines()[0].split(": ", 1)[-1] + ")"
+            return None
+
+        choice = executors.choose(src.kind, pr.wall_s, pr.cpu_s, pr.count, pr.nbytes, pickles)
         if workers is not None and choice.name != "serial":
             choice = executors.Choice(choice.name, workers, choice.reason + f" (workers={workers} as given)")
     else:
         made = executors.make(executor, workers)
         choice = executors.Choice(made.name, made.workers, "as given")
+        if made.name == "process" and isinstance(src, Indexed):  # say now, not at the first element
+            executors.processes.dumps_task(_Task(src, None))
     return Plan(src, out_spec, choice, peeked)
 
 
@@ -174,6 +188,7 @@ def to_dataset(
     if validate == "all":
         validate_source(p.source, p.spec)
 
+    ex = None
     if isinstance(p.source, TFDataSource):
         ds = _from_tf_data(p.source.dataset, p.spec)
     elif isinstance(p.source, Arrays):
@@ -181,10 +196,15 @@ def to_dataset(
         batch_size = None  # batched by index already
     else:
         conformer = Conformer(p.spec) if validate != "none" else None
-        ds = _from_python(p, conformer, shuffle, seed)
+        ds, ex = _from_python(p, conformer, shuffle, seed)
     if batch_size is not None:
         ds = ds.batch(batch_size)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    result = ds.prefetch(tf.data.AUTOTUNE)
+    if ex is not None:
+        # workers live as long as the dataset (its iterators keep it alive); TensorFlow itself keeps the
+        # generator callable forever, so the dataset object is what tells us it is gone
+        weakref.finalize(result, ex.close)
+    return result
 
 
 def _check_batchable(spec: Spec, src: Source) -> None:
@@ -285,14 +305,15 @@ def _from_arrays(src: Arrays, spec: Spec, shuffle: bool, seed: int | None, batch
 # ---- Python sources --------------------------------------------------------------------------------------
 
 
-def _from_python(p: Plan, conformer: Conformer | None, shuffle: bool, seed: int | None) -> Any:
+def _from_python(p: Plan, conformer: Conformer | None, shuffle: bool, seed: int | None) -> tuple[Any, Any]:
     import tensorflow as tf
 
     src = p.source
     if isinstance(src, Indexed):
-        epochs = _IndexedEpochs(src, conformer, executors.make(p.choice.name, p.choice.workers), shuffle, seed)
+        ex = executors.make(p.choice.name, p.choice.workers, seed=seed)
+        epochs = _IndexedEpochs(src, conformer, ex, shuffle, seed)
         ds = tf.data.Dataset.from_generator(epochs, output_signature=p.spec.signature)
-        return ds.apply(tf.data.experimental.assert_cardinality(len(src)))
+        return ds.apply(tf.data.experimental.assert_cardinality(len(src))), ex
     assert isinstance(src, Stream)
     if src.one_shot:
         warnings.warn(
@@ -301,7 +322,7 @@ def _from_python(p: Plan, conformer: Conformer | None, shuffle: bool, seed: int 
             TfBridgeWarning,
             stacklevel=3,
         )
-    return tf.data.Dataset.from_generator(_StreamEpochs(src, conformer), output_signature=p.spec.signature)
+    return tf.data.Dataset.from_generator(_StreamEpochs(src, conformer), output_signature=p.spec.signature), None
 
 
 class _IndexedEpochs:

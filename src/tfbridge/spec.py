@@ -75,6 +75,11 @@ class Spec:
         self.batched = bool(batched)
         self.samples: dict[str, list[tuple[int, tuple[int | None, ...]]]] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("signature", None)  # TensorFlow objects stay out of pickles (workers need no TensorFlow)
+        return state
+
     # -- TensorFlow views -------------------------------------------------------------------------
     @cached_property
     def signature(self) -> Any:
@@ -149,7 +154,7 @@ class Spec:
         """Rebuild a Spec from :meth:`to_json` output. Only reads data; never executes anything."""
         try:
             data = json.loads(text)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             msg = f"Spec.from_json: not valid JSON ({exc}). Received: {short(text)}"
             raise TfBridgeError(msg) from None
         if not isinstance(data, dict) or set(data) != {"batched", "signature"}:
@@ -383,6 +388,8 @@ def _from_json_nest(node: Any, where: str, depth: int) -> Any:
     if not isinstance(node, dict) or "type" not in node:
         raise bad('expected an object with a "type"')
     kind = node["type"]
+    if not isinstance(kind, str):
+        raise bad('"type" must be a string: one of tensor, ragged, sparse, tuple, list, dict')
     if kind in ("tuple", "list"):
         items = node.get("items")
         if not isinstance(items, list) or set(node) != {"type", "items"}:
@@ -404,7 +411,7 @@ def _from_json_nest(node: Any, where: str, depth: int) -> Any:
         d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 0) for d in shape
     ):
         raise bad('"shape" must be a list of non-negative integers or null')
-    if node["dtype"] not in _DTYPES:
+    if not isinstance(node["dtype"], str) or node["dtype"] not in _DTYPES:
         raise bad(f'"dtype" must be one of {sorted(_DTYPES)}')
     ragged_rank = node.get("ragged_rank", 0)
     if kind == "ragged" and not (

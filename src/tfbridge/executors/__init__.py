@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 from tfbridge.errors import TfBridgeError, short
 from tfbridge.executors._base import Executor, Task
+from tfbridge.executors.processes import ProcessExecutor
 from tfbridge.executors.serial import SerialExecutor
 from tfbridge.executors.threads import ThreadExecutor
 
@@ -19,6 +21,8 @@ _NAMES = ("serial", "thread", "process", "ray", "auto")
 _CHEAP_ELEMENT_S = 0.0005  # below this per element, handing work to threads costs more than it saves
 _WAITING_SHARE = 0.5  # CPU time under this share of wall time: the source mostly waits
 _LATENCY_WORKERS = 16
+_COPY_BYTES_PER_S = 2e9  # a conservative memcpy rate: each element is copied once on its way back
+_PROCESS_GAIN = 4.0  # processes pay off when an element's CPU time is this many times its copy time
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,18 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def choose(kind: str, wall_s: float, cpu_s: float, count: int) -> Choice:
-    """The executor ``auto`` picks for a source of ``kind`` whose peek took these times for ``count`` elements."""
+def choose(
+    kind: str,
+    wall_s: float,
+    cpu_s: float,
+    count: int,
+    nbytes: int = 0,
+    pickles: Callable[[], str | None] = lambda: None,
+) -> Choice:
+    """The executor ``auto`` picks, from what the peek measured for ``count`` elements.
+
+    ``pickles()`` returns None when the source can be sent to worker processes, else the reason it cannot.
+    """
     if kind == "native":
         return Choice("native", 0, "a tf.data dataset runs in TensorFlow's own threads; no Python per element")
     if kind == "arrays":
@@ -55,14 +69,29 @@ def choose(kind: str, wall_s: float, cpu_s: float, count: int) -> Choice:
             f"the source waits, so {_LATENCY_WORKERS} threads keep many elements in flight",
         )
     n = cores()
+    cpu_per = cpu_s / max(count, 1)
+    copy_s = nbytes / max(count, 1) / _COPY_BYTES_PER_S
+    if n < 2:
+        return Choice("serial", 1, "one core: parallel workers cannot help CPU-bound elements")
+    if cpu_per < _PROCESS_GAIN * copy_s:
+        return Choice(
+            "thread",
+            n,
+            f"elements are big ({nbytes / max(count, 1) / 1e6:.1f} MB) for the CPU time they take "
+            f"({cpu_per * 1e3:.1f} ms): moving them between processes would cost more than it saves",
+        )
+    why_not = pickles()
+    if why_not is not None:
+        return Choice("thread", n, f"elements are CPU-bound ({cpu_per * 1e3:.1f} ms each) but {why_not}")
     return Choice(
-        "thread",
+        "process",
         n,
-        f"elements take {per * 1e3:.1f} ms each, {share:.0%} of it CPU time: one thread per core ({n})",
+        f"elements are CPU-bound ({cpu_per * 1e3:.1f} ms of CPU each, {share:.0%} of wall time): "
+        f"one worker process per core ({n}) escapes the GIL",
     )
 
 
-def make(name: str, workers: int | None) -> Executor:
+def make(name: str, workers: int | None, seed: int | None = None) -> Executor:
     if name not in _NAMES:
         msg = f"executor must be one of {', '.join(map(repr, _NAMES))}. Received: {short(name)}"
         raise TfBridgeError(msg)
@@ -73,6 +102,8 @@ def make(name: str, workers: int | None) -> Executor:
         return SerialExecutor()
     if name == "thread":
         return ThreadExecutor(workers or _LATENCY_WORKERS)
+    if name == "process":
+        return ProcessExecutor(workers or cores(), seed=seed)
     msg = (
         f'executor="{name}" is not available in this version of tfbridge.\n'
         'Hint: use executor="thread" or "serial" (or "auto").'
@@ -80,4 +111,15 @@ def make(name: str, workers: int | None) -> Executor:
     raise TfBridgeError(msg)
 
 
-__all__ = ["Choice", "Executor", "ExecutorName", "SerialExecutor", "Task", "ThreadExecutor", "choose", "cores", "make"]
+__all__ = [
+    "Choice",
+    "Executor",
+    "ExecutorName",
+    "ProcessExecutor",
+    "SerialExecutor",
+    "Task",
+    "ThreadExecutor",
+    "choose",
+    "cores",
+    "make",
+]

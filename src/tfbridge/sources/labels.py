@@ -28,7 +28,7 @@ def split_label(element: Any, label: Label) -> tuple[Any, Any]:
     if missing:
         msg = (
             f"label column(s) {missing} not found. The element has the columns {sorted(element)}.\n"
-            "Hint: pass label= the name(s) of existing columns."
+            f"Hint: pass label= the name(s) of existing columns. Received: label={short(label)}"
         )
         raise TfBridgeError(msg)
     features = {k: v for k, v in element.items() if k not in names}

@@ -1,0 +1,123 @@
+"""Shared memory slots for worker results, and the pickling that routes big arrays through them.
+
+A slot is an anonymous memory file (``memfd``) created by the main process and handed to workers as a file
+descriptor. It has no name in ``/dev/shm``, so nothing can outlive the processes that hold it: the kernel frees
+it when the last descriptor and mapping close, even after a crash or SIGKILL. A slot grows when a worker needs
+more room (the worker truncates the shared file larger; readers remap).
+
+Arrays of at least ``INLINE_LIMIT_BYTES`` travel as an :class:`ArrayHandle` (slot, offset, shape, dtype) in the
+result's pickle stream; smaller ones and everything else travel inline.
+"""
+
+from __future__ import annotations
+
+import io
+import mmap
+import os
+import pickle
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+INLINE_LIMIT_BYTES = 64 * 1024
+_ALIGN_BYTES = 64
+
+
+@dataclass(frozen=True)
+class ArrayHandle:
+    """Where one array of a result lies: small and picklable."""
+
+    slot: int
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def create_slot() -> int:
+    """A new empty shared memory file; returns its descriptor (inheritable, for worker processes)."""
+    fd = os.memfd_create("tfbridge-slot", 0)
+    os.set_inheritable(fd, True)
+    return fd
+
+
+class SlotMap:
+    """A process's view of one slot: maps the file and remaps when it grows."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.mm: mmap.mmap | None = None
+
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def view(self, needed: int) -> mmap.mmap:
+        if self.mm is None or len(self.mm) < needed:
+            size = self.size()
+            if size < needed:
+                msg = f"shared memory slot holds {size} bytes, {needed} needed"
+                raise OSError(msg)
+            if self.mm is not None:
+                self.mm.close()
+            self.mm = mmap.mmap(self.fd, size)
+        return self.mm
+
+    def grow(self, needed: int) -> mmap.mmap:
+        size = self.size()
+        if size < needed:
+            os.ftruncate(self.fd, max(needed, 2 * size))
+        return self.view(needed)
+
+    def close(self) -> None:
+        if self.mm is not None:
+            try:
+                self.mm.close()
+            except BufferError:  # a view is still exported; the mapping goes with the process
+                pass
+            self.mm = None
+
+
+class _SlotPickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, slot: SlotMap, slot_id: int) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.slot, self.slot_id, self.used = slot, slot_id, 0
+
+    def persistent_id(self, obj: Any) -> Any:
+        if type(obj) is not np.ndarray or obj.dtype.hasobject or obj.nbytes < INLINE_LIMIT_BYTES:
+            return None
+        offset = -(-self.used // _ALIGN_BYTES) * _ALIGN_BYTES
+        end = offset + obj.nbytes
+        mm = self.slot.grow(end)
+        target = np.frombuffer(mm, dtype=obj.dtype, count=obj.size, offset=offset).reshape(obj.shape)
+        np.copyto(target, obj, casting="no")
+        del target
+        self.used = end
+        return ArrayHandle(self.slot_id, offset, tuple(obj.shape), obj.dtype.str)
+
+
+def dumps_result(value: Any, slot: SlotMap, slot_id: int) -> bytes:
+    buffer = io.BytesIO()
+    _SlotPickler(buffer, slot, slot_id).dump(value)
+    return buffer.getvalue()
+
+
+class _SlotUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, slots: list[SlotMap]) -> None:
+        super().__init__(file)
+        self.slots = slots
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not isinstance(pid, ArrayHandle):
+            msg = f"unexpected persistent id {pid!r}"
+            raise pickle.UnpicklingError(msg)
+        dtype = np.dtype(pid.dtype)
+        count = int(np.prod(pid.shape, dtype=np.int64))
+        mm = self.slots[pid.slot].view(pid.offset + count * dtype.itemsize)
+        view = np.frombuffer(mm, dtype=dtype, count=count, offset=pid.offset).reshape(pid.shape)
+        out = view.copy()  # the one copy: the slot is reused for a later element
+        del view
+        return out
+
+
+def loads_result(data: bytes, slots: list[SlotMap]) -> Any:
+    return _SlotUnpickler(io.BytesIO(data), slots).load()

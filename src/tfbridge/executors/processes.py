@@ -1,0 +1,231 @@
+"""Worker processes with shared memory: for sources whose ``__getitem__`` is CPU-bound Python.
+
+Workers are fresh interpreters (``python -m tfbridge.executors._worker``), so neither a forked TensorFlow nor
+the user's unguarded ``__main__`` is ever re-run; the task (source + conformer) travels with cloudpickle, so
+sources defined in ``__main__`` or a notebook work. Results come back in order; their big arrays come through a
+ring of shared memory slots (one per element in flight), copied out once in the main process.
+
+The pool lives as long as the executor: it starts on first use, survives between epochs, and is closed when the
+dataset that owns it is garbage collected (or the interpreter exits). At each epoch the task is sent again when
+the source changed (e.g. ``on_epoch_end`` reshuffled its index), and every worker is reseeded from
+``(seed, worker id, epoch)`` so random augmentations differ between workers and epochs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import numpy as np
+
+from tfbridge.errors import TfBridgeError, WorkerDiedError
+from tfbridge.executors._base import Task
+from tfbridge.executors._shm import SlotMap, create_slot, loads_result
+
+_IN_FLIGHT_PER_WORKER = 2
+_WORKER_START_TIMEOUT_S = 120.0
+_WORKER_JOIN_TIMEOUT_S = 5.0
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
+
+
+def dumps_task(task: Task) -> bytes:
+    """The task as bytes for worker processes; TfBridgeError saying why when it does not pickle."""
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        msg = (
+            f"the source cannot be sent to worker processes: {type(exc).__name__}: {exc}\n"
+            'Hint: use executor="thread", or keep unpicklable members (locks, open files, clients) out of '
+            "the source, e.g. create them lazily in __getitem__."
+        )
+        raise TfBridgeError(msg) from exc
+
+
+class _Worker:
+    def __init__(self, wid: int, slot_fds: list[int]) -> None:
+        parent, child = socket.socketpair()
+        env = dict(os.environ)
+        for name in _THREAD_ENV:  # one worker per core: no nested thread pools unless the user asked
+            env.setdefault(name, "1")
+        env.setdefault("CUDA_VISIBLE_DEVICES", "")  # workers make numpy data; the GPU stays with training
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self.wid = wid
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tfbridge.executors._worker", str(child.fileno())],
+            pass_fds=[child.fileno(), *slot_fds],
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        child.close()
+        self.conn = Connection(parent.detach())
+        self.conn.send_bytes(pickle.dumps({"sys_path": list(sys.path), "slot_fds": slot_fds}))
+        self.outstanding: list[int] = []  # indices sent, not yet answered, in order
+        self.task_digest = b""
+
+    def send(self, message: Any) -> None:
+        self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def death(self) -> str:
+        try:
+            code = self.proc.wait(timeout=_WORKER_JOIN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return "stopped answering"
+        if code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with status {code}"
+
+    def stop(self) -> None:
+        if self.outstanding:  # mid-element work nobody will read: do not wait for it
+            self.proc.kill()
+        else:
+            try:
+                self.send(("stop",))
+            except OSError:
+                pass
+        self.conn.close()
+        try:
+            self.proc.wait(timeout=_WORKER_JOIN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class ProcessExecutor:
+    name = "process"
+
+    def __init__(self, workers: int, in_flight: int | None = None, seed: int | None = None) -> None:
+        self.workers = workers
+        self.in_flight = in_flight or workers * _IN_FLIGHT_PER_WORKER
+        self.seed = seed if seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+        self._pool: list[_Worker] = []
+        self._slot_fds: list[int] = []
+        self._slots: list[SlotMap] = []
+        self._lock = threading.Lock()
+        self._epoch = 0
+        self._closed = False
+
+    # -- pool ---------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        self._slot_fds = [create_slot() for _ in range(self.in_flight)]
+        self._slots = [SlotMap(fd) for fd in self._slot_fds]
+        self._pool = [_Worker(w, self._slot_fds) for w in range(self.workers)]
+        for w in self._pool:
+            if not w.conn.poll(_WORKER_START_TIMEOUT_S):
+                self._shutdown()
+                msg = f"worker process {w.wid} did not start within {_WORKER_START_TIMEOUT_S:.0f} s"
+                raise WorkerDiedError(msg)
+            try:
+                w.conn.recv_bytes()
+            except (EOFError, OSError):
+                reason = w.death()
+                self._shutdown()
+                msg = f"worker process {w.wid} {reason} while starting.\nHint: run the source with executor='serial' to see its error."
+                raise WorkerDiedError(msg) from None
+
+    def _shutdown(self) -> None:
+        for w in self._pool:
+            w.stop()
+        self._pool = []
+        for slot in self._slots:
+            slot.close()
+        for fd in self._slot_fds:
+            os.close(fd)
+        self._slots, self._slot_fds = [], []
+
+    def close(self) -> None:
+        """Stop the workers now if no pass is running, else when the running pass ends."""
+        self._closed = True
+        if self._lock.acquire(blocking=False):
+            try:
+                self._shutdown()
+            finally:
+                self._lock.release()
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self._pool]
+
+    # -- one pass ------------------------------------------------------------------------------------
+    def imap(self, task: Task, indices: Sequence[int]) -> Iterator[Any]:
+        if not self._lock.acquire(blocking=False):
+            msg = (
+                "two passes over one process-executor dataset at the same time are not supported.\n"
+                "Hint: finish (or drop) the first iterator before starting another."
+            )
+            raise TfBridgeError(msg)
+        try:
+            if self._closed:
+                msg = "this process executor was closed with the dataset that owned it"
+                raise TfBridgeError(msg)
+            if not self._pool:
+                self._start()
+            self._drain()
+            self._prepare(task)
+            yield from self._run(list(indices))
+        except WorkerDiedError:
+            self._shutdown()  # a broken pool is never reused; the next pass starts a fresh one
+            raise
+        finally:
+            if self._closed:  # the dataset went away during this pass
+                self._shutdown()
+            self._lock.release()
+
+    def _prepare(self, task: Task) -> None:
+        payload = dumps_task(task)
+        digest = hashlib.sha256(payload).digest()
+        epoch, self._epoch = self._epoch, self._epoch + 1
+        for w in self._pool:
+            if w.task_digest != digest:
+                w.send(("task", payload))
+                w.task_digest = digest
+            seed = np.random.SeedSequence([self.seed, w.wid, epoch]).generate_state(1, np.uint64)[0]
+            w.send(("seed", int(seed)))
+
+    def _drain(self) -> None:
+        """Collect answers still owed by a pass that stopped early, so no slot is written while reused."""
+        for w in self._pool:
+            while w.outstanding:
+                self._receive(w, {})
+
+    def _receive(self, w: _Worker, results: dict[int, Any]) -> None:
+        try:
+            kind, index, payload = pickle.loads(w.conn.recv_bytes())
+        except (EOFError, OSError):
+            index = w.outstanding[0] if w.outstanding else None
+            msg = (
+                f"worker process {w.wid} (pid {w.proc.pid}) {w.death()} while producing element {index}.\n"
+                "Hint: a worker that dies without a Python error was usually killed by the system "
+                "(out of memory?) or crashed in native code; try fewer workers or executor='thread'."
+            )
+            raise WorkerDiedError(msg, index=index) from None
+        w.outstanding.remove(index)
+        results[index] = (kind, payload)
+
+    def _run(self, order: list[int]) -> Iterator[Any]:
+        results: dict[int, Any] = {}
+        submitted = 0
+        by_conn = {w.conn: w for w in self._pool}
+        for position in range(len(order)):
+            while submitted < len(order) and submitted < position + self.in_flight:
+                w = min(self._pool, key=lambda w: len(w.outstanding))
+                w.outstanding.append(order[submitted])
+                w.send(("run", order[submitted], submitted % self.in_flight))
+                submitted += 1
+            index = order[position]
+            while index not in results:
+                for conn in wait(list(by_conn)):
+                    self._receive(by_conn[conn], results)
+            kind, payload = results.pop(index)
+            if kind == "err":
+                raise pickle.loads(payload)
+            yield loads_result(payload, self._slots)

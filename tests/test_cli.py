@@ -1,0 +1,271 @@
+"""The command line: `tfbridge` and `python -m tfbridge` run as subprocesses on small target modules."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfbridge as tb
+
+_TIMEOUT_S = 120
+_CONSOLE_SCRIPT = Path(sys.executable).parent / "tfbridge"
+
+# A batched PyDataset whose last batch is short (2 rows instead of 4), with a float64 field, a generator
+# function, in-memory arrays and a zero-argument factory. Imports keras, so TensorFlow starts with it.
+_MYSRC = '''
+import numpy as np
+import keras
+
+
+class ShortLast(keras.utils.PyDataset):
+    def __init__(self):
+        super().__init__()
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        n = 2 if i == 4 else 4
+        features = {"tokens": np.ones((n, 7), np.int32), "score": np.ones((n, 3), np.float64)}
+        return features, np.zeros((n,), np.float32)
+
+
+short_last = ShortLast()
+
+
+def gen():
+    for _ in range(3):
+        yield np.ones((4, 2), np.float64), np.zeros((4,), np.int64)
+
+
+arrays = (np.ones((10, 3), np.float64), np.zeros((10,), np.int64))
+
+
+def make():
+    return ShortLast()
+'''
+
+# Targets that are not sources, kept free of keras so that TensorFlow never starts and writes to stderr.
+_PLAIN = '''
+import numpy as np
+
+N = 3
+
+
+def broken():
+    raise RuntimeError("factory exploded")
+'''
+
+_BADMOD = 'raise RuntimeError("import exploded")\n'
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    (tmp_path / "mysrc.py").write_text(textwrap.dedent(_MYSRC))
+    (tmp_path / "plain.py").write_text(textwrap.dedent(_PLAIN))
+    (tmp_path / "badmod.py").write_text(_BADMOD)
+    return tmp_path
+
+
+def _run(args: list[str], cwd: Path, *, module: bool = False) -> subprocess.CompletedProcess[str]:
+    head = [sys.executable, "-m", "tfbridge"] if module else [str(_CONSOLE_SCRIPT)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    return subprocess.run(
+        head + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=_TIMEOUT_S, check=False
+    )
+
+
+def _load(path: Path) -> Any:
+    """Import a target file in this process under a private name (no sys.modules entry left behind)."""
+    spec = importlib.util.spec_from_file_location(f"_test_cli_{path.stem}_{id(path)}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _without_timing(report: dict[str, Any]) -> dict[str, Any]:
+    """The report minus the executor's reason, which quotes the measured time per element."""
+    out = dict(report)
+    out["executor"] = {k: v for k, v in report["executor"].items() if k != "reason"}
+    return out
+
+
+# ---- inspect -------------------------------------------------------------------------------------------
+
+
+def test_inspect_file_target_prints_fields_dtypes_float_cast_and_short_last_batch(project: Path) -> None:
+    result = _run(["inspect", "mysrc.py:short_last"], project)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("source:") and "ShortLast" in lines[0] and "batched" in lines[0]
+    rows = {line.split()[0]: line for line in lines if line.startswith(("x[", "y "))}
+    assert "float64 -> float32" in rows["x['score']"] and "(None, 3)" in rows["x['score']"]
+    assert "int32" in rows["x['tokens']"] and "->" not in rows["x['tokens']"]
+    assert "(None, 7)" in rows["x['tokens']"]
+    assert "float32" in rows["y"] and "(None,)" in rows["y"]
+    assert (
+        "x['score']: float64 in the data, delivered as float32 (cast_floats='floatx'; "
+        "pass cast_floats=None to keep it)"
+    ) in lines
+    sizes = "4 at element 0, 4 at element 1, 4 at element 2, 4 at element 3, 2 at element 4"
+    for path in ("x['score']", "x['tokens']", "y"):
+        assert f"{path}: batch size varies ({sizes}) -> None" in lines
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_inspect_json_has_stable_keys_and_a_spec_that_round_trips(project: Path) -> None:
+    result = _run(["inspect", "mysrc.py:short_last", "--json"], project)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == {
+        "version", "source", "kind", "batched", "executor", "fields", "spec", "delivered_spec"
+    }
+    assert report["kind"] == "indexed" and report["batched"] is True
+    assert set(report["executor"]) == {"name", "workers", "reason"}
+    fields = {f["path"]: f for f in report["fields"]}
+    assert fields["x['score']"]["dtype"] == "float64"
+    assert fields["x['score']"]["delivered_dtype"] == "float32"
+    assert fields["x['tokens']"]["dtype"] == fields["x['tokens']"]["delivered_dtype"] == "int32"
+    assert fields["y"]["varying"] == [{"dim": 0, "sizes": [[0, 4], [1, 4], [2, 4], [3, 4], [4, 2]]}]
+
+    spec = tb.Spec.from_json(json.dumps(report["spec"]))
+    delivered = tb.Spec.from_json(json.dumps(report["delivered_spec"]))
+    source = _load(project / "mysrc.py").short_last
+    assert spec == tb.infer_spec(source)
+    assert delivered.signature == tb.to_dataset(source).element_spec
+
+
+def test_inspect_json_of_in_memory_arrays_is_one_example_per_row(project: Path) -> None:
+    result = _run(["inspect", "mysrc:arrays", "--json"], project)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["batched"] is False
+    assert [(f["path"], f["dtype"], f["delivered_dtype"], f["shape"]) for f in report["fields"]] == [
+        ("x", "float64", "float32", [3]),
+        ("y", "int64", "int64", []),
+    ]
+
+
+def test_python_dash_m_inspect_gives_the_same_report_as_the_console_script(project: Path) -> None:
+    script = _run(["inspect", "mysrc.py:short_last", "--json"], project)
+    module = _run(["inspect", "mysrc.py:short_last", "--json"], project, module=True)
+
+    assert script.returncode == module.returncode == 0, script.stderr + module.stderr
+    assert _without_timing(json.loads(module.stdout)) == _without_timing(json.loads(script.stdout))
+
+
+def test_python_dash_m_bad_target_fails_like_the_console_script(project: Path) -> None:
+    script = _run(["inspect", "nosuchmodule:x"], project)
+    module = _run(["inspect", "nosuchmodule:x"], project, module=True)
+
+    assert script.returncode == module.returncode == 2
+    assert module.stderr == script.stderr
+    assert module.stdout == script.stdout == ""
+
+
+# ---- code ----------------------------------------------------------------------------------------------
+
+
+def test_code_module_target_prints_code_defining_the_datasets_output_signature(project: Path) -> None:
+    result = _run(["code", "mysrc:short_last"], project)
+
+    assert result.returncode == 0, result.stderr
+    assert "# x['score']: float64 in the data, float32 here (cast_floats='floatx')." in result.stdout
+    namespace: dict[str, Any] = {}
+    exec(compile(result.stdout, "<tfbridge code>", "exec"), namespace)  # noqa: S102 - our own output
+    source = _load(project / "mysrc.py").short_last
+    assert namespace["output_signature"] == tb.to_dataset(source).element_spec
+    inputs = namespace["inputs"]
+    assert set(inputs) == {"tokens", "score"}
+    assert tuple(inputs["tokens"].shape) == (None, 7) and inputs["tokens"].dtype == "int32"
+    assert tuple(inputs["score"].shape) == (None, 3) and inputs["score"].dtype == "float32"
+    assert all(isinstance(t, keras.KerasTensor) for t in inputs.values())
+
+
+def test_code_factory_target_is_called_and_its_source_matches_to_dataset(project: Path) -> None:
+    result = _run(["code", "mysrc:make"], project)
+
+    assert result.returncode == 0, result.stderr
+    namespace: dict[str, Any] = {}
+    exec(compile(result.stdout, "<tfbridge code>", "exec"), namespace)  # noqa: S102 - our own output
+    source = _load(project / "mysrc.py").make()
+    assert namespace["output_signature"] == tb.to_dataset(source).element_spec
+    assert set(namespace["inputs"]) == {"tokens", "score"}
+
+
+def test_code_generator_function_casts_float64_and_keeps_int64(project: Path) -> None:
+    result = _run(["code", "mysrc:gen"], project)
+
+    assert result.returncode == 0, result.stderr
+    namespace: dict[str, Any] = {}
+    exec(compile(result.stdout, "<tfbridge code>", "exec"), namespace)  # noqa: S102 - our own output
+    assert namespace["output_signature"] == (
+        tf.TensorSpec(shape=(None, 2), dtype=tf.float32),
+        tf.TensorSpec(shape=(None,), dtype=tf.int64),
+    )
+    assert tuple(namespace["inputs"].shape) == (None, 2)
+    assert np.dtype(namespace["inputs"].dtype) == np.float32
+
+
+# ---- bad targets ---------------------------------------------------------------------------------------
+
+_BAD_TARGETS = [
+    pytest.param("nosuchmodule:x", "cannot import module 'nosuchmodule'", id="missing-module"),
+    pytest.param("plain:nope", "plain has no attribute 'nope'", id="missing-attribute"),
+    pytest.param("plain.py:nope", "plain.py has no attribute 'nope'", id="missing-attribute-in-file"),
+    pytest.param("nosuchfile.py:x", "no such file: nosuchfile.py", id="missing-file"),
+    pytest.param("plain", "TARGET must be MODULE:OBJECT or FILE.py:OBJECT. Received: 'plain'", id="no-colon"),
+    pytest.param("plain:N", "plain:N is not a data source: int is not a data source. Received: 3", id="int"),
+    pytest.param(
+        "badmod:x", "module 'badmod' raised RuntimeError while importing: import exploded", id="module-raises"
+    ),
+    pytest.param("badmod.py:x", "badmod.py raised RuntimeError while loading: import exploded", id="file-raises"),
+    pytest.param(
+        "plain:broken",
+        "calling broken() to get the source raised RuntimeError: factory exploded",
+        id="factory-raises",
+    ),
+    pytest.param(
+        "plain:np",
+        "plain:np is not a data source: module is not a data source.",
+        id="module-object",
+    ),
+]
+
+
+@pytest.mark.parametrize(("target", "message"), _BAD_TARGETS)
+def test_bad_target_exits_2_with_one_error_line_and_no_traceback(project: Path, target: str, message: str) -> None:
+    result = _run(["inspect", target], project)
+
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("tfbridge: error: ")
+    assert message in lines[0]
+
+
+def test_code_with_bad_target_exits_2_with_one_error_line(project: Path) -> None:
+    result = _run(["code", "plain:N"], project)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "tfbridge: error: plain:N is not a data source: int is not a data source. Received: 3"
+    ]

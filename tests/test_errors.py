@@ -1,0 +1,623 @@
+"""Every error path of the public API: exception class, message and promised attributes."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+import tfbridge as tb
+
+
+class Batches:
+    """An indexed source of ready-made batches (``__len__``/``__getitem__``, batched by the Keras convention)."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.items[index]
+
+
+class Empty(keras.utils.PyDataset):
+    def __init__(self) -> None:
+        super().__init__()
+
+    def __len__(self) -> int:
+        return 0
+
+    def __getitem__(self, index: int) -> Any:
+        raise IndexError(index)
+
+
+class RaisesAt17(Batches):
+    def __getitem__(self, index: int) -> Any:
+        if index == 17:
+            raise ValueError("corrupt record 17")
+        return self.items[index]
+
+
+def _batch(width: int = 3, rows: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    return np.ones((rows, width), np.float32), np.zeros((rows,), np.int64)
+
+
+def _batches(n: int = 6, *, wide_at: int | None = None) -> Batches:
+    return Batches([_batch(4 if i == wide_at else 3) for i in range(n)])
+
+
+_SPEC = tb.Spec.from_signature(
+    (tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None,), tf.int64)), batched=True
+)
+
+
+def _gen_raising_at_fifth() -> Iterator[Any]:
+    for i in range(10):
+        if i == 4:
+            raise ValueError("generator broke at its 5th element")
+        yield _batch()
+
+
+def _empty_gen() -> Iterator[Any]:
+    yield from ()
+
+
+def _iterate(ds: Any) -> None:
+    for _ in ds:
+        pass
+
+
+# ---- the exception tree --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cls", [tb.SpecInferenceError, tb.SpecMismatchError, tb.SourceError, tb.WorkerDiedError]
+)
+def test_every_error_class_subclasses_tfbridge_error(cls: type) -> None:
+    assert issubclass(cls, tb.TfBridgeError)
+    assert issubclass(tb.TfBridgeError, Exception)
+
+
+def test_source_error_survives_pickle_with_index_and_traceback() -> None:
+    with pytest.raises(tb.SourceError) as info:
+        tb.validate(RaisesAt17([_batch()] * 20), _SPEC)
+
+    copy = pickle.loads(pickle.dumps(info.value))
+
+    assert type(copy) is tb.SourceError
+    assert str(copy) == str(info.value)
+    assert copy.index == 17
+    assert copy.traceback == info.value.traceback and "corrupt record 17" in copy.traceback
+
+
+def test_spec_mismatch_error_survives_pickle_with_index_path_expected_got() -> None:
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.validate(_batches(wide_at=4), _SPEC)
+
+    copy = pickle.loads(pickle.dumps(info.value))
+
+    assert type(copy) is tb.SpecMismatchError
+    assert str(copy) == str(info.value)
+    assert (copy.index, copy.path, copy.expected, copy.got) == (4, "x", "shape (None, 3)", "shape (2, 4)")
+
+
+def test_worker_died_error_survives_pickle_with_index() -> None:
+    err = tb.WorkerDiedError("worker 3 died (SIGKILL) while producing element 41", index=41)
+
+    copy = pickle.loads(pickle.dumps(err))
+
+    assert type(copy) is tb.WorkerDiedError
+    assert str(copy) == "worker 3 died (SIGKILL) while producing element 41"
+    assert copy.index == 41
+
+
+# ---- SpecInferenceError --------------------------------------------------------------------------------
+
+
+def test_infer_tuple_length_disagreement_names_both_elements() -> None:
+    source = Batches([_batch(), _batch(), (_batch()[0],)])
+
+    with pytest.raises(tb.SpecInferenceError) as info:
+        tb.infer_spec(source)
+
+    assert str(info.value).startswith(
+        "samples disagree in structure at x: element 0 has tuple of length 2, element 2 has tuple of length 1."
+    )
+    assert "Hint:" in str(info.value)
+
+
+def test_infer_generator_tuple_length_disagreement_names_both_elements() -> None:
+    def gen() -> Iterator[Any]:
+        yield _batch()
+        yield (_batch()[0],)
+
+    with pytest.raises(tb.SpecInferenceError) as info:
+        tb.infer_spec(gen)
+
+    assert "element 0 has tuple of length 2, element 1 has tuple of length 1" in str(info.value)
+
+
+def test_infer_dict_keys_disagreement_names_path_keys_and_both_elements() -> None:
+    x, y = _batch()
+    source = Batches([({"tokens": x, "mask": x}, y), ({"tokens": x, "mask": x}, y), ({"tokens": x}, y)])
+
+    with pytest.raises(tb.SpecInferenceError) as info:
+        tb.infer_spec(source)
+
+    assert str(info.value).startswith(
+        "samples disagree in structure at x: element 0 has dict with keys ['mask', 'tokens'], "
+        "element 2 has dict with keys ['tokens']."
+    )
+
+
+def test_infer_rank_disagreement_names_nested_path_shapes_and_both_elements() -> None:
+    y = np.zeros((2,), np.int64)
+    source = Batches([({"tokens": np.ones((2, 3), np.int32)}, y), ({"tokens": np.ones((2, 3, 1), np.int32)}, y)])
+
+    with pytest.raises(tb.SpecInferenceError) as info:
+        tb.infer_spec(source)
+
+    assert str(info.value).startswith(
+        "samples disagree in rank at x['tokens']: element 0 has shape (2, 3) (rank 2), "
+        "element 1 has shape (2, 3, 1) (rank 3)."
+    )
+
+
+def test_infer_dtype_disagreement_names_path_dtypes_and_both_elements() -> None:
+    x = np.ones((2, 3), np.float32)
+    source = Batches([(x, np.zeros(2, np.int64)), (x, np.zeros(2, np.int64)), (x, np.zeros(2, np.int32))])
+
+    with pytest.raises(tb.SpecInferenceError) as info:
+        tb.infer_spec(source)
+
+    assert str(info.value).startswith("samples disagree in dtype at y: element 0 is int64, element 2 is int32.")
+    assert "spec=" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        pytest.param([], "the source builtins.list is empty", id="empty-list"),
+        pytest.param(_empty_gen, "the source is empty", id="empty-generator-function"),
+        pytest.param(Empty(), "is empty (len 0)", id="zero-length-pydataset"),
+    ],
+)
+def test_infer_empty_source_raises_spec_inference_error(source: Any, message: str) -> None:
+    with pytest.raises(tb.SpecInferenceError) as info:
+        tb.infer_spec(source)
+
+    assert message in str(info.value)
+    assert "no element to infer a spec from" in str(info.value)
+
+
+def test_to_dataset_of_empty_generator_raises_spec_inference_error() -> None:
+    with pytest.raises(tb.SpecInferenceError, match=r"the source _empty_gen is empty: there is no element"):
+        tb.to_dataset(_empty_gen)
+
+
+def test_infer_batched_source_with_scalar_field_names_element_and_path() -> None:
+    source = Batches([(np.ones((2, 3), np.float32), 1.0)])
+
+    with pytest.raises(tb.SpecInferenceError) as info:
+        tb.infer_spec(source)
+
+    assert str(info.value).startswith(
+        "element 0 at y: a batched source needs a batch axis on every field, but this field is a scalar. "
+        "Received: 1.0"
+    )
+    assert "batched=False" in str(info.value)
+
+
+def test_infer_batch_whose_fields_have_different_batch_sizes_names_element_and_fields() -> None:
+    source = Batches([_batch(), (np.ones((2, 3), np.float32), np.zeros((3,), np.int64))])
+
+    with pytest.raises(tb.SpecInferenceError) as info:
+        tb.infer_spec(source)
+
+    assert str(info.value).startswith(
+        "element 1: the fields of one batch have different batch sizes (x: 2, y: 3)."
+    )
+
+
+# ---- SpecMismatchError from validate --------------------------------------------------------------------
+
+
+def test_validate_wider_element_reports_index_path_expected_got() -> None:
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.validate(_batches(wide_at=4), _SPEC)
+
+    err = info.value
+    assert (err.index, err.path, err.expected, err.got) == (4, "x", "shape (None, 3)", "shape (2, 4)")
+    assert str(err).startswith("element 4 at x: expected shape (None, 3), got shape (2, 4).")
+
+
+def test_validate_returns_the_number_of_elements_checked_when_all_fit() -> None:
+    assert tb.validate(_batches(), _SPEC) == 6
+    assert tb.validate(_batches(wide_at=4), _SPEC, limit=4) == 4
+
+
+def test_validate_float_into_int_spec_is_a_mismatch_not_a_conversion() -> None:
+    int_spec = tb.Spec.from_signature(
+        (tf.TensorSpec((None, 3), tf.int32), tf.TensorSpec((None,), tf.int64)), batched=True
+    )
+
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.validate(_batches(), int_spec)
+
+    err = info.value
+    assert (err.index, err.path, err.expected, err.got) == (0, "x", "dtype int32", "dtype float32")
+    assert "converting float32 to int32 would lose information" in str(err)
+
+
+def test_validate_integer_out_of_int8_range_is_an_error_not_a_wrap() -> None:
+    items = [_batch() for _ in range(5)]
+    items[2] = (items[2][0], np.array([5, 300], np.int64))
+    int8_spec = tb.Spec.from_signature(
+        (tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None,), tf.int8)), batched=True
+    )
+
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.validate(Batches(items), int8_spec)
+
+    err = info.value
+    assert (err.index, err.path) == (2, "y")
+    assert err.expected == "dtype int8 (range -128..127)"
+    assert err.got == "int64 values from 5 to 300"
+
+
+def test_to_dataset_with_int8_spec_refuses_out_of_range_peeked_values() -> None:
+    items = [_batch() for _ in range(5)]
+    items[4] = (items[4][0], np.array([-129, 0], np.int64))
+    int8_spec = tb.Spec.from_signature(
+        (tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None,), tf.int8)), batched=True
+    )
+
+    with pytest.raises(tb.SpecMismatchError, match=r"^element 4 at y: expected dtype int8 \(range -128\.\.127\)"):
+        tb.to_dataset(Batches(items), spec=int8_spec)
+
+
+def test_validate_tuple_length_change_reports_index_expected_got() -> None:
+    items = [_batch() for _ in range(5)]
+    items[3] = (items[3][0],)
+
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.validate(Batches(items), _SPEC)
+
+    err = info.value
+    assert (err.index, err.expected, err.got) == (3, "tuple of length 2", "tuple of length 1")
+    assert str(err).startswith("element 3 at ")
+
+
+def test_validate_dict_key_change_reports_index_path_expected_got() -> None:
+    x, y = _batch()
+    items = [({"tokens": x, "mask": x}, y) for _ in range(5)]
+    spec = tb.infer_spec(Batches(items))
+    items[3] = ({"tokens": x}, y)
+
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.validate(Batches(items), spec)
+
+    err = info.value
+    assert (err.index, err.path) == (3, "x")
+    assert err.expected == "dict with keys ['mask', 'tokens']"
+    assert err.got == "dict with keys ['tokens']"
+
+
+def test_validate_rank_change_in_nested_field_reports_its_path() -> None:
+    y = np.zeros((2,), np.int64)
+    items = [({"tokens": np.ones((2, 3), np.int32)}, y) for _ in range(5)]
+    spec = tb.infer_spec(Batches(items))
+    items[2] = ({"tokens": np.ones((2, 3, 1), np.int32)}, y)
+
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.validate(Batches(items), spec)
+
+    err = info.value
+    assert (err.index, err.path) == (2, "x['tokens']")
+    assert (err.expected, err.got) == ("shape (None, 3) (rank 2)", "shape (2, 3, 1) (rank 3)")
+
+
+# ---- errors while iterating a dataset ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("executor", ["serial", "thread"])
+def test_spec_mismatch_while_iterating_surfaces_as_op_error_naming_class_and_index(executor: str) -> None:
+    ds = tb.to_dataset(_batches(20, wide_at=13), spec=_SPEC, executor=executor)
+
+    with pytest.raises(tf.errors.OpError) as info:
+        _iterate(ds)
+
+    message = str(info.value)
+    assert "SpecMismatchError: element 13 at x: expected shape (None, 3), got shape (2, 4)." in message
+
+
+@pytest.mark.parametrize("executor", ["serial", "thread"])
+def test_source_error_while_iterating_names_element_and_original_exception(executor: str) -> None:
+    ds = tb.to_dataset(RaisesAt17([_batch()] * 24), executor=executor, peek=2)
+
+    with pytest.raises(tf.errors.OpError) as info:
+        _iterate(ds)
+
+    message = str(info.value)
+    assert "SourceError: element 17: ValueError: corrupt record 17" in message
+    assert "__getitem__" in message  # the original traceback travels with it
+
+
+def test_source_error_while_iterating_a_generator_function_names_its_fifth_element() -> None:
+    ds = tb.to_dataset(_gen_raising_at_fifth, peek=2)
+
+    with pytest.raises(tf.errors.OpError) as info:
+        _iterate(ds)
+
+    message = str(info.value)
+    assert "SourceError: element 4: ValueError: generator broke at its 5th element" in message
+    assert "_gen_raising_at_fifth" in message
+
+
+# ---- SourceError before iterating ---------------------------------------------------------------------
+
+
+def test_validate_source_error_carries_index_and_original_traceback() -> None:
+    with pytest.raises(tb.SourceError) as info:
+        tb.validate(RaisesAt17([_batch()] * 24), _SPEC)
+
+    err = info.value
+    assert err.index == 17
+    assert str(err).startswith("element 17: ValueError: corrupt record 17")
+    assert "ValueError: corrupt record 17" in err.traceback
+    assert "__getitem__" in err.traceback
+    assert isinstance(err.__cause__, ValueError)
+
+
+def test_validate_generator_function_source_error_carries_index_and_traceback() -> None:
+    with pytest.raises(tb.SourceError) as info:
+        tb.validate(_gen_raising_at_fifth, _SPEC)
+
+    err = info.value
+    assert err.index == 4
+    assert str(err).startswith("element 4: ValueError: generator broke at its 5th element")
+    assert "generator broke at its 5th element" in err.traceback
+
+
+def test_to_dataset_peek_hitting_a_raising_element_raises_source_error_directly() -> None:
+    with pytest.raises(tb.SourceError, match=r"^element 17: ValueError: corrupt record 17") as info:
+        tb.to_dataset(RaisesAt17([_batch()] * 30))  # spread peek of 30 elements visits index 17
+
+    assert info.value.index == 17
+
+
+# ---- bad arguments ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param(
+            {"executor": "bogus"},
+            "executor must be one of 'serial', 'thread', 'process', 'ray', 'auto'. Received: 'bogus'",
+            id="executor",
+        ),
+        pytest.param(
+            {"executor": "thread", "workers": 0},
+            "workers must be a positive int or None. Received: 0",
+            id="workers-thread",
+        ),
+        pytest.param(
+            {"executor": "serial", "workers": 0},
+            "workers must be a positive int or None. Received: 0",
+            id="workers-serial",
+        ),
+        pytest.param(
+            {"workers": 0},
+            "workers must be a positive int or None. Received: 0",
+            id="workers-auto",
+        ),
+        pytest.param(
+            {"cast_floats": "int8"},
+            'cast_floats must be "floatx", None or a float dtype name. Received: \'int8\'',
+            id="cast_floats",
+        ),
+        pytest.param(
+            {"validate": "sometimes"},
+            "validate must be one of 'peek', 'all', 'none'. Received: 'sometimes'",
+            id="validate",
+        ),
+        pytest.param({"peek": 0}, "peek must be a positive int. Received: 0", id="peek"),
+        pytest.param(
+            {"batched": "yes"}, "batched must be True, False or None. Received: 'yes'", id="batched"
+        ),
+    ],
+)
+def test_to_dataset_bad_argument_names_it_and_what_was_received(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.to_dataset(_batches(), **kwargs)
+
+    assert type(info.value) is tb.TfBridgeError
+    assert str(info.value).startswith(message)
+
+
+def test_infer_spec_peek_zero_names_peek_and_what_was_received() -> None:
+    with pytest.raises(tb.TfBridgeError, match=r"^peek must be at least 1\. Received: peek=0$"):
+        tb.infer_spec(_batches(), peek=0)
+
+
+def test_validate_negative_limit_names_limit_and_what_was_received() -> None:
+    with pytest.raises(tb.TfBridgeError, match=r"^limit must be a non-negative int or None\. Received: -1$"):
+        tb.validate(_batches(), _SPEC, limit=-1)
+
+
+def test_to_dataset_batch_size_zero_names_it_and_what_was_received() -> None:
+    examples = (np.ones((10, 3), np.float32), np.zeros((10,), np.int64))
+
+    with pytest.raises(tb.TfBridgeError, match=r"^batch_size must be a positive int or None\. Received: 0$"):
+        tb.to_dataset(examples, batch_size=0)
+
+
+def test_to_dataset_shuffle_of_a_generator_function_points_to_dataset_shuffle() -> None:
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.to_dataset(_gen_raising_at_fifth, shuffle=True, peek=2)
+
+    message = str(info.value)
+    assert message.startswith("shuffle=True needs random access, but the source _gen_raising_at_fifth is a stream")
+    assert "dataset.shuffle(buffer_size)" in message
+
+
+def test_to_dataset_batch_size_on_an_already_batched_source_is_refused() -> None:
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.to_dataset(_batches(), batch_size=4)
+
+    message = str(info.value)
+    assert message.startswith("batch_size is for sources of single examples, but ")
+    assert "is taken as batched (each element is already a batch)" in message
+    assert "batched=False" in message
+
+
+def test_to_dataset_batch_size_on_examples_of_varying_length_points_to_pad_batch() -> None:
+    def examples() -> Iterator[np.ndarray]:
+        for n in (3, 5, 4):
+            yield np.arange(n)
+
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.to_dataset(examples, batched=False, batch_size=2)
+
+    message = str(info.value)
+    assert message.startswith("batch_size cannot stack x: its shape (None,) varies between examples.")
+    assert "tb.pad_batch(source, batch_size)" in message
+
+
+def test_to_dataset_label_naming_a_missing_dataframe_column_lists_the_columns() -> None:
+    df = pd.DataFrame({"a": [1.0, 2.0], "b": [1, 2]})
+
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.to_dataset(df, label="c")
+
+    assert str(info.value).startswith("label column(s) ['c'] not found. The element has the columns ['a', 'b'].")
+
+
+def test_to_dataset_label_naming_a_missing_dataframe_column_says_what_was_received() -> None:
+    df = pd.DataFrame({"a": [1.0, 2.0], "b": [1, 2]})
+
+    with pytest.raises(tb.TfBridgeError, match=r"Received: label='c'"):
+        tb.to_dataset(df, label="c")
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param((np.ones((10, 3), np.float32), np.zeros((10,), np.int64)), id="numpy-tuple"),
+        pytest.param(_batches(), id="indexed-tuples"),
+    ],
+)
+def test_to_dataset_label_on_tuple_shaped_source_explains_the_keras_split(source: Any) -> None:
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.to_dataset(source, label="y")
+
+    message = str(info.value)
+    assert message.startswith(
+        "label='y' needs elements that are dicts of columns, but an element is tuple of length 2."
+    )
+    assert "(x, y, sample_weight)" in message
+
+
+@pytest.mark.parametrize(
+    ("obj", "received"),
+    [pytest.param(42, "Received: 42", id="int"), pytest.param(None, "Received: None", id="None")],
+)
+@pytest.mark.parametrize("call", [tb.to_dataset, tb.infer_spec, tb.validate, tb.keras_inputs])
+def test_non_source_is_refused_by_every_entry_point(obj: Any, received: str, call: Any) -> None:
+    with pytest.raises(tb.TfBridgeError) as info:
+        call(obj)
+
+    message = str(info.value)
+    assert message.startswith(f"{type(obj).__name__} is not a data source. {received}")
+    assert "Hint:" in message
+
+
+def test_non_source_with_non_iterable_shape_attribute_is_refused_with_tfbridge_error() -> None:
+    with pytest.raises(tb.TfBridgeError, match=r"^module is not a data source\. Received: "):
+        tb.to_dataset(np)
+
+
+# ---- Spec.from_json on invalid and hostile input -------------------------------------------------------
+
+
+def _spec_json(signature: Any, batched: Any = True) -> str:
+    return json.dumps({"batched": batched, "signature": signature})
+
+
+def _tensor(shape: Any = (None, 3), dtype: Any = "float32") -> dict[str, Any]:
+    return {"type": "tensor", "shape": list(shape), "dtype": dtype}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("not json", r"^Spec\.from_json: not valid JSON", id="not-json"),
+        pytest.param(b"\xff\xfe", r"^Spec\.from_json: not valid JSON", id="bad-bytes"),
+        pytest.param(None, r"^Spec\.from_json: not valid JSON", id="None"),
+        pytest.param("[1, 2]", r'exactly the keys "batched" and "signature"', id="a-list"),
+        pytest.param(json.dumps({"signature": _tensor()}), r'exactly the keys "batched"', id="missing-key"),
+        pytest.param(
+            json.dumps({"batched": True, "signature": _tensor(), "pickle": "x"}),
+            r'exactly the keys "batched"',
+            id="extra-key",
+        ),
+        pytest.param(_spec_json(_tensor(), batched="yes"), r'"batched" must be true or false', id="batched"),
+        pytest.param(_spec_json(_tensor(dtype="object")), r'"dtype" must be one of', id="dtype-object"),
+        pytest.param(
+            _spec_json(_tensor(dtype="__import__('os')")), r'"dtype" must be one of', id="dtype-code"
+        ),
+        pytest.param(_spec_json(_tensor(shape=[-1])), r'"shape" must be a list of non-negative', id="negative-dim"),
+        pytest.param(_spec_json(_tensor(shape=[True])), r'"shape" must be a list of non-negative', id="bool-dim"),
+        pytest.param(_spec_json(_tensor(shape=[2.5])), r'"shape" must be a list of non-negative', id="float-dim"),
+        pytest.param(_spec_json({"type": "pickle", "shape": [], "dtype": "float32"}), r'"type" must be one of',
+                     id="unknown-type"),
+        pytest.param(_spec_json({"type": "tuple", "items": []}), r"nest of tfbridge Leaf objects", id="no-leaves"),
+        pytest.param(
+            _spec_json({"type": "ragged", "shape": [None, None], "dtype": "int32", "ragged_rank": 5}),
+            r'"ragged_rank" must be an integer from 1 to rank - 1',
+            id="ragged-rank",
+        ),
+        pytest.param(
+            _spec_json(json.loads('{"type": "tuple", "items": [' * 100 + json.dumps(_tensor()) + "]}" * 100)),
+            r"nesting deeper than 64",
+            id="nesting-100",
+        ),
+    ],
+)
+def test_spec_from_json_rejects_invalid_input_with_tfbridge_error(text: Any, message: str) -> None:
+    with pytest.raises(tb.TfBridgeError, match=message) as info:
+        tb.Spec.from_json(text)
+
+    assert type(info.value) is tb.TfBridgeError
+    assert str(info.value).startswith(("Spec.from_json", "a Spec is built from"))
+
+
+def test_spec_from_json_rejects_10000_levels_of_nesting_with_tfbridge_error() -> None:
+    deep = '{"batched": true, "signature": ' + '{"type": "tuple", "items": [' * 10_000 + "]}" * 10_000 + "}"
+
+    with pytest.raises(tb.TfBridgeError, match=r"^Spec\.from_json: "):
+        tb.Spec.from_json(deep)
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        pytest.param({"type": ["tensor"], "shape": [], "dtype": "float32"}, id="list-type"),
+        pytest.param(_tensor(dtype=["float32"]), id="list-dtype"),
+        pytest.param(_tensor(dtype={"name": "float32"}), id="object-dtype"),
+    ],
+)
+def test_spec_from_json_rejects_unhashable_type_or_dtype_with_tfbridge_error(signature: Any) -> None:
+    with pytest.raises(tb.TfBridgeError, match=r"^Spec\.from_json: signature: "):
+        tb.Spec.from_json(_spec_json(signature))

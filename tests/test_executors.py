@@ -1,0 +1,253 @@
+"""Executors: identical ordered content, worker errors and deaths, cleanup, seeds, unguarded scripts."""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfbridge as tb
+
+pytestmark = pytest.mark.timeout(180)
+
+EXECUTORS = ["serial", "thread", "process"]
+
+
+class Deterministic:
+    """37 batches whose content depends only on the index; reverses its own order on_epoch_end."""
+
+    def __init__(self, n: int = 37) -> None:
+        self.order = np.arange(n)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> Any:
+        j = int(self.order[i])
+        rng = np.random.default_rng(j)
+        return {"x": rng.random((8, 300)), "n": np.full((8,), j)}, rng.integers(0, 5, 8)
+
+    def on_epoch_end(self) -> None:
+        self.order = self.order[::-1].copy()
+
+
+def _epochs(ds: Any, n: int) -> list[list[Any]]:
+    return [[tf.nest.map_structure(lambda t: t.numpy(), e) for e in ds] for _ in range(n)]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_serial_thread_process_give_identical_ordered_content_over_three_epochs(shuffle: bool) -> None:
+    runs = {
+        name: _epochs(tb.to_dataset(Deterministic(), executor=name, workers=2, shuffle=shuffle, seed=11), 3)
+        for name in EXECUTORS
+    }
+    reference = runs["serial"]
+    assert [int(e[0]["n"][0]) for e in reference[1]] != [int(e[0]["n"][0]) for e in reference[0]]
+    for name in ("thread", "process"):
+        for epoch_ref, epoch in zip(reference, runs[name], strict=True):
+            assert len(epoch) == 37
+            for a, b in zip(epoch_ref, epoch, strict=True):
+                for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b), strict=True):
+                    np.testing.assert_array_equal(x, y)
+
+
+class RaisesAt:
+    def __init__(self, bad: int) -> None:
+        self.bad = bad
+
+    def __len__(self) -> int:
+        return 30
+
+    def __getitem__(self, i: int) -> Any:
+        if i == self.bad:
+            raise ValueError(f"corrupt record {i}")
+        return np.zeros((2, 2))
+
+
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_user_error_at_index_17_becomes_source_error_naming_17(executor: str) -> None:
+    ds = tb.to_dataset(RaisesAt(17), executor=executor, workers=2, peek=1)
+    with pytest.raises(tf.errors.OpError) as info:
+        for _ in ds:
+            pass
+    text = str(info.value)
+    assert "SourceError: element 17: ValueError: corrupt record 17" in text
+    assert "__getitem__" in text  # the original traceback travels along, also from a worker process
+
+
+def test_source_error_from_a_worker_keeps_index_and_traceback() -> None:
+    from tfbridge.executors import ProcessExecutor
+    from tfbridge.pipeline import _Task
+    from tfbridge.sources import adapt
+
+    ex = ProcessExecutor(2)
+    try:
+        with pytest.raises(tb.SourceError) as info:
+            list(ex.imap(_Task(adapt(RaisesAt(5)), None), range(10)))
+        assert info.value.index == 5
+        assert "corrupt record 5" in info.value.traceback and "__getitem__" in info.value.traceback
+    finally:
+        ex.close()
+
+
+class KillsItself:
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, i: int) -> Any:
+        if i == 20:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return np.zeros((2, 2))
+
+
+def test_worker_killed_mid_epoch_raises_worker_died_naming_the_element() -> None:
+    from tfbridge.executors import ProcessExecutor
+    from tfbridge.pipeline import _Task
+    from tfbridge.sources import adapt
+
+    gc.collect()
+    before = set(_children())
+    ex = ProcessExecutor(2)
+    try:
+        with pytest.raises(tb.WorkerDiedError, match=r"SIGKILL while producing element 20") as info:
+            list(ex.imap(_Task(adapt(KillsItself()), None), range(40)))
+        assert info.value.index == 20
+        assert set(_children()) <= before, "a broken pool is shut down at once"
+    finally:
+        ex.close()
+
+
+def test_worker_killed_inside_a_pipeline_surfaces_as_worker_died_error() -> None:
+    ds = tb.to_dataset(KillsItself(), executor="process", workers=2, peek=1)
+    with pytest.raises(tf.errors.OpError, match="WorkerDiedError"):
+        for _ in ds:
+            pass
+
+
+def _children() -> list[int]:
+    me, out = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[1]) == me and fields[0] != "Z":
+                out.append(int(entry.name))
+    return out
+
+
+def _shared_memory() -> set[str]:
+    mine = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if "tfbridge" in target:
+            mine.add(target)
+    return mine | {p.name for p in Path("/dev/shm").iterdir()}
+
+
+def test_break_after_three_batches_then_gc_leaves_no_process_or_shared_memory() -> None:
+    gc.collect()
+    before, before_shm = set(_children()), _shared_memory()
+    ds = tb.to_dataset(Deterministic(), executor="process", workers=2)
+    for i, _ in enumerate(ds):
+        if i == 2:
+            break
+    assert len(set(_children()) - before) == 2, "the pool lives while the dataset does"
+    del ds, _
+    gc.collect()
+    assert set(_children()) <= before
+    assert _shared_memory() <= before_shm
+
+
+def test_on_epoch_end_reshuffle_reaches_the_workers() -> None:
+    ds = tb.to_dataset(Deterministic(), executor="process", workers=2)
+    first, second = (_epoch_ids(ds) for _ in range(2))
+    assert first == list(range(37)) and second == list(range(36, -1, -1))
+
+
+def _epoch_ids(ds: Any) -> list[int]:
+    return [int(x["n"].numpy()[0]) for x, _ in ds]
+
+
+class Augmenting:
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, i: int) -> Any:
+        return np.random.random((1, 1))  # the legacy global RNG, as augmentation code often uses
+
+
+def test_each_worker_gets_its_own_rng_seed() -> None:
+    ds = tb.to_dataset(Augmenting(), executor="process", workers=2, seed=5, cast_floats=None)
+    values = [float(x.numpy()[0, 0]) for x in ds]
+    assert len(set(values)) == len(values), "two workers with one seed would repeat each other's draws"
+    again = [float(x.numpy()[0, 0]) for x in ds]
+    assert again != values, "a new epoch gives new draws"
+
+
+def test_unpicklable_source_with_process_executor_says_why() -> None:
+    import threading
+
+    class Locked(RaisesAt):
+        def __init__(self) -> None:
+            super().__init__(-1)
+            self.lock = threading.Lock()
+
+    with pytest.raises(tb.TfBridgeError, match=r"(?s)cannot be sent to worker processes.*Hint: use executor=\"thread\""):
+        tb.to_dataset(Locked(), executor="process", workers=2, peek=1)
+    assert tb.inspect(Locked()).executor["name"] != "process"
+
+
+def test_auto_choice_reflects_cpu_time_waiting_and_picklability() -> None:
+    from tfbridge.executors import choose
+
+    cpu = choose("indexed", wall_s=0.16, cpu_s=0.16, count=8, nbytes=8 * 16_000)
+    assert cpu.name == "process" and cpu.workers >= 2 and "CPU-bound" in cpu.reason
+    waiting = choose("indexed", wall_s=0.08, cpu_s=0.001, count=8)
+    assert waiting.name == "thread" and waiting.workers >= 16
+    big = choose("indexed", wall_s=0.016, cpu_s=0.016, count=8, nbytes=8 * 38_500_000)
+    assert big.name != "process" and "big" in big.reason
+    unpicklable = choose("indexed", 0.16, 0.16, 8, 1000, pickles=lambda: "the source does not pickle (lock)")
+    assert unpicklable.name == "thread" and "does not pickle" in unpicklable.reason
+    assert choose("indexed", 0.0001, 0.0001, 8).name == "serial"
+    assert choose("stream", 1.0, 1.0, 8).name == "serial"
+
+
+def test_source_defined_in_an_unguarded_main_script_runs_under_processes(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+            import tfbridge as tb
+
+            class Squares:
+                def __len__(self):
+                    return 9
+                def __getitem__(self, i):
+                    return np.full((2, 3), i * i, np.float32)
+
+            ds = tb.to_dataset(Squares(), executor="process", workers=2)
+            print("GOT", [int(x.numpy()[0, 0]) for x in ds])
+            """
+        )
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=150, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "GOT [0, 1, 4, 9, 16, 25, 36, 49, 64]" in out.stdout
+    assert "bootstrapping phase" not in out.stderr
