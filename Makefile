@@ -22,6 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[test,report]"
 	$(PY) benchmarks/run.py
 
 clean:

@@ -60,6 +60,37 @@ def test_serial_thread_process_give_identical_ordered_content_over_three_epochs(
                     np.testing.assert_array_equal(x, y)
 
 
+class BigArrays:
+    """Arrays large enough to travel through shared memory; content checkable from the index."""
+
+    def __len__(self) -> int:
+        return 37
+
+    def __getitem__(self, i: int) -> Any:
+        return np.full((64, 1024), i, np.float32), np.arange(i, i + 64 * 2000, dtype=np.int64).reshape(64, 2000)
+
+
+def test_shared_memory_results_stay_intact_when_many_are_held_at_once() -> None:
+    ds = tb.to_dataset(BigArrays(), executor="process", workers=2)
+    for _ in range(2):
+        held = list(ds)  # far more elements alive than slots: leased views must never be overwritten
+        assert len(held) == 37
+        for i, (x, r) in enumerate(held):
+            assert x.shape == (64, 1024) and float(x.numpy().min()) == float(x.numpy().max()) == i
+            assert int(r.numpy()[0, 0]) == i and int(r.numpy()[-1, -1]) == i + 64 * 2000 - 1
+
+
+def test_shared_memory_results_stay_intact_when_consumed_one_by_one() -> None:
+    ds = tb.to_dataset(BigArrays(), executor="process", workers=2, shuffle=True, seed=2)
+    for _ in range(3):
+        seen = []
+        for x, r in ds:
+            i = int(r.numpy()[0, 0])
+            assert float(x.numpy()[0, 0]) == float(x.numpy()[-1, -1]) == i
+            seen.append(i)
+        assert sorted(seen) == list(range(37))
+
+
 class RaisesAt:
     def __init__(self, bad: int) -> None:
         self.bad = bad

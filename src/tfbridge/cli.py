@@ -117,6 +117,38 @@ def cmd_code(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tfbridge._bench import measure, plain_from_generator
+    from tfbridge.pipeline import to_dataset
+    from tfbridge.sources import Indexed, adapt, infer_spec
+
+    source = _source(args)
+    batched = _batched(args)
+    src = adapt(source, batched=batched)
+    if not isinstance(src, Indexed):
+        msg = f"{args.target} is not an indexed source; bench compares executors over __getitem__ and needs len()"
+        raise TargetError(msg)
+    signature = infer_spec(source, peek=args.peek, batched=batched).signature
+    runs = [
+        (
+            f"tfbridge executor={args.executor}" + (f" workers={args.workers}" if args.workers else ""),
+            lambda: to_dataset(source, executor=args.executor, workers=args.workers, batched=batched, peek=args.peek),
+        ),
+        ("plain from_generator", lambda: plain_from_generator(src.obj, signature)),
+    ]
+    warmup = max(1, min(8, len(src) // 4))
+    rows = []
+    for name, make in runs:
+        m = measure(name, make, repeats=args.repeats, warmup=warmup, window_s=args.seconds, min_elements=1)
+        rows.append(m)
+        low, high = m.spread
+        line = f"{name:45s} {m.median:10.1f} elements/s  [{low:.1f} .. {high:.1f}]"
+        print(line + (f"  failed: {m.error}" if m.error else ""), flush=True)
+    if all(not m.error for m in rows):
+        print(f"tfbridge / plain from_generator: {rows[0].median / rows[1].median:.2f}x")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tfbridge._demo import run
 
@@ -145,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("code", help="print output_signature and keras.Input code for a source")
     with_target(p)
     p.set_defaults(func=cmd_code)
+
+    p = sub.add_parser("bench", help="tfbridge beside plain from_generator on your source, same run")
+    with_target(p)
+    p.add_argument("--executor", choices=("auto", "serial", "thread", "process"), default="auto")
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--seconds", type=float, default=3.0, help="timed window per repetition (default 3)")
+    p.add_argument("--repeats", type=int, default=3, help="repetitions per method (default 3)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the seed scenarios end to end on built-in data")
     p.set_defaults(func=cmd_demo)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from tfbridge import _nest, executors, sources
+from tfbridge import _chunks, _nest, executors, sources
 from tfbridge.errors import SpecInferenceError, TfBridgeError, TfBridgeWarning, short
 from tfbridge.sources import Arrays, Indexed, Source, Stream, TFDataSource, call_user
 from tfbridge.spec import CastFloats, Spec, add_batch_axis, apply_float_policy, format_shape
@@ -37,6 +37,7 @@ class Plan:
     spec: Spec  # the elements as delivered (float policy applied, or the spec given)
     choice: executors.Choice
     peeked: list[tuple[int, Any]]
+    bytes_per_element: float = 0.0
 
 
 class _Task:
@@ -121,7 +122,8 @@ def plan(
         choice = executors.Choice(made.name, made.workers, "as given")
         if made.name == "process" and isinstance(src, Indexed):  # say now, not at the first element
             executors.processes.dumps_task(_Task(src, None))
-    return Plan(src, out_spec, choice, peeked)
+    per_element = peek_result.nbytes / max(peek_result.count, 1) if peek_result else 0.0
+    return Plan(src, out_spec, choice, peeked, per_element)
 
 
 def _infer(peeked: list[tuple[int, Any]], src: Source) -> Spec:
@@ -309,10 +311,16 @@ def _from_python(p: Plan, conformer: Conformer | None, shuffle: bool, seed: int 
     import tensorflow as tf
 
     src = p.source
+    chunk = conformer is not None and _chunks.worth_chunking(p.spec, p.bytes_per_element)
+    signature = _chunks.chunk_signature(p.spec.signature) if chunk else p.spec.signature
+
+    def from_generator(epochs: Any) -> Any:
+        ds = tf.data.Dataset.from_generator(epochs, output_signature=signature)
+        return ds.unbatch() if chunk else ds
+
     if isinstance(src, Indexed):
         ex = executors.make(p.choice.name, p.choice.workers, seed=seed)
-        epochs = _IndexedEpochs(src, conformer, ex, shuffle, seed)
-        ds = tf.data.Dataset.from_generator(epochs, output_signature=p.spec.signature)
+        ds = from_generator(_IndexedEpochs(src, conformer, ex, shuffle, seed, chunk))
         return ds.apply(tf.data.experimental.assert_cardinality(len(src))), ex
     assert isinstance(src, Stream)
     if src.one_shot:
@@ -322,14 +330,16 @@ def _from_python(p: Plan, conformer: Conformer | None, shuffle: bool, seed: int 
             TfBridgeWarning,
             stacklevel=3,
         )
-    return tf.data.Dataset.from_generator(_StreamEpochs(src, conformer), output_signature=p.spec.signature), None
+    return from_generator(_StreamEpochs(src, conformer, chunk)), None
 
 
 class _IndexedEpochs:
     """Called by tf.data at the start of each pass: one epoch, in order or in a fresh permutation."""
 
-    def __init__(self, src: Indexed, conformer: Conformer | None, ex: Any, shuffle: bool, seed: int | None) -> None:
-        self.src, self.executor, self.shuffle = src, ex, shuffle
+    def __init__(
+        self, src: Indexed, conformer: Conformer | None, ex: Any, shuffle: bool, seed: int | None, chunk: bool
+    ) -> None:
+        self.src, self.executor, self.shuffle, self.chunk = src, ex, shuffle, chunk
         self.task = _Task(src, conformer)
         self.seed = seed if seed is not None else int(np.random.SeedSequence().entropy % (2**63))
         self.epoch = 0
@@ -343,26 +353,33 @@ class _IndexedEpochs:
         epoch, self.epoch = self.epoch, self.epoch + 1
         self.src.on_epoch_begin()
         with contextlib.closing(self.executor.imap(self.task, self.order(epoch, len(self.src)))) as results:
-            for element in results:
-                yield to_tensors(element)
+            if self.chunk:
+                yield from _chunks.chunked(results)
+            else:
+                for element in results:
+                    yield to_tensors(element)
         self.src.on_epoch_end()
 
 
 class _StreamEpochs:
-    def __init__(self, src: Stream, conformer: Conformer | None) -> None:
-        self.src, self.conformer = src, conformer
+    def __init__(self, src: Stream, conformer: Conformer | None, chunk: bool) -> None:
+        self.src, self.conformer, self.chunk = src, conformer, chunk
 
     def __call__(self) -> Iterator[Any]:
+        if self.chunk:
+            yield from _chunks.chunked(self._elements())
+        else:
+            for element in self._elements():
+                yield to_tensors(element)
+
+    def _elements(self) -> Iterator[Any]:
         it = call_user(self.src.iterate, None)
         for index in itertools.count():
             try:
                 element = call_user(next, index, it)
             except StopIteration:
                 return
-            if self.conformer is None:
-                yield _nest.normalize(element)
-            else:
-                yield to_tensors(self.conformer(element, index))
+            yield _nest.normalize(element) if self.conformer is None else self.conformer(element, index)
 
 
 # ---- validate -----------------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ ExecutorName = Literal["serial", "thread", "process", "ray", "auto"]
 _NAMES = ("serial", "thread", "process", "ray", "auto")
 _CHEAP_ELEMENT_S = 0.0005  # below this per element, handing work to threads costs more than it saves
 _WAITING_SHARE = 0.5  # CPU time under this share of wall time: the source mostly waits
-_LATENCY_WORKERS = 16
+_LATENCY_WORKERS = 16  # threads for an explicit executor="thread" without workers=
+_MAX_LATENCY_WORKERS = 64
+_PER_ELEMENT_OVERHEAD_S = 0.00015  # Python time one element costs the feeding side: bounds useful concurrency
 _COPY_BYTES_PER_S = 2e9  # a conservative memcpy rate: each element is copied once on its way back
 _PROCESS_GAIN = 4.0  # processes pay off when an element's CPU time is this many times its copy time
 
@@ -62,11 +64,12 @@ def choose(
         return Choice("serial", 1, f"elements are cheap ({per * 1e3:.2f} ms each); workers would cost more than they save")
     share = cpu_s / wall_s if wall_s > 0 else 1.0
     if share < _WAITING_SHARE:
+        n = min(_MAX_LATENCY_WORKERS, max(8, round(per / _PER_ELEMENT_OVERHEAD_S)))
         return Choice(
             "thread",
-            _LATENCY_WORKERS,
+            n,
             f"elements take {per * 1e3:.1f} ms each but only {share:.0%} of that is CPU time: "
-            f"the source waits, so {_LATENCY_WORKERS} threads keep many elements in flight",
+            f"the source waits, so {n} threads keep many elements in flight",
         )
     n = cores()
     cpu_per = cpu_s / max(count, 1)

@@ -7,6 +7,10 @@ more room (the worker truncates the shared file larger; readers remap).
 
 Arrays of at least ``INLINE_LIMIT_BYTES`` travel as an :class:`ArrayHandle` (slot, offset, shape, dtype) in the
 result's pickle stream; smaller ones and everything else travel inline.
+
+The main process reads a result either *leased* (the arrays are views of the slot: no copy at all, and
+TensorFlow takes page-aligned buffers without copying either; the slot is reused only after every view is
+garbage) or *copied* (one copy out, the slot is free at once). The executor leases while it has spare slots.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import io
 import mmap
 import os
 import pickle
+import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +64,7 @@ class SlotMap:
             if size < needed:
                 msg = f"shared memory slot holds {size} bytes, {needed} needed"
                 raise OSError(msg)
-            if self.mm is not None:
-                self.mm.close()
+            # a smaller old mapping stays alive while arrays still view it, and goes with the last of them
             self.mm = mmap.mmap(self.fd, size)
         return self.mm
 
@@ -101,10 +107,30 @@ def dumps_result(value: Any, slot: SlotMap, slot_id: int) -> bytes:
     return buffer.getvalue()
 
 
+class _Lease:
+    """Counts the live views of one slot; calls ``free(slot)`` when the last one is garbage."""
+
+    def __init__(self, slot: int, free: Callable[[int], None]) -> None:
+        self.slot, self.free, self.live = slot, free, 0
+        self.lock = threading.Lock()
+
+    def watch(self, array: np.ndarray) -> None:
+        with self.lock:
+            self.live += 1
+        weakref.finalize(array, self.release)
+
+    def release(self) -> None:
+        with self.lock:
+            self.live -= 1
+            done = self.live == 0
+        if done:
+            self.free(self.slot)
+
+
 class _SlotUnpickler(pickle.Unpickler):
-    def __init__(self, file: io.BytesIO, slots: list[SlotMap]) -> None:
+    def __init__(self, file: io.BytesIO, slots: list[SlotMap], lease: _Lease | None) -> None:
         super().__init__(file)
-        self.slots = slots
+        self.slots, self.lease = slots, lease
 
     def persistent_load(self, pid: Any) -> Any:
         if not isinstance(pid, ArrayHandle):
@@ -114,10 +140,21 @@ class _SlotUnpickler(pickle.Unpickler):
         count = int(np.prod(pid.shape, dtype=np.int64))
         mm = self.slots[pid.slot].view(pid.offset + count * dtype.itemsize)
         view = np.frombuffer(mm, dtype=dtype, count=count, offset=pid.offset).reshape(pid.shape)
-        out = view.copy()  # the one copy: the slot is reused for a later element
-        del view
-        return out
+        if self.lease is None:
+            return view.copy()  # the one copy: the slot is free for the next element at once
+        self.lease.watch(view)
+        return view
 
 
-def loads_result(data: bytes, slots: list[SlotMap]) -> Any:
-    return _SlotUnpickler(io.BytesIO(data), slots).load()
+def loads_result(data: bytes, slots: list[SlotMap], slot: int, free: Callable[[int], None], lease: bool) -> Any:
+    """The result in ``slot``; ``free(slot)`` is called once the slot may be written again."""
+    held = _Lease(slot, free) if lease else None
+    if held is not None:
+        held.live += 1  # held while unpickling, so a view dying early cannot free the slot too soon
+    try:
+        return _SlotUnpickler(io.BytesIO(data), slots, held).load()
+    finally:
+        if held is None:
+            free(slot)
+        else:
+            held.release()

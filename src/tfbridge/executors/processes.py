@@ -21,7 +21,8 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -32,6 +33,7 @@ from tfbridge.executors._base import Task
 from tfbridge.executors._shm import SlotMap, create_slot, loads_result
 
 _IN_FLIGHT_PER_WORKER = 2
+_LEASED_SLOTS = 8  # results handed to TensorFlow without a copy, alive at once (prefetch buffers hold some)
 _WORKER_START_TIMEOUT_S = 120.0
 _WORKER_JOIN_TIMEOUT_S = 5.0
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
@@ -71,6 +73,7 @@ class _Worker:
         self.conn = Connection(parent.detach())
         self.conn.send_bytes(pickle.dumps({"sys_path": list(sys.path), "slot_fds": slot_fds}))
         self.outstanding: list[int] = []  # indices sent, not yet answered, in order
+        self.slots: dict[int, int] = {}  # index -> slot it writes into
         self.task_digest = b""
 
     def send(self, message: Any) -> None:
@@ -86,7 +89,8 @@ class _Worker:
         return f"exited with status {code}"
 
     def stop(self) -> None:
-        if self.outstanding:  # mid-element work nobody will read: do not wait for it
+        """Ask the worker to exit (kill it when it is mid-element: nobody will read that work)."""
+        if self.outstanding:
             self.proc.kill()
         else:
             try:
@@ -94,6 +98,8 @@ class _Worker:
             except OSError:
                 pass
         self.conn.close()
+
+    def join(self) -> None:
         try:
             self.proc.wait(timeout=_WORKER_JOIN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
@@ -112,13 +118,19 @@ class ProcessExecutor:
         self._slot_fds: list[int] = []
         self._slots: list[SlotMap] = []
         self._lock = threading.Lock()
+        self._free: deque[int] = deque()  # slots no worker is writing and no live array views
+        self._leased = 0  # slots whose arrays TensorFlow may still hold
+        self._lease_lock = threading.Lock()
+        self._generation = 0  # bumped when the pool stops: leases of an old pool do not free new slots
         self._epoch = 0
         self._closed = False
 
     # -- pool ---------------------------------------------------------------------------------------
     def _start(self) -> None:
-        self._slot_fds = [create_slot() for _ in range(self.in_flight)]
+        self._slot_fds = [create_slot() for _ in range(self.in_flight + _LEASED_SLOTS)]
         self._slots = [SlotMap(fd) for fd in self._slot_fds]
+        self._free = deque(range(len(self._slots)))
+        self._leased = 0
         self._pool = [_Worker(w, self._slot_fds) for w in range(self.workers)]
         for w in self._pool:
             if not w.conn.poll(_WORKER_START_TIMEOUT_S):
@@ -136,12 +148,15 @@ class ProcessExecutor:
     def _shutdown(self) -> None:
         for w in self._pool:
             w.stop()
+        for w in self._pool:
+            w.join()
         self._pool = []
         for slot in self._slots:
             slot.close()
         for fd in self._slot_fds:
-            os.close(fd)
-        self._slots, self._slot_fds = [], []
+            os.close(fd)  # mappings still viewed by live arrays stay valid; the memory goes with them
+        self._slots, self._slot_fds, self._free = [], [], deque()
+        self._generation += 1
 
     def close(self) -> None:
         """Stop the workers now if no pass is running, else when the running pass ends."""
@@ -195,7 +210,10 @@ class ProcessExecutor:
         """Collect answers still owed by a pass that stopped early, so no slot is written while reused."""
         for w in self._pool:
             while w.outstanding:
-                self._receive(w, {})
+                results: dict[int, Any] = {}
+                self._receive(w, results)
+                for _, (_, _, slot) in results.items():
+                    self._free.append(slot)
 
     def _receive(self, w: _Worker, results: dict[int, Any]) -> None:
         try:
@@ -209,23 +227,48 @@ class ProcessExecutor:
             )
             raise WorkerDiedError(msg, index=index) from None
         w.outstanding.remove(index)
-        results[index] = (kind, payload)
+        results[index] = (kind, payload, w.slots.pop(index))
 
     def _run(self, order: list[int]) -> Iterator[Any]:
         results: dict[int, Any] = {}
         submitted = 0
         by_conn = {w.conn: w for w in self._pool}
-        for position in range(len(order)):
-            while submitted < len(order) and submitted < position + self.in_flight:
-                w = min(self._pool, key=lambda w: len(w.outstanding))
-                w.outstanding.append(order[submitted])
-                w.send(("run", order[submitted], submitted % self.in_flight))
-                submitted += 1
-            index = order[position]
-            while index not in results:
-                for conn in wait(list(by_conn)):
-                    self._receive(by_conn[conn], results)
-            kind, payload = results.pop(index)
-            if kind == "err":
-                raise pickle.loads(payload)
-            yield loads_result(payload, self._slots)
+        try:
+            for position in range(len(order)):
+                # invariant: in flight + leased <= slots, so a free slot exists for every submission
+                while submitted < len(order) and submitted < position + self.in_flight:
+                    w = min(self._pool, key=lambda w: len(w.outstanding))
+                    index, slot = order[submitted], self._free.popleft()
+                    w.outstanding.append(index)
+                    w.slots[index] = slot
+                    w.send(("run", index, slot))
+                    submitted += 1
+                index = order[position]
+                while index not in results:
+                    for conn in wait(list(by_conn)):
+                        self._receive(by_conn[conn], results)
+                kind, payload, slot = results.pop(index)
+                if kind == "err":
+                    self._free.append(slot)
+                    raise pickle.loads(payload)
+                with self._lease_lock:
+                    lease = self._leased < _LEASED_SLOTS
+                    self._leased += lease
+                if lease:
+                    yield loads_result(payload, self._slots, slot, self._lease_ended(), lease=True)
+                else:
+                    yield loads_result(payload, self._slots, slot, self._free.append, lease=False)
+        finally:
+            for _, _, slot in results.values():  # answered but never delivered (early stop)
+                self._free.append(slot)
+
+    def _lease_ended(self) -> Callable[[int], None]:
+        generation = self._generation
+
+        def free(slot: int) -> None:  # runs in whichever thread drops the last view
+            with self._lease_lock:
+                if generation == self._generation:
+                    self._leased -= 1
+                    self._free.append(slot)
+
+        return free

@@ -1,0 +1,223 @@
+"""`make bench`: tfbridge beside the usual ways of feeding Python sources to tf.data, in one run.
+
+For each workload (benchmarks/workloads.py): tfbridge (auto and each executor), plain `from_generator`,
+Keras's own PyDataset conversion (threads, processes), an index-parallel `tf.numpy_function` map, and the
+ceilings (a plain Python loop over the source, an in-memory tf.data pipeline, numpy memcpy). Every figure is
+elements/s: median of several repetitions with min-max spread, warm-up excluded. Writes
+benchmarks/RESULTS.md and benchmarks/throughput.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+import workloads  # noqa: E402
+
+import tfbridge as tb  # noqa: E402
+from tfbridge._bench import Measurement, measure, plain_from_generator  # noqa: E402
+
+
+def _signature(source: Any) -> Any:
+    return tb.infer_spec(source, peek=1).signature
+
+
+def _numpy_function_map(source: Any, signature: Any) -> Any:
+    import tensorflow as tf
+
+    flat = tf.nest.flatten(signature)
+
+    def fetch(i: Any) -> Any:
+        return tf.nest.flatten(source[int(i)])
+
+    def load(i: Any) -> Any:
+        out = tf.numpy_function(fetch, [i], [s.dtype for s in flat])
+        out = [tf.ensure_shape(t, s.shape) for t, s in zip(out, flat)]
+        return tf.nest.pack_sequence_as(signature, out)
+
+    return tf.data.Dataset.range(len(source)).map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _keras(source: Any, workers: int, processes: bool) -> Any:
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    wrapped = workloads.as_keras(source, workers=workers, use_multiprocessing=processes, max_queue_size=2 * workers)
+    return PyDatasetAdapter(wrapped, shuffle=False).get_tf_dataset()
+
+
+def _python_loop(source: Any) -> Any:
+    return (source[i] for i in range(len(source)))
+
+
+def _in_memory(source: Any) -> Any:
+    import tensorflow as tf
+
+    batches = [source[i] for i in range(4)]
+    stacked = tf.nest.map_structure(lambda *xs: np.stack(xs), *batches)
+    return tf.data.Dataset.from_tensor_slices(stacked).repeat().prefetch(tf.data.AUTOTUNE)
+
+
+def _memcpy(source: Any) -> Any:
+    x, _ = source[0]
+    out = np.empty_like(x)
+
+    def copies() -> Any:
+        while True:
+            np.copyto(out, x)
+            yield out
+
+    return copies()
+
+
+def methods(source: Any, cores: int) -> list[tuple[str, Any, str]]:
+    """(name, factory, group) for one workload; group is tfbridge | usual | ceiling."""
+    sig = _signature(source)
+    return [
+        ("tfbridge auto (no arguments)", lambda: tb.to_dataset(source), "tfbridge"),
+        ("tfbridge serial", lambda: tb.to_dataset(source, executor="serial"), "tfbridge"),
+        ("tfbridge thread x64", lambda: tb.to_dataset(source, executor="thread", workers=64), "tfbridge"),
+        (f"tfbridge process x{cores}", lambda: tb.to_dataset(source, executor="process", workers=cores), "tfbridge"),
+        ("plain from_generator", lambda: plain_from_generator(source, sig), "usual"),
+        ("Keras PyDataset, 16 threads", lambda: _keras(source, 16, False), "usual"),
+        (f"Keras PyDataset, {cores} processes", lambda: _keras(source, cores, True), "usual"),
+        ("numpy_function map (AUTOTUNE)", lambda: _numpy_function_map(source, sig), "usual"),
+        ("ceiling: Python loop over source", lambda: _python_loop(source), "ceiling"),
+        ("ceiling: in-memory tf.data", lambda: _in_memory(source), "ceiling"),
+        ("ceiling: numpy memcpy of a batch", lambda: _memcpy(source), "ceiling"),
+    ]
+
+
+def run(repeats: int, window_s: float, quick: bool) -> tuple[list[tuple[Any, list[Measurement], str]], float]:
+    from tfbridge import executors
+
+    cores = executors.cores()
+    results = []
+    started = time.perf_counter()
+    for workload in workloads.WORKLOADS:
+        source = workload()
+        choice = tb.inspect(source).executor
+        print(f"\n{workload.title}\n  auto picks: {choice['name']} x{choice['workers']} - {choice['reason']}", flush=True)
+        rows = []
+        for name, make, group in methods(source, cores):
+            if quick and group == "ceiling" and "memcpy" in name and "big" not in workload.title.lower():
+                continue
+            m = measure(name, make, repeats=repeats, warmup=8, window_s=window_s, min_elements=24)
+            m.group = group  # type: ignore[attr-defined]
+            rows.append(m)
+            gc.collect()
+            low, high = m.spread
+            print(f"  {name:38s} {m.median:10.1f}/s  [{low:.1f} .. {high:.1f}]" + (f"  {m.error}" if m.error else ""), flush=True)
+        results.append((workload, rows, f"{choice['name']} x{choice['workers']}: {choice['reason']}"))
+    return results, time.perf_counter() - started
+
+
+def _by(rows: list[Measurement], prefix: str) -> Measurement:
+    return next(m for m in rows if m.name.startswith(prefix))
+
+
+TARGETS = [
+    # (workload index, description, numerator prefix, denominator prefix, threshold)
+    (0, "CPU-bound: process executor vs plain Python loop", "tfbridge process", "ceiling: Python loop", 1.9),
+    (0, "CPU-bound: process executor vs Keras processes", "tfbridge process", "Keras PyDataset, 2 processes", 1.2),
+    (1, "Latency-bound: default settings vs plain from_generator", "tfbridge auto", "plain from_generator", 50.0),
+    (2, "Big batches: process executor vs plain from_generator", "tfbridge process", "plain from_generator", 0.75),
+    (3, "Big + CPU-bound: default settings vs plain from_generator", "tfbridge auto", "plain from_generator", 1.7),
+]
+
+
+def write(results: list[Any], seconds: float, repeats: int, window_s: float) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` (benchmarks/run.py) on {dt.date.today().isoformat()}: "
+        f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"tfbridge {tb.__version__}. {repeats} repetitions per method, each a fresh pipeline, 8 elements of "
+        f"warm-up excluded, then a timed window of at least {window_s:.0f} s and 24 elements. Figures are "
+        "elements (batches) per second: median [min .. max]. Compare ratios within this one run; absolute "
+        f"times drift on shared machines. Whole run: {seconds / 60:.1f} min.",
+        "",
+        "## Targets",
+        "",
+        "| target | ratio | needed | met |",
+        "|---|---:|---:|:---:|",
+    ]
+    for w, desc, num, den, need in TARGETS:
+        rows = results[w][1]
+        ratio = _by(rows, num).median / _by(rows, den).median
+        lines.append(f"| {desc} | {ratio:.2f}x | {need:g}x | {'yes' if ratio >= need else 'NO'} |")
+    lines += ["", "Default settings (`executor=\"auto\"`) against the best tfbridge executor on each workload:", ""]
+    lines += ["| workload | auto | best executor | auto / best |", "|---|---:|---:|---:|"]
+    for workload, rows, _ in results:
+        tbs = [m for m in rows if m.name.startswith("tfbridge") and not m.name.startswith("tfbridge auto")]
+        best = max(tbs, key=lambda m: m.median)
+        auto = _by(rows, "tfbridge auto")
+        lines.append(
+            f"| {workload.title.split(':')[0]} | {auto.median:.1f}/s | {best.name}: {best.median:.1f}/s | "
+            f"{auto.median / best.median:.2f} |"
+        )
+    for workload, rows, choice in results:
+        lines += ["", f"## {workload.title}", "", f"`auto` chose {choice}", "", "| method | elements/s | spread | vs plain from_generator |", "|---|---:|---:|---:|"]
+        plain = _by(rows, "plain from_generator").median
+        for m in rows:
+            if m.error:
+                lines.append(f"| {m.name} | failed | {m.error} | |")
+                continue
+            low, high = m.spread
+            lines.append(f"| {m.name} | {m.median:.1f} | {low:.1f} .. {high:.1f} | {m.median / plain:.2f}x |")
+    text = "\n".join(lines) + "\n"
+    (HERE / "RESULTS.md").write_text(text)
+    return text
+
+
+def chart(results: list[Any]) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no chart (pip install 'tfbridge[report]')")
+        return None
+    fig, axes = plt.subplots(len(results), 1, figsize=(9, 3.2 * len(results)))
+    colors = {"tfbridge": "#1f77b4", "usual": "#ff7f0e", "ceiling": "#999999"}
+    for ax, (workload, rows, _) in zip(axes, results):
+        ok = [m for m in rows if not m.error]
+        ax.barh([m.name for m in ok], [m.median for m in ok], color=[colors[m.group] for m in ok])  # type: ignore[attr-defined]
+        ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.set_title(workload.title, fontsize=10)
+        ax.set_xlabel("elements / s (log scale)")
+        ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    path = HERE / "throughput.png"
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--window", type=float, default=3.0, help="seconds per timed window")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    results, seconds = run(args.repeats, args.window, args.quick)
+    print("\n" + write(results, seconds, args.repeats, args.window))
+    path = chart(results)
+    if path:
+        print(f"chart: {path}")
+
+
+if __name__ == "__main__":
+    main()
