@@ -250,8 +250,10 @@ def test_auto_choice_reflects_cpu_time_waiting_and_picklability() -> None:
     assert cpu.name == "process" and cpu.workers >= 2 and "CPU-bound" in cpu.reason
     waiting = choose("indexed", wall_s=0.08, cpu_s=0.001, count=8)
     assert waiting.name == "thread" and waiting.workers >= 16
-    big = choose("indexed", wall_s=0.016, cpu_s=0.016, count=8, nbytes=8 * 38_500_000)
-    assert big.name != "process" and "big" in big.reason
+    copying = choose("indexed", wall_s=0.08, cpu_s=0.08, count=8, nbytes=8 * 38_500_000)
+    assert copying.name == "thread" and "big" in copying.reason
+    big_cpu = choose("indexed", wall_s=0.4, cpu_s=0.4, count=8, nbytes=8 * 38_500_000)
+    assert big_cpu.name == "process"
     unpicklable = choose("indexed", 0.16, 0.16, 8, 1000, pickles=lambda: "the source does not pickle (lock)")
     assert unpicklable.name == "thread" and "does not pickle" in unpicklable.reason
     assert choose("indexed", 0.0001, 0.0001, 8).name == "serial"

@@ -23,8 +23,7 @@ _WAITING_SHARE = 0.5  # CPU time under this share of wall time: the source mostl
 _LATENCY_WORKERS = 16  # threads for an explicit executor="thread" without workers=
 _MAX_LATENCY_WORKERS = 64
 _PER_ELEMENT_OVERHEAD_S = 0.00015  # Python time one element costs the feeding side: bounds useful concurrency
-_COPY_BYTES_PER_S = 2e9  # a conservative memcpy rate: each element is copied once on its way back
-_PROCESS_GAIN = 4.0  # processes pay off when an element's CPU time is this many times its copy time
+_COPY_BYTES_PER_S = 2e9  # a conservative memcpy rate: a worker copies each element once into shared memory
 
 
 @dataclass(frozen=True)
@@ -76,12 +75,13 @@ def choose(
     copy_s = nbytes / max(count, 1) / _COPY_BYTES_PER_S
     if n < 2:
         return Choice("serial", 1, "one core: parallel workers cannot help CPU-bound elements")
-    if cpu_per < _PROCESS_GAIN * copy_s:
+    if cpu_per < copy_s:
         return Choice(
             "thread",
             n,
             f"elements are big ({nbytes / max(count, 1) / 1e6:.1f} MB) for the CPU time they take "
-            f"({cpu_per * 1e3:.1f} ms): moving them between processes would cost more than it saves",
+            f"({cpu_per * 1e3:.1f} ms): making them is mostly copying memory, which threads share without "
+            "the GIL, while processes would copy each element once more",
         )
     why_not = pickles()
     if why_not is not None:
