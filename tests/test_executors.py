@@ -284,3 +284,78 @@ def test_source_defined_in_an_unguarded_main_script_runs_under_processes(tmp_pat
     assert out.returncode == 0, out.stderr[-2000:]
     assert "GOT [0, 1, 4, 9, 16, 25, 36, 49, 64]" in out.stdout
     assert "bootstrapping phase" not in out.stderr
+
+
+def _become_subreaper() -> None:
+    """Orphaned grandchildren are re-parented to this process, so the test can wait for them."""
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0) == 0
+
+
+def test_ctrl_c_in_a_training_script_leaves_no_worker_behind(tmp_path: Path) -> None:
+    _become_subreaper()
+    script = tmp_path / "loop.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            import numpy as np
+            import tfbridge as tb
+
+            class Slow:
+                def __len__(self):
+                    return 10**6
+                def __getitem__(self, i):
+                    s = 0
+                    for k in range(200_000):
+                        s += k
+                    return np.zeros((4, 4), np.float32)
+
+            ds = tb.to_dataset(Slow(), executor="process", workers=2)
+            for n, _ in enumerate(ds):
+                if n == 3:
+                    from tfbridge.executors import processes
+                    import gc
+                    pools = [o for o in gc.get_objects() if isinstance(o, processes.ProcessExecutor)]
+                    print("WORKERS", *[p for pool in pools for p in pool.pids()], flush=True)
+            """
+        )
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+
+    def as_in_a_terminal() -> None:  # background jobs inherit an ignored SIGINT; a terminal's do not
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=as_in_a_terminal,  # noqa: PLW1509 - runs before exec, no threads involved
+    )
+    try:
+        line = ""
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("WORKERS"):
+                break
+        workers = [int(p) for p in line.split()[1:]]
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    for pid in workers:  # each worker exits on its own; waitpid returns once it has (the test timeout guards)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # already reaped
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

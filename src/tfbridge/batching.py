@@ -15,7 +15,8 @@ def bucket_boundaries(lengths: Sequence[int] | np.ndarray, num_buckets: int) -> 
     """``num_buckets - 1`` increasing boundaries (bucket i holds lengths < boundaries[i], tf.data's
     convention) that minimise the total padded size when each element is padded to its bucket's longest.
 
-    Exact: dynamic programming over the distinct lengths, not quantiles.
+    Exact, not quantiles: dynamic programming over the distinct lengths, each layer solved in linear time with
+    a monotone convex-hull of lines (the cost of a bucket is linear in its longest length), in integers.
     """
     if not isinstance(num_buckets, int) or isinstance(num_buckets, bool) or num_buckets < 1:
         msg = f"num_buckets must be a positive int. Received: {short(num_buckets)}"
@@ -24,35 +25,53 @@ def bucket_boundaries(lengths: Sequence[int] | np.ndarray, num_buckets: int) -> 
     if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu" or (arr < 0).any():
         msg = f"lengths must be a non-empty 1-D sequence of non-negative ints. Received: {short(lengths)}"
         raise TfBridgeError(msg)
-    values, counts = np.unique(arr, return_counts=True)
+    values_np, counts = np.unique(arr, return_counts=True)
+    values = [int(v) for v in values_np]
+    prefix = [0, *np.cumsum(counts).tolist()]  # prefix[i]: elements with length < values[i]
     m = len(values)
     groups = min(num_buckets, m)
-    prefix = np.concatenate([[0], np.cumsum(counts)]).astype(np.float64)
-    v = values.astype(np.float64)
-    # best[j][b]: least padded size covering values[0..b] with j+1 buckets; choice[j][b]: start of the last
-    best = v * prefix[1:]
-    choice = np.zeros((groups, m), dtype=np.int64)
-    layers = [best]
+    # best[b]: least padded size of values[0..b] in the buckets so far; starts[j][b]: first value of the last bucket
+    best = [values[b] * prefix[b + 1] for b in range(m)]
+    starts: list[list[int]] = [[0] * m]
     for j in range(1, groups):
-        prev = layers[-1]
-        cur = np.full(m, np.inf)
+        cur, start_of = [0] * m, [0] * m
+        # the last bucket is values[a..b]: best_prev[a-1] + values[b] * (prefix[b+1] - prefix[a]); as lines in
+        # x = values[b]: slope -prefix[a], intercept best_prev[a-1]; slopes fall and queries rise with b
+        hull: list[tuple[int, int, int]] = []  # (slope, intercept, a)
+        ptr = 0
         for b in range(j, m):
-            starts = np.arange(j, b + 1)  # the last bucket holds values[start..b]
-            costs = prev[starts - 1] + v[b] * (prefix[b + 1] - prefix[starts])
-            k = int(np.argmin(costs))
-            cur[b], choice[j, b] = costs[k], starts[k]
-        layers.append(cur)
+            line = (-prefix[b], best[b - 1], b)
+            while len(hull) >= 2 and _useless(hull[-2], hull[-1], line):
+                hull.pop()
+            hull.append(line)
+            ptr = min(ptr, len(hull) - 1)
+            x = values[b]
+            while ptr + 1 < len(hull) and _at(hull[ptr + 1], x) <= _at(hull[ptr], x):
+                ptr += 1
+            cur[b] = _at(hull[ptr], x) + x * prefix[b + 1]
+            start_of[b] = hull[ptr][2]
+        best = cur
+        starts.append(start_of)
     ends, b = [], m - 1
     for j in range(groups - 1, 0, -1):
-        start = int(choice[j, b])
-        ends.append(start - 1)
-        b = start - 1
-    bounds = [int(values[e]) + 1 for e in sorted(ends)]
-    top = int(values[-1]) + 1
+        a = starts[j][b]
+        ends.append(a - 1)
+        b = a - 1
+    bounds = [values[e] + 1 for e in sorted(ends)]
+    top = values[-1] + 1
     while len(bounds) < num_buckets - 1:  # fewer distinct lengths than buckets: empty buckets on top
         top += 1
         bounds.append(top)
     return bounds
+
+
+def _at(line: tuple[int, int, int], x: int) -> int:
+    return line[0] * x + line[1]
+
+
+def _useless(l1: tuple[int, int, int], l2: tuple[int, int, int], l3: tuple[int, int, int]) -> bool:
+    """l2 is never below both l1 and l3 (slopes strictly falling l1 > l2 > l3)."""
+    return (l3[1] - l1[1]) * (l1[0] - l2[0]) <= (l2[1] - l1[1]) * (l1[0] - l3[0])
 
 
 def pad_batch(

@@ -64,3 +64,111 @@ def _input(keras: Any, leaf: Leaf, batched: bool, name: str | None) -> Any:
     if name is not None:
         kwargs["name"] = name
     return keras.Input(**kwargs)
+
+
+def adapt_normalization(
+    source: Any,
+    *,
+    path: str | None = None,
+    axis: int | None = -1,
+    mask_value: float | None = None,
+    batched: bool | None = None,
+    executor: str = "auto",
+    workers: int | None = None,
+    verbose: bool | None = None,
+) -> Any:
+    """A ``keras.layers.Normalization`` whose mean and variance are exact over the whole source.
+
+    One streaming pass (through the executors for Python sources): each batch gives its count, mean and sum of
+    squared deviations in float64, merged with the numerically stable pairwise formula, so no statistic is per
+    batch and none is sampled. ``path`` picks the feature (None: the features when they are one tensor; a
+    string: that key of a dict of features). ``axis`` is the feature axis kept, as in Keras (None: one mean and
+    variance over everything). ``mask_value`` skips timesteps whose features all equal it, as
+    ``keras.layers.Masking`` does. ``verbose`` shows a progress bar (None: when stderr is a terminal).
+    """
+    import sys
+
+    import keras
+    import tensorflow as tf
+
+    from tfbridge.pipeline import to_dataset
+
+    if mask_value is not None and axis not in (-1,):
+        msg = (
+            f"mask_value skips timesteps (all features along the last axis equal to it), so it needs axis=-1. "
+            f"Received: axis={short(axis)}"
+        )
+        raise TfBridgeError(msg)
+    ds = to_dataset(source, batched=batched, executor=executor, workers=workers, cast_floats=None)
+    spec = sources.infer_spec(ds)
+    if not spec.batched:
+        ds = ds.batch(1024)
+    element = ds.element_spec
+    select = _feature_selector(element, path)
+    feature_spec = select(element)
+    rank = feature_spec.shape.rank
+    if axis is not None and not -rank + 1 <= axis < rank:
+        msg = f"axis={axis} is out of range for the feature's batched shape {feature_spec.shape}."
+        raise TfBridgeError(msg)
+
+    def batch_stats(*parts: Any) -> Any:
+        x = select(parts[0] if len(parts) == 1 else parts)
+        x = x.flat_values if isinstance(x, tf.RaggedTensor) else x
+        x = tf.cast(x, tf.float64)
+        if axis is None:
+            rows = tf.reshape(x, (-1, 1))
+        else:
+            moved = tf.experimental.numpy.moveaxis(x, axis, -1)
+            rows = tf.reshape(moved, (-1, tf.shape(moved)[-1]))
+        if mask_value is not None:
+            rows = tf.boolean_mask(rows, tf.reduce_any(tf.not_equal(rows, mask_value), axis=-1))
+        count = tf.shape(rows, out_type=tf.int64)[0]
+        mean = tf.math.divide_no_nan(tf.reduce_sum(rows, 0), tf.cast(count, tf.float64))
+        m2 = tf.reduce_sum(tf.square(rows - mean), 0)
+        return count, mean, m2
+
+    stats = ds.map(batch_stats, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    total = int(stats.cardinality())
+    show = sys.stderr.isatty() if verbose is None else verbose
+    bar = keras.utils.Progbar(total if total > 0 else None, unit_name="batch") if show else None
+    n, mean, m2 = 0, None, None
+    for step, (count, batch_mean, batch_m2) in enumerate(stats.as_numpy_iterator(), 1):
+        n, mean, m2 = _merge_moments(n, mean, m2, int(count), batch_mean, batch_m2)
+        if bar is not None:
+            bar.update(step)
+    if n == 0 or mean is None:
+        msg = "adapt_normalization found no values to compute statistics from (empty source, or everything masked)."
+        raise TfBridgeError(msg)
+    variance = m2 / n
+    if axis is None:
+        return keras.layers.Normalization(axis=None, mean=float(mean[0]), variance=float(variance[0]))
+    return keras.layers.Normalization(axis=axis, mean=mean, variance=variance)
+
+
+def _merge_moments(n_a: int, mean_a: Any, m2_a: Any, n_b: int, mean_b: Any, m2_b: Any) -> tuple[int, Any, Any]:
+    """Chan et al.'s pairwise update of (count, mean, sum of squared deviations)."""
+    if n_b == 0:
+        return n_a, mean_a, m2_a
+    if n_a == 0:
+        return n_b, mean_b, m2_b
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return n, mean_a + delta * (n_b / n), m2_a + m2_b + delta * delta * (n_a * n_b / n)
+
+
+def _feature_selector(element: Any, path: str | None) -> Any:
+    features = _nest.keras_split(_nest.normalize(element))[0]
+    if path is None:
+        if isinstance(features, (tuple, list, dict)):
+            keys = sorted(features) if isinstance(features, dict) else list(range(len(features)))
+            msg = (
+                f"the features are a {type(features).__name__} with {keys}; say which one to normalise.\n"
+                "Hint: pass path='name' for a dict of features."
+            )
+            raise TfBridgeError(msg)
+        return lambda e: _nest.keras_split(e)[0]
+    if not isinstance(features, dict) or path not in features:
+        have = sorted(features) if isinstance(features, dict) else _nest.describe_structure(features)
+        msg = f"path={path!r} names no feature. The features are: {have}. Received: path={short(path)}"
+        raise TfBridgeError(msg)
+    return lambda e: _nest.keras_split(e)[0][path]
