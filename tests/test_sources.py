@@ -245,3 +245,12 @@ def test_tf_data_drop_remainder_batch_axis_is_none_and_element_spec_matches() ->
     out = tb.to_dataset(ds)
     assert out.element_spec == (tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None,), tf.int64))
     assert sum(int(x.shape[0]) for x, _ in out) == 20
+
+
+def test_a_dataset_from_to_dataset_keeps_its_batched_flag() -> None:
+    ds = tb.to_dataset(BatchSequence())
+    assert tb.infer_spec(ds).batched
+    assert tb.infer_spec(ds.map(lambda x, y: (x, y))).batched
+    rows = tb.to_dataset(_rows())
+    assert not tb.infer_spec(rows).batched
+    assert tb.infer_spec(tb.to_dataset(_rows(), batch_size=4)).batched

@@ -9,7 +9,7 @@ from tfbridge.errors import (
     WorkerDiedError,
 )
 from tfbridge.batching import bucket_boundaries, pad_batch
-from tfbridge.keras import keras_inputs
+from tfbridge.keras import adapt_normalization, keras_inputs
 from tfbridge.pipeline import to_dataset
 from tfbridge.pipeline import validate_source as validate
 from tfbridge.report import inspect
@@ -27,6 +27,7 @@ __all__ = [
     "TfBridgeError",
     "TfBridgeWarning",
     "WorkerDiedError",
+    "adapt_normalization",
     "bucket_boundaries",
     "infer_spec",
     "inspect",

@@ -129,11 +129,13 @@ def adapt_normalization(
 
     stats = ds.map(batch_stats, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     total = int(stats.cardinality())
+    stats = stats.batch(_BATCHES_PER_MERGE).prefetch(2)  # merge many batches' moments per Python step
     show = sys.stderr.isatty() if verbose is None else verbose
     bar = keras.utils.Progbar(total if total > 0 else None, unit_name="batch") if show else None
-    n, mean, m2 = 0, None, None
-    for step, (count, batch_mean, batch_m2) in enumerate(stats.as_numpy_iterator(), 1):
-        n, mean, m2 = _merge_moments(n, mean, m2, int(count), batch_mean, batch_m2)
+    n, mean, m2, step = 0, None, None, 0
+    for counts, means, m2s in stats.as_numpy_iterator():
+        n, mean, m2 = _merge_moments(n, mean, m2, *_combine_moments(counts, means, m2s))
+        step += len(counts)
         if bar is not None:
             bar.update(step)
     if n == 0 or mean is None:
@@ -141,8 +143,28 @@ def adapt_normalization(
         raise TfBridgeError(msg)
     variance = m2 / n
     if axis is None:
-        return keras.layers.Normalization(axis=None, mean=float(mean[0]), variance=float(variance[0]))
-    return keras.layers.Normalization(axis=axis, mean=mean, variance=variance)
+        layer = keras.layers.Normalization(axis=None, mean=float(mean[0]), variance=float(variance[0]))
+    else:
+        layer = keras.layers.Normalization(axis=axis, mean=mean, variance=variance)
+    shape = feature_spec.shape.as_list()
+    layer.build(tuple(shape))  # mean and variance are readable at once, as after Keras's own adapt()
+    return layer
+
+
+_BATCHES_PER_MERGE = 64
+
+
+def _combine_moments(counts: Any, means: Any, m2s: Any) -> tuple[int, Any, Any]:
+    """(count, mean, sum of squared deviations) of many groups at once, exactly in float64."""
+    import numpy as np
+
+    n = int(counts.sum())
+    if n == 0:
+        return 0, None, None
+    weights = counts.astype(np.float64)[:, None]
+    mean = (weights * means).sum(0) / n
+    m2 = m2s.sum(0) + (weights * (means - mean) ** 2).sum(0)
+    return n, mean, m2
 
 
 def _merge_moments(n_a: int, mean_a: Any, m2_a: Any, n_b: int, mean_b: Any, m2_b: Any) -> tuple[int, Any, Any]:

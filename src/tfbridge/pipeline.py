@@ -177,6 +177,7 @@ def to_dataset(
         validate=validate,
         label=label,
     )
+    out_batched = p.spec.batched or batch_size is not None
     if batch_size is not None:
         _check_batchable(p.spec, p.source)
     if shuffle and not isinstance(p.source, Indexed):
@@ -202,6 +203,7 @@ def to_dataset(
     if batch_size is not None:
         ds = ds.batch(batch_size)
     result = ds.prefetch(tf.data.AUTOTUNE)
+    sources.tfdata.remember(result, out_batched)
     if ex is not None:
         # workers live as long as the dataset (its iterators keep it alive); TensorFlow itself keeps the
         # generator callable forever, so the dataset object is what tells us it is gone

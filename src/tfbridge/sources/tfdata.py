@@ -4,6 +4,7 @@ bucket_by_sequence_length), looking through steps that keep elements whole (map,
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from tfbridge import _nest
@@ -42,9 +43,20 @@ _PASS_THROUGH = (
 )
 
 
+_KNOWN: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def remember(dataset: Any, batched: bool) -> None:
+    """Record whether a dataset tfbridge built yields batches (its own internal steps would mislead)."""
+    _KNOWN[dataset] = batched
+
+
 def ends_in_batching(dataset: Any) -> bool:
     node, hops = dataset, 0
     while node is not None and hops < 1000:
+        known = _KNOWN.get(node)
+        if known is not None:
+            return known
         name = type(node).__name__
         if name in _BATCHING:
             return True
