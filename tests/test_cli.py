@@ -122,7 +122,7 @@ def test_inspect_file_target_prints_fields_dtypes_float_cast_and_short_last_batc
     ) in lines
     sizes = "4 at element 0, 4 at element 1, 4 at element 2, 4 at element 3, 2 at element 4"
     for path in ("x['score']", "x['tokens']", "y"):
-        assert f"{path}: batch size varies ({sizes}) -> None" in lines
+        assert f"{path}: batch size varies from 2 to 4 ({sizes}) -> None" in lines
     assert "Traceback" not in result.stdout + result.stderr
 
 
@@ -132,7 +132,8 @@ def test_inspect_json_has_stable_keys_and_a_spec_that_round_trips(project: Path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert set(report) == {
-        "version", "source", "kind", "batched", "executor", "fields", "spec", "delivered_spec"
+        "version", "source", "kind", "batched", "scanned", "executor", "fields", "peek_missed", "spec",
+        "delivered_spec"
     }
     assert report["kind"] == "indexed" and report["batched"] is True
     assert set(report["executor"]) == {"name", "workers", "reason"}
@@ -140,7 +141,7 @@ def test_inspect_json_has_stable_keys_and_a_spec_that_round_trips(project: Path)
     assert fields["x['score']"]["dtype"] == "float64"
     assert fields["x['score']"]["delivered_dtype"] == "float32"
     assert fields["x['tokens']"]["dtype"] == fields["x['tokens']"]["delivered_dtype"] == "int32"
-    assert fields["y"]["varying"] == [{"dim": 0, "sizes": [[0, 4], [1, 4], [2, 4], [3, 4], [4, 2]]}]
+    assert fields["y"]["varying"] == [{"dim": 0, "min": 2, "max": 4, "sizes": [[0, 4], [1, 4], [2, 4], [3, 4], [4, 2]]}]
 
     spec = tb.Spec.from_json(json.dumps(report["spec"]))
     delivered = tb.Spec.from_json(json.dumps(report["delivered_spec"]))

@@ -100,7 +100,10 @@ def _batched(args: argparse.Namespace) -> bool | None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from tfbridge.report import inspect
 
-    report = inspect(_source(args), peek=args.peek, batched=_batched(args))
+    report = inspect(_source(args), peek=args.peek, batched=_batched(args), full=args.full)
+    if args.html:
+        path = report.to_html(args.html)
+        print(f"tfbridge: wrote {path}", file=sys.stderr)
     print(report.to_json() if args.json else report)
     return 0
 
@@ -172,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="spec, varying dimensions, dtypes and float casts, executor choice")
     with_target(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--full", action="store_true", help="scan every element (statistics over all; "
+                   "reports dimensions the peek got wrong)")
+    p.add_argument("--html", metavar="REPORT.html", help="also write a self-contained HTML report with plots")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("code", help="print output_signature and keras.Input code for a source")

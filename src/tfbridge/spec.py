@@ -196,43 +196,88 @@ class Spec:
 
 def infer_from_samples(samples: Sequence[tuple[int, Any]], batched: bool) -> Spec:
     """Merge the specs of sample elements ``[(index, element), ...]`` into one Spec."""
-    if not samples:
-        msg = "the source is empty: there is no element to infer a spec from.\nHint: check the source yields data."
-        raise SpecInferenceError(msg)
-    first_index, first = samples[0][0], _nest.normalize(samples[0][1])
-    paths, _, treespec = _nest.flatten_with_paths(first)
-    merged: list[Leaf | None] = [None] * len(paths)
-    seen: list[list[tuple[int, tuple[int | None, ...]]]] = [[] for _ in paths]
-    described_by: list[int] = [first_index] * len(paths)
+    builder = SpecBuilder(batched)
     for index, element in samples:
+        builder.add(index, element)
+    return builder.spec()
+
+
+class SpecBuilder:
+    """Merges elements one at a time into a spec; shared by the peek and by full scans.
+
+    ``samples`` keeps every element's shapes per field (for a peek); ``changes`` keeps, per field and
+    dimension, the first size seen and the first element where another size appeared (for a full scan).
+    """
+
+    def __init__(self, batched: bool, keep_shapes: bool = True) -> None:
+        self.batched, self.keep_shapes = batched, keep_shapes
+        self.first: Any = None
+        self.first_index = 0
+        self.paths: list[str] = []
+        self.merged: list[Leaf] = []
+        self.described_by: list[int] = []
+        self.seen: list[list[tuple[int, tuple[int | None, ...]]]] = []
+        self.changes: dict[str, dict[int, tuple[int, int | None, int, int | None]]] = {}
+        self._first_shapes: list[tuple[int | None, ...]] = []
+        self.ranges: dict[str, list[list[int]]] = {}  # per field and dimension: [smallest, largest] size
+        self.count = 0
+
+    def add(self, index: int, element: Any) -> list[Any]:
+        """Merge one element; returns its leaf values in field order."""
         element = _nest.normalize(element)
-        leaves, spec_i = _nest.flatten(element)
-        if spec_i != treespec:
-            where, a, b = _nest.structure_difference(first, element) or ((), "?", "?")
-            path = _nest.format_path(where, first)
+        leaves, treespec = _nest.flatten(element)
+        if self.first is None:
+            self.first, self.first_index, self.treespec = element, index, treespec
+            raw_paths = _nest.flatten_with_paths(element)[0]
+            self.paths = [_nest.format_path(p, element) for p in raw_paths]
+            self.seen = [[] for _ in self.paths]
+        elif treespec != self.treespec:
+            where, a, b = _nest.structure_difference(self.first, element) or ((), "?", "?")
+            path = _nest.format_path(where, self.first)
             msg = (
-                f"samples disagree in structure at {path}: element {first_index} has {a}, "
+                f"samples disagree in structure at {path}: element {self.first_index} has {a}, "
                 f"element {index} has {b}.\n"
                 "Hint: every element of a source must have the same nesting of tuples, lists and dict keys."
             )
             raise SpecInferenceError(msg, path=path)
         batch_sizes: dict[str, int | None] = {}
         for k, value in enumerate(leaves):
-            path = _nest.format_path(paths[k], first)
-            leaf = _leaf_of(value, path, index, batched)
-            if batched:
+            path = self.paths[k]
+            leaf = _leaf_of(value, path, index, self.batched)
+            if self.batched:
                 batch_sizes[path] = leaf.shape[0]
-            seen[k].append((index, leaf.shape))
-            if merged[k] is None:
-                merged[k] = leaf
-                described_by[k] = index
+            if self.keep_shapes:
+                self.seen[k].append((index, leaf.shape))
+            if k >= len(self.merged):
+                self.merged.append(leaf)
+                self.described_by.append(index)
+                self._first_shapes.append(leaf.shape)
             else:
-                merged[k] = _merge(merged[k], leaf, path, described_by[k], index)
+                self._note_change(path, k, index, leaf.shape)
+                self.merged[k] = _merge(self.merged[k], leaf, path, self.described_by[k], index)
         _check_batch_sizes(batch_sizes, index)
-    final = [_finish(leaf, batched) for leaf in merged]
-    spec = Spec(_nest.unflatten(treespec, final), batched)
-    spec.samples = {_nest.format_path(p, first): s for p, s in zip(paths, seen)}
-    return spec
+        self.count += 1
+        return leaves
+
+    def _note_change(self, path: str, k: int, index: int, shape: tuple[int | None, ...]) -> None:
+        ranges = self.ranges.setdefault(path, [[n, n] for n in self._first_shapes[k]])
+        for d, n in enumerate(shape):
+            if n is not None and d < len(ranges) and ranges[d][0] is not None:
+                ranges[d][0], ranges[d][1] = min(ranges[d][0], n), max(ranges[d][1], n)
+        first = self._first_shapes[k]
+        for d, (a, b) in enumerate(zip(first, shape)):
+            if a != b and d not in self.changes.get(path, {}):
+                self.changes.setdefault(path, {})[d] = (self.described_by[k], a, index, b)
+
+    def spec(self) -> Spec:
+        if self.first is None:
+            msg = "the source is empty: there is no element to infer a spec from.\nHint: check the source yields data."
+            raise SpecInferenceError(msg)
+        final = [_finish(leaf, self.batched) for leaf in self.merged]
+        spec = Spec(_nest.unflatten(self.treespec, final), self.batched)
+        if self.keep_shapes:
+            spec.samples = dict(zip(self.paths, self.seen))
+        return spec
 
 
 def _finish(leaf: Leaf, batched: bool) -> Leaf:
@@ -447,4 +492,4 @@ def _join(prefix: str | None, key: Any) -> str:
     return str(key) if prefix is None else f"{prefix}_{key}"
 
 
-__all__ = ["format_shape", "Leaf", "Spec", "infer_from_samples", "apply_float_policy", "add_batch_axis", "float_target", "STRING"]
+__all__ = ["format_shape", "Leaf", "SpecBuilder", "Spec", "infer_from_samples", "apply_float_policy", "add_batch_axis", "float_target", "STRING"]
