@@ -94,3 +94,36 @@ def test_pad_batch_refuses_an_already_batched_dataset() -> None:
     ds = tf.data.Dataset.range(10).batch(2)
     with pytest.raises(tb.TfBridgeError, match="already batched"):
         tb.pad_batch(ds, 4)
+
+
+@pytest.mark.parametrize("buckets", [None, 3])
+def test_ragged_batches_keep_every_example_unpadded(buckets: Any) -> None:
+    batches = tb.pad_batch(_examples, 8, buckets=buckets, ragged=True)
+    assert isinstance(batches.element_spec[0], tf.RaggedTensorSpec)
+    originals = {i: x for x, i in _examples()}
+    seen = []
+    for x, ids in batches:
+        for row, i in zip(x.to_list(), ids.numpy()):
+            assert row == originals[int(i)].tolist()
+            seen.append(int(i))
+    assert sorted(seen) == list(range(57))
+
+
+def test_bucketed_batches_hold_one_bucket_each() -> None:
+    bounds = [5, 12, 20]
+    for x, _ in tb.pad_batch(_examples, 8, buckets=bounds, ragged=True):
+        lengths = [len(r) for r in x.to_list()]
+        buckets = {int(np.searchsorted(bounds, n, side="right")) for n in lengths}
+        assert len(buckets) == 1
+
+
+def test_lognormal_lengths_with_16_buckets_pad_at_most_15_percent() -> None:
+    rng = np.random.default_rng(0)
+    lengths = (rng.lognormal(np.log(60), 0.8, 20_000)).astype(int) + 1
+
+    def gen() -> Any:
+        for n in lengths:
+            yield np.ones(n, np.int8)
+
+    padded = sum(int(np.prod(x.shape)) for x in tb.pad_batch(gen, 64, buckets=16, verbose=False))
+    assert padded / lengths.sum() <= 1.15

@@ -82,12 +82,16 @@ def pad_batch(
     pad_value: Any = 0,
     drop_remainder: bool = False,
     length_fn: Callable[[Any], Any] | None = None,
+    ragged: bool = False,
+    verbose: bool | None = None,
 ) -> Any:
     """Batches of ``batch_size`` examples, each padded to its batch's longest (strings pad with b"").
 
     ``buckets``: None (plain padding), an int (that many buckets, boundaries from :func:`bucket_boundaries`
-    over one pass of lengths), or a list of boundaries. The length of an element is the first variable
-    dimension of its first variable-length field unless ``length_fn`` says otherwise.
+    over one pass of lengths, with a progress bar when ``verbose``; None: when stderr is a terminal), or a list
+    of boundaries; each batch then holds at most ``batch_size`` examples of one bucket. The length of an
+    element is the first variable dimension of its first variable-length field unless ``length_fn`` says
+    otherwise. ``ragged=True`` gives ragged batches (no padding at all) instead.
     """
     import tensorflow as tf
 
@@ -110,21 +114,23 @@ def pad_batch(
         ds = to_dataset(dataset_or_source, batched=False)
     spec = ds.element_spec
     for leaf in _nest.flatten(_nest.normalize(spec))[0]:
-        if not isinstance(leaf, tf.TensorSpec):
+        if not isinstance(leaf, tf.TensorSpec) and not ragged:
             msg = (
                 f"pad_batch pads dense tensors; this dataset has a {type(leaf).__name__}.\n"
                 "Hint: batch ragged fields with dataset.ragged_batch(batch_size) instead."
             )
             raise TfBridgeError(msg)
-    padding = _padding_values(spec, pad_value)
+    padding = None if ragged else _padding_values(spec, pad_value)
     if buckets is None:
+        if ragged:
+            return ds.ragged_batch(batch_size, drop_remainder=drop_remainder)
         return ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
     length = length_fn or _default_length(spec)
     if isinstance(buckets, int) and not isinstance(buckets, bool):
         if buckets < 1:
             msg = f"buckets must be at least 1. Received: buckets={buckets}"
             raise TfBridgeError(msg)
-        lengths = np.fromiter(ds.map(_call(length)).as_numpy_iterator(), dtype=np.int32)
+        lengths = _all_lengths(ds.map(_call(length)), verbose)
         if lengths.size == 0:
             msg = "pad_batch: the source is empty; there are no lengths to choose buckets from."
             raise TfBridgeError(msg)
@@ -134,6 +140,18 @@ def pad_batch(
         if not boundaries or any(b <= a for a, b in zip(boundaries, boundaries[1:])) or boundaries[0] < 1:
             msg = f"buckets must be an int or a non-empty list of increasing positive boundaries. Received: {short(buckets)}"
             raise TfBridgeError(msg)
+    if ragged:
+        edges = tf.constant(boundaries, tf.int32)
+
+        def bucket_of(*element: Any) -> Any:
+            n = _call(length)(*element)
+            return tf.reduce_sum(tf.cast(n >= edges, tf.int64))
+
+        return ds.group_by_window(
+            bucket_of,
+            lambda _, window: window.ragged_batch(batch_size, drop_remainder=drop_remainder),
+            window_size=batch_size,
+        )
     return ds.bucket_by_sequence_length(
         _call(length),
         boundaries,
@@ -141,6 +159,27 @@ def pad_batch(
         padding_values=padding,
         drop_remainder=drop_remainder,
     )
+
+
+def _all_lengths(lengths_ds: Any, verbose: bool | None) -> np.ndarray:
+    """One pass over the lengths, with a progress bar for long passes."""
+    import sys
+
+    show = sys.stderr.isatty() if verbose is None else verbose
+    total = int(lengths_ds.cardinality())
+    bar = None
+    if show:
+        import keras
+
+        bar = keras.utils.Progbar(total if total > 0 else None, unit_name="example")
+    out: list[np.ndarray] = []
+    seen = 0
+    for chunk in lengths_ds.batch(4096).as_numpy_iterator():
+        out.append(chunk)
+        seen += len(chunk)
+        if bar is not None:
+            bar.update(seen)
+    return np.concatenate(out) if out else np.zeros((0,), np.int32)
 
 
 def _call(fn: Callable[[Any], Any]) -> Callable[..., Any]:
