@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
+import variable  # noqa: E402
 import workloads  # noqa: E402
 
 import tfbridge as tb  # noqa: E402
@@ -99,7 +100,7 @@ def methods(source: Any, cores: int) -> list[tuple[str, Any, str]]:
     ]
 
 
-def run(repeats: int, window_s: float, quick: bool) -> tuple[list[tuple[Any, list[Measurement], str]], float]:
+def run(repeats: int, window_s: float) -> tuple[list[tuple[Any, list[Measurement], str]], float]:
     from tfbridge import executors
 
     cores = executors.cores()
@@ -111,8 +112,6 @@ def run(repeats: int, window_s: float, quick: bool) -> tuple[list[tuple[Any, lis
         print(f"\n{workload.title}\n  auto picks: {choice['name']} x{choice['workers']} - {choice['reason']}", flush=True)
         rows = []
         for name, make, group in methods(source, cores):
-            if quick and group == "ceiling" and "memcpy" in name and "big" not in workload.title.lower():
-                continue
             m = measure(name, make, repeats=repeats, warmup=8, window_s=window_s, min_elements=24)
             m.group = group  # type: ignore[attr-defined]
             rows.append(m)
@@ -134,10 +133,11 @@ TARGETS = [
     (1, "Latency-bound: default settings vs plain from_generator", "tfbridge auto", "plain from_generator", 50.0),
     (2, "Big batches: process executor vs plain from_generator", "tfbridge process", "plain from_generator", 0.75),
     (3, "Big + CPU-bound: default settings vs plain from_generator", "tfbridge auto", "plain from_generator", 1.7),
+    (3, "Big + CPU-bound: process executor vs plain from_generator", "tfbridge process", "plain from_generator", 1.7),
 ]
 
 
-def write(results: list[Any], seconds: float, repeats: int, window_s: float) -> str:
+def write(results: list[Any], seconds: float, repeats: int, window_s: float, extra: str) -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -176,7 +176,7 @@ def write(results: list[Any], seconds: float, repeats: int, window_s: float) -> 
                 continue
             low, high = m.spread
             lines.append(f"| {m.name} | {m.median:.1f} | {low:.1f} .. {high:.1f} | {m.median / plain:.2f}x |")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n\n" + extra
     (HERE / "RESULTS.md").write_text(text)
     return text
 
@@ -210,10 +210,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--window", type=float, default=3.0, help="seconds per timed window")
-    parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    results, seconds = run(args.repeats, args.window, args.quick)
-    print("\n" + write(results, seconds, args.repeats, args.window))
+    results, seconds = run(args.repeats, args.window)
+    started = time.perf_counter()
+    extra = variable.section()
+    seconds += time.perf_counter() - started
+    print("\n" + write(results, seconds, args.repeats, args.window, extra))
     path = chart(results)
     if path:
         print(f"chart: {path}")

@@ -106,3 +106,17 @@ def test_all_masked_source_is_an_error() -> None:
 def test_mask_value_needs_the_last_axis() -> None:
     with pytest.raises(tb.TfBridgeError, match="needs axis=-1. Received: axis=1"):
         tb.adapt_normalization(_data(10, 3), axis=1, mask_value=0.0)
+
+
+def test_unbatched_variable_length_examples_need_no_padding() -> None:
+    rng = np.random.default_rng(3)
+    rows = [rng.standard_normal((int(rng.integers(2, 9)), 4)) + 2 for _ in range(50)]
+
+    def examples() -> Any:
+        for r in rows:
+            yield r, 0
+
+    layer = tb.adapt_normalization(examples, batched=False)
+    everything = np.concatenate(rows)
+    _close(layer.mean, everything.mean(0))
+    _close(layer.variance, everything.var(0))

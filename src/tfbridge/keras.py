@@ -101,8 +101,8 @@ def adapt_normalization(
         raise TfBridgeError(msg)
     ds = to_dataset(source, batched=batched, executor=executor, workers=workers, cast_floats=None)
     spec = sources.infer_spec(ds)
-    if not spec.batched:
-        ds = ds.batch(1024)
+    if not spec.batched:  # examples of varying length become ragged rows: no padding enters the statistics
+        ds = ds.ragged_batch(1024)
     element = ds.element_spec
     select = _feature_selector(element, path)
     feature_spec = select(element)
