@@ -254,3 +254,15 @@ def test_a_dataset_from_to_dataset_keeps_its_batched_flag() -> None:
     rows = tb.to_dataset(_rows())
     assert not tb.infer_spec(rows).batched
     assert tb.infer_spec(tb.to_dataset(_rows(), batch_size=4)).batched
+
+
+def test_sparse_tensors_from_a_generator_arrive_sparse() -> None:
+    def gen() -> Any:
+        for i in range(3):
+            yield tf.sparse.from_dense(tf.constant([[0.0, i], [i, 0.0]])), np.array([i, i])
+
+    ds = tb.to_dataset(gen)
+    assert isinstance(ds.element_spec[0], tf.SparseTensorSpec)
+    dense = [tf.sparse.to_dense(x).numpy().tolist() for x, _ in ds]
+    assert dense == [[[0.0, float(i)], [float(i), 0.0]] for i in range(3)]
+    assert tb.keras_inputs(gen).sparse
