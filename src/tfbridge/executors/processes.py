@@ -13,6 +13,7 @@ the source changed (e.g. ``on_epoch_end`` reshuffled its index), and every worke
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
 import pickle
@@ -21,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
@@ -107,6 +109,26 @@ class _Worker:
             self.proc.wait()
 
 
+_LIVE: weakref.WeakSet[ProcessExecutor] = weakref.WeakSet()
+_EXIT_WAIT_S = 2.0
+_POLL_S = 0.1
+
+
+@atexit.register
+def _at_exit() -> None:
+    """Before the interpreter starts finalizing: stop every pool and let any pass that is waiting on its workers
+    leave Python. A TensorFlow thread still inside a pass once finalization begins would never come back (Python
+    ends threads that ask for the GIL then) and TensorFlow's iterator teardown would wait for it forever."""
+    executors = list(_LIVE)
+    for ex in executors:
+        ex._exiting = True
+        for w in list(ex._pool):
+            w.proc.kill()
+    for ex in executors:
+        if ex._pass_thread not in (None, threading.get_ident()):
+            ex._pass_done.wait(_EXIT_WAIT_S)
+
+
 class ProcessExecutor:
     name = "process"
 
@@ -124,6 +146,11 @@ class ProcessExecutor:
         self._generation = 0  # bumped when the pool stops: leases of an old pool do not free new slots
         self._epoch = 0
         self._closed = False
+        self._pass_done = threading.Event()
+        self._pass_done.set()
+        self._pass_thread: int | None = None
+        self._exiting = False  # the interpreter is exiting: passes end at once, quietly
+        _LIVE.add(self)
 
     # -- pool ---------------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -159,13 +186,23 @@ class ProcessExecutor:
         self._generation += 1
 
     def close(self) -> None:
-        """Stop the workers now if no pass is running, else when the running pass ends."""
+        """Stop the workers now if no pass is running; else end the running pass by stopping its workers.
+
+        A pass can only be running while its dataset is being closed at interpreter exit (a live iterator keeps
+        its dataset alive): the pass must leave Python before the interpreter goes, or TensorFlow's thread would
+        hang in it at shutdown.
+        """
         self._closed = True
         if self._lock.acquire(blocking=False):
             try:
                 self._shutdown()
             finally:
                 self._lock.release()
+            return
+        for w in list(self._pool):
+            w.proc.kill()  # the pass sees its workers gone, raises, and shuts the pool down as it ends
+        if self._pass_thread != threading.get_ident():
+            self._pass_done.wait(_WORKER_JOIN_TIMEOUT_S)
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._pool]
@@ -178,7 +215,11 @@ class ProcessExecutor:
                 "Hint: finish (or drop) the first iterator before starting another."
             )
             raise TfBridgeError(msg)
+        self._pass_done.clear()
+        self._pass_thread = threading.get_ident()
         try:
+            if self._exiting:
+                return
             if self._closed:
                 msg = "this process executor was closed with the dataset that owned it"
                 raise TfBridgeError(msg)
@@ -193,6 +234,8 @@ class ProcessExecutor:
         finally:
             if self._closed:  # the dataset went away during this pass
                 self._shutdown()
+            self._pass_thread = None
+            self._pass_done.set()
             self._lock.release()
 
     def _prepare(self, task: Task) -> None:
@@ -245,7 +288,11 @@ class ProcessExecutor:
                     submitted += 1
                 index = order[position]
                 while index not in results:
-                    for conn in wait(list(by_conn)):
+                    if self._exiting:
+                        return
+                    for conn in wait(list(by_conn), timeout=_POLL_S):
+                        if self._exiting:
+                            return
                         self._receive(by_conn[conn], results)
                 kind, payload, slot = results.pop(index)
                 if kind == "err":
