@@ -111,6 +111,14 @@ def pad_batch(
             )
             raise TfBridgeError(msg)
     else:
+        from tfbridge.sources import adapt
+
+        if isinstance(buckets, int) and not isinstance(buckets, bool) and getattr(adapt(dataset_or_source, batched=False), "one_shot", False):
+            msg = (
+                "pad_batch with buckets=<int> reads every length first, which would use up a one-shot iterator.\n"
+                "Hint: pass a generator function or a re-iterable, or explicit boundaries (buckets=[...])."
+            )
+            raise TfBridgeError(msg)
         ds = to_dataset(dataset_or_source, batched=False)
     spec = ds.element_spec
     for leaf in _nest.flatten(_nest.normalize(spec))[0]:
@@ -228,6 +236,15 @@ def _padding_values(spec: Any, pad_value: Any) -> Any:
     out = []
     for leaf, value in zip(leaves, given):
         if leaf.dtype == tf.string:
-            value = b"" if value == 0 else value
-        out.append(tf.constant(value, dtype=leaf.dtype))
+            value = b"" if isinstance(value, int) and value == 0 else value
+        elif leaf.dtype == tf.bool and isinstance(value, (int, float)) and value in (0, 1):
+            value = bool(value)
+        try:
+            out.append(tf.constant(value, dtype=leaf.dtype))
+        except (TypeError, ValueError) as exc:
+            msg = (
+                f"pad_value {short(value)} does not fit a field of dtype {leaf.dtype.name}: {exc}\n"
+                "Hint: give pad_value per field, e.g. pad_value={'tokens': 0, 'mask': False}."
+            )
+            raise TfBridgeError(msg) from None
     return _nest.unflatten(treespec, out)

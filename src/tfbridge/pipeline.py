@@ -75,11 +75,13 @@ def plan(
     if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
         msg = f"workers must be a positive int or None. Received: {short(workers)}"
         raise TfBridgeError(msg)
+    if executor != "auto":
+        executors.make(executor, workers)  # refuses unknown names whatever the source
     given = spec
     if isinstance(given, Spec) and batched is None:
         batched = given.batched
     src = sources.adapt(source, batched=batched, label=label)
-    peek_result = src.peek(peek) if not isinstance(src, (Arrays, TFDataSource)) else None
+    peek_result = src.peek(peek) if not isinstance(src, TFDataSource) and not _in_graph(src) else None
     peeked = peek_result.samples if peek_result else []
     if given is None:
         inferred = (
@@ -102,7 +104,7 @@ def plan(
                 conformer(element, index)
     if isinstance(src, TFDataSource):
         choice = executors.choose("native", 0, 0, 0)
-    elif isinstance(src, Arrays):
+    elif _in_graph(src):
         choice = executors.choose("arrays", 0, 0, 0)
     elif executor == "auto":
         pr = peek_result
@@ -124,6 +126,11 @@ def plan(
             executors.processes.dumps_task(_Task(src, None))
     per_element = peek_result.nbytes / max(peek_result.count, 1) if peek_result else 0.0
     return Plan(src, out_spec, choice, peeked, per_element)
+
+
+def _in_graph(src: Source) -> bool:
+    """In-memory rows are gathered inside tf.data; batched arrays go the Python way like any indexed source."""
+    return isinstance(src, Arrays) and not src.batched
 
 
 def _infer(peeked: list[tuple[int, Any]], src: Source) -> Spec:
@@ -194,11 +201,12 @@ def to_dataset(
     ex = None
     if isinstance(p.source, TFDataSource):
         ds = _from_tf_data(p.source.dataset, p.spec)
-    elif isinstance(p.source, Arrays):
+    elif isinstance(p.source, Arrays) and not p.spec.batched:
         ds = _from_arrays(p.source, p.spec, shuffle, seed, batch_size)
         batch_size = None  # batched by index already
     else:
-        conformer = Conformer(p.spec) if validate != "none" else None
+        dense = all(leaf.kind == "dense" for _, leaf in p.spec.fields())
+        conformer = Conformer(p.spec) if validate != "none" or not dense else None  # ragged/sparse need converting
         ds, ex = _from_python(p, conformer, shuffle, seed)
     if batch_size is not None:
         ds = ds.batch(batch_size)
@@ -290,7 +298,7 @@ def _shape_fits(have: Any, want: Any) -> bool:
 def _from_arrays(src: Arrays, spec: Spec, shuffle: bool, seed: int | None, batch_size: int | None) -> Any:
     import tensorflow as tf
 
-    columns = Conformer(add_batch_axis(spec))(src.columns, None) if not spec.batched else src.columns
+    columns = Conformer(add_batch_axis(spec))(src.columns, None)
     # eager tensors are captured as inputs of the map function, never embedded in the graph as constants
     tensors = tf.nest.map_structure(tf.convert_to_tensor, to_tensors(columns))
     n = len(src)
@@ -423,10 +431,8 @@ def validate_source(
         return n
     if isinstance(src, TFDataSource):
         it: Iterator[Any] = iter(src.dataset if limit is None else src.dataset.take(limit))
-    elif src.one_shot:  # read through the replay buffer: the elements stay for the next call
-        it = src.replay.scan()
     else:
-        it = call_user(src.iterate, None)
+        it = src.scan()  # a one-shot source is read through its replay buffer: the elements stay
     count = 0
     for index in itertools.count():
         if limit is not None and count >= limit:

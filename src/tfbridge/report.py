@@ -19,7 +19,7 @@ import numpy as np
 from tfbridge import _nest, executors, pipeline
 from tfbridge._values import STRING, ValueProblem, describe
 from tfbridge.batching import bucket_boundaries
-from tfbridge.sources import Indexed, Stream, TFDataSource, call_user
+from tfbridge.sources import Indexed, Stream, TFDataSource
 from tfbridge.spec import CastFloats, Leaf, Spec, SpecBuilder, apply_float_policy, format_shape
 from tfbridge.validate import _split_nested
 
@@ -342,8 +342,7 @@ def _scan(p: pipeline.Plan) -> Iterator[tuple[int, Any]]:
             ex.close()
     else:
         assert isinstance(src, Stream)
-        it = src.replay.scan() if src.one_shot else call_user(src.iterate, None)
-        yield from enumerate(it)
+        yield from enumerate(src.scan())
 
 
 def _varying(

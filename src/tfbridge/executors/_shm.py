@@ -38,7 +38,7 @@ class ArrayHandle:
     slot: int
     offset: int
     shape: tuple[int, ...]
-    dtype: str
+    dtype: np.dtype  # the dtype itself: its .str would lose extension types such as bfloat16
 
 
 def create_slot() -> int:
@@ -98,7 +98,7 @@ class _SlotPickler(pickle.Pickler):
         np.copyto(target, obj, casting="no")
         del target
         self.used = end
-        return ArrayHandle(self.slot_id, offset, tuple(obj.shape), obj.dtype.str)
+        return ArrayHandle(self.slot_id, offset, tuple(obj.shape), obj.dtype)
 
 
 def dumps_result(value: Any, slot: SlotMap, slot_id: int) -> bytes:

@@ -79,7 +79,16 @@ class _Worker:
         self.task_digest = b""
 
     def send(self, message: Any) -> None:
-        self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            index = self.outstanding[-1] if self.outstanding else None
+            msg = (
+                f"worker process {self.wid} (pid {self.proc.pid}) {self.death()} before element {index} could be "
+                "handed to it.\nHint: a worker that dies without a Python error was usually killed by the system "
+                "(out of memory?); try fewer workers or executor='thread'."
+            )
+            raise WorkerDiedError(msg, index=index) from None
 
     def death(self) -> str:
         try:
@@ -97,7 +106,7 @@ class _Worker:
         else:
             try:
                 self.send(("stop",))
-            except OSError:
+            except WorkerDiedError:
                 pass
         self.conn.close()
 
@@ -228,7 +237,7 @@ class ProcessExecutor:
             self._drain()
             self._prepare(task)
             yield from self._run(list(indices))
-        except WorkerDiedError:
+        except BaseException:
             self._shutdown()  # a broken pool is never reused; the next pass starts a fresh one
             raise
         finally:

@@ -33,11 +33,18 @@ class Peek:
 
 
 def call_user(fn: Callable[..., T], index: int | None, *args: Any) -> T:
-    """Run user code; anything it raises becomes SourceError with the index and the original traceback."""
+    """Run user code; anything it raises becomes SourceError with the index and the original traceback.
+
+    StopIteration passes through only from ``next`` (the end of a stream); from any other code it is an error.
+    """
     try:
         return fn(*args)
-    except (TfBridgeError, StopIteration):
+    except TfBridgeError:
         raise
+    except StopIteration as exc:
+        if fn is next:
+            raise
+        raise source_error(exc, index) from exc
     except Exception as exc:
         raise source_error(exc, index) from exc
 
@@ -144,6 +151,10 @@ class Stream(Source):
 
     def iterate(self) -> Iterator[Any]:
         raise NotImplementedError
+
+    def scan(self) -> Iterator[Any]:
+        """A pass that consumes nothing a later pass needs (one-shot streams read ahead into their buffer)."""
+        return call_user(self.iterate, None)
 
     def peek(self, n: int) -> Peek:
         it = call_user(self.iterate, None)

@@ -65,6 +65,9 @@ class LabelledStream(Stream):
     def iterate(self) -> Iterator[Any]:
         return (split_label(e, self.label) for e in self.inner.iterate())
 
+    def scan(self) -> Iterator[Any]:
+        return (split_label(e, self.label) for e in self.inner.scan())
+
     def peek(self, n: int) -> Any:
         peek = self.inner.peek(n)
         peek.samples = [(i, split_label(e, self.label)) for i, e in peek.samples]

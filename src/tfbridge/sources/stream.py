@@ -125,6 +125,9 @@ class OneShot(Stream):
     def iterate(self) -> Iterator[Any]:
         return self.replay
 
+    def scan(self) -> Iterator[Any]:
+        return self.replay.scan()
+
     def peek(self, n: int) -> Any:
         from tfbridge.sources._base import call_user
 

@@ -62,6 +62,11 @@ def ends_in_batching(dataset: Any) -> bool:
             return True
         if name == "_GroupByWindowDataset":  # bucket_by_sequence_length batches inside its windows
             return True
+        if name == "_ZipDataset":  # batched when everything zipped is
+            parts = _nest.flatten(_nest.normalize(getattr(node, "_datasets", ())))[0]
+            return bool(parts) and all(ends_in_batching(d) for d in parts)
+        if name == "_ConcatenateDataset":
+            return ends_in_batching(node._input_dataset) and ends_in_batching(node._dataset_to_concatenate)
         if name == "_UnbatchDataset" or name not in _PASS_THROUGH:
             return False
         node, hops = getattr(node, "_input_dataset", None), hops + 1
