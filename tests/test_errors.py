@@ -621,3 +621,32 @@ def test_spec_from_json_rejects_10000_levels_of_nesting_with_tfbridge_error() ->
 def test_spec_from_json_rejects_unhashable_type_or_dtype_with_tfbridge_error(signature: Any) -> None:
     with pytest.raises(tb.TfBridgeError, match=r"^Spec\.from_json: signature: "):
         tb.Spec.from_json(_spec_json(signature))
+
+
+def test_tf_data_source_with_a_narrowing_spec_is_refused_not_wrapped() -> None:
+    ds = tf.data.Dataset.from_tensor_slices(np.array([[1, 300, -200]], np.int64))
+    spec = tb.Spec.from_signature(tf.TensorSpec((3,), tf.int8), batched=False)
+    with pytest.raises(tb.SpecMismatchError, match="the dataset's x is int64 and the spec says int8") as info:
+        tb.to_dataset(ds, spec=spec)
+    assert info.value.expected == "int8" and info.value.got == "int64"
+    floats = tf.data.Dataset.from_tensor_slices(np.array([[0.7, 2.9]]))
+    with pytest.raises(tb.SpecMismatchError, match="float64 and the spec says int32"):
+        tb.to_dataset(floats, spec=tb.Spec.from_signature(tf.TensorSpec((2,), tf.int32), batched=False))
+    widened = tb.to_dataset(ds, spec=tb.Spec.from_signature(tf.TensorSpec((3,), tf.float64), batched=False))
+    assert next(iter(widened)).numpy().tolist() == [1.0, 300.0, -200.0]
+
+
+def test_stopiteration_inside_getitem_is_a_source_error_not_the_end() -> None:
+    class Stops:
+        def __len__(self) -> int:
+            return 20
+
+        def __getitem__(self, i: int) -> Any:
+            if i == 12:
+                raise StopIteration
+            return np.zeros((2, 2))
+
+    for executor in ("serial", "thread"):
+        with pytest.raises(tf.errors.OpError, match="SourceError: element 12: StopIteration"):
+            for _ in tb.to_dataset(Stops(), executor=executor, peek=1):
+                pass

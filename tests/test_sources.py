@@ -266,3 +266,21 @@ def test_sparse_tensors_from_a_generator_arrive_sparse() -> None:
     dense = [tf.sparse.to_dense(x).numpy().tolist() for x, _ in ds]
     assert dense == [[[0.0, float(i)], [float(i), 0.0]] for i in range(3)]
     assert tb.keras_inputs(gen).sparse
+
+
+def test_dataframe_token_list_column_converts_and_pads() -> None:
+    df = pd.DataFrame({"tokens": [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]], "label": [0, 1, 0, 1]})
+    spec = tb.infer_spec(df)
+    assert spec.signature["tokens"].shape.as_list() == [None]
+    rows = [e[0]["tokens"].numpy().tolist() for e in tb.to_dataset(df, label="label")]
+    assert rows == [[1, 2, 3], [4], [5, 6], [7, 8, 9, 10]]
+    batches = list(tb.pad_batch(df, 2))
+    assert batches[0]["tokens"].numpy().tolist() == [[1, 2, 3], [4, 0, 0]]
+    assert batches[1]["tokens"].numpy().tolist() == [[5, 6, 0, 0], [7, 8, 9, 10]]
+
+
+def test_batched_numpy_arrays_deliver_the_spec() -> None:
+    x = np.arange(24, dtype=np.float64).reshape(4, 3, 2)  # 4 batches of 3 rows
+    ds = tb.to_dataset(x, batched=True)
+    assert ds.element_spec == tf.TensorSpec((None, 2), tf.float32)
+    assert len(list(ds)) == 4

@@ -21,11 +21,17 @@ CHUNK_MAX_ELEMENTS = 64
 CHUNK_MAX_BYTES = 4 * 1024 * 1024
 CHUNK_ELEMENT_LIMIT_BYTES = 256 * 1024  # bigger elements travel one by one: stacking would copy them
 CHUNK_MAX_WAIT_S = 0.05
+CHUNK_MAX_INTERVAL_S = 0.001  # chunk only sources that deliver an element at least this often
 
 
-def worth_chunking(spec: Any, bytes_per_element: float) -> bool:
-    """Chunk when every field is dense and elements are small."""
-    return all(leaf.kind == "dense" for _, leaf in spec.fields()) and bytes_per_element < CHUNK_ELEMENT_LIMIT_BYTES
+def worth_chunking(spec: Any, bytes_per_element: float, seconds_per_element: float) -> bool:
+    """Chunk when every field is dense, elements are small, and they arrive fast enough that waiting for the
+    next one costs nothing noticeable (a chunk is cut when the next element arrives late, not before)."""
+    return (
+        all(leaf.kind == "dense" for _, leaf in spec.fields())
+        and bytes_per_element < CHUNK_ELEMENT_LIMIT_BYTES
+        and seconds_per_element < CHUNK_MAX_INTERVAL_S
+    )
 
 
 def chunk_signature(signature: Any) -> Any:

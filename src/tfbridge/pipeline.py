@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tfbridge import _chunks, _nest, executors, sources
-from tfbridge.errors import SpecInferenceError, TfBridgeError, TfBridgeWarning, short
+from tfbridge.errors import SpecInferenceError, SpecMismatchError, TfBridgeError, TfBridgeWarning, short
 from tfbridge.sources import Arrays, Indexed, Source, Stream, TFDataSource, call_user
 from tfbridge.spec import CastFloats, Spec, add_batch_axis, apply_float_policy, format_shape
 from tfbridge.validate import Conformer, to_tensors
@@ -38,6 +38,7 @@ class Plan:
     choice: executors.Choice
     peeked: list[tuple[int, Any]]
     bytes_per_element: float = 0.0
+    seconds_per_element: float = 0.0  # wall time of one element in the peek
 
 
 class _Task:
@@ -124,8 +125,10 @@ def plan(
         choice = executors.Choice(made.name, made.workers, "as given")
         if made.name == "process" and isinstance(src, Indexed):  # say now, not at the first element
             executors.processes.dumps_task(_Task(src, None))
-    per_element = peek_result.nbytes / max(peek_result.count, 1) if peek_result else 0.0
-    return Plan(src, out_spec, choice, peeked, per_element)
+    count = max(peek_result.count, 1) if peek_result else 1
+    per_bytes = peek_result.nbytes / count if peek_result else 0.0
+    per_s = peek_result.wall_s / count if peek_result else 0.0
+    return Plan(src, out_spec, choice, peeked, per_bytes, per_s)
 
 
 def _in_graph(src: Source) -> bool:
@@ -262,6 +265,14 @@ def _from_tf_data(ds: Any, spec: Spec) -> Any:
                 "Hint: pass a spec that matches the dataset, or map the dataset first."
             )
             raise TfBridgeError(msg)
+        if _lossy(have.dtype, wanted.dtype):
+            msg = (
+                f"the dataset's {path} is {have.dtype.name} and the spec says {wanted.dtype.name}: casting inside "
+                "the graph would wrap or truncate values without a word.\n"
+                "Hint: give the spec the dataset's dtype, or cast in the dataset yourself (dataset.map) if the "
+                "values are known to fit."
+            )
+            raise SpecMismatchError(msg, path=path, expected=wanted.dtype.name, got=have.dtype.name)
 
     def fix(*element: Any) -> Any:
         element = element[0] if len(element) == 1 else element
@@ -284,6 +295,21 @@ def _from_tf_data(ds: Any, spec: Spec) -> Any:
     return ds.map(fix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+def _lossy(have: Any, want: Any) -> bool:
+    """A graph cast from ``have`` to ``want`` that can change values (float to int, narrower ints, to bool)."""
+    if have == want:
+        return False
+    if want.is_bool:
+        return True
+    if want.is_integer:
+        if not have.is_integer:
+            return not have.is_bool
+        return have.size > want.size or (have.is_unsigned != want.is_unsigned and have.size >= want.size) or (
+            not have.is_unsigned and want.is_unsigned
+        )
+    return have == "string" or want == "string"
+
+
 def _shape_fits(have: Any, want: Any) -> bool:
     if have.rank is None:
         return True
@@ -298,9 +324,12 @@ def _shape_fits(have: Any, want: Any) -> bool:
 def _from_arrays(src: Arrays, spec: Spec, shuffle: bool, seed: int | None, batch_size: int | None) -> Any:
     import tensorflow as tf
 
-    columns = Conformer(add_batch_axis(spec))(src.columns, None)
+    columns = Conformer(_column_spec(spec, src.columns))(src.columns, None)
     # eager tensors are captured as inputs of the map function, never embedded in the graph as constants
-    tensors = tf.nest.map_structure(tf.convert_to_tensor, to_tensors(columns))
+    tensors = tf.nest.map_structure(
+        lambda v: v if isinstance(v, (tf.RaggedTensor, tf.SparseTensor)) else tf.convert_to_tensor(v),
+        to_tensors(columns),
+    )
     n = len(src)
     order = tf.data.Dataset.range(n)
     if shuffle:
@@ -314,6 +343,24 @@ def _from_arrays(src: Arrays, spec: Spec, shuffle: bool, seed: int | None, batch
     )
 
 
+def _column_spec(spec: Spec, columns: Any) -> Spec:
+    """The spec of whole columns: a batch axis on every field; a column of rows whose first dimension varies
+    (e.g. token lists in a DataFrame) is held as a ragged tensor, and gathering one row gives it back dense."""
+    from tfbridge.spec import Leaf
+
+    batched = add_batch_axis(spec)
+    arrays = _nest.flatten(columns)[0]
+
+    def column_leaf(leaf: Leaf, array: Any) -> Leaf:
+        varies_first = leaf.kind == "dense" and leaf.rank >= 2 and leaf.shape[1] is None
+        if varies_first and getattr(array, "dtype", None) == object and None not in leaf.shape[2:]:
+            return Leaf(leaf.shape, leaf.dtype, "ragged", 1)
+        return leaf
+
+    leaves, treespec = _nest.flatten(batched.structure)
+    return Spec(_nest.unflatten(treespec, [column_leaf(lf, a) for lf, a in zip(leaves, arrays)]), True)
+
+
 # ---- Python sources --------------------------------------------------------------------------------------
 
 
@@ -321,7 +368,13 @@ def _from_python(p: Plan, conformer: Conformer | None, shuffle: bool, seed: int 
     import tensorflow as tf
 
     src = p.source
-    chunk = conformer is not None and _chunks.worth_chunking(p.spec, p.bytes_per_element)
+    # a stream is never chunked: its next element may only come once this one is consumed
+    interval = p.seconds_per_element / max(p.choice.workers, 1)
+    chunk = (
+        conformer is not None
+        and isinstance(src, Indexed)
+        and _chunks.worth_chunking(p.spec, p.bytes_per_element, interval)
+    )
     signature = _chunks.chunk_signature(p.spec.signature) if chunk else p.spec.signature
 
     def from_generator(epochs: Any) -> Any:
@@ -340,7 +393,7 @@ def _from_python(p: Plan, conformer: Conformer | None, shuffle: bool, seed: int 
             TfBridgeWarning,
             stacklevel=3,
         )
-    return from_generator(_StreamEpochs(src, conformer, chunk)), None
+    return from_generator(_StreamEpochs(src, conformer)), None
 
 
 class _IndexedEpochs:
@@ -372,15 +425,12 @@ class _IndexedEpochs:
 
 
 class _StreamEpochs:
-    def __init__(self, src: Stream, conformer: Conformer | None, chunk: bool) -> None:
-        self.src, self.conformer, self.chunk = src, conformer, chunk
+    def __init__(self, src: Stream, conformer: Conformer | None) -> None:
+        self.src, self.conformer = src, conformer
 
     def __call__(self) -> Iterator[Any]:
-        if self.chunk:
-            yield from _chunks.chunked(self._elements())
-        else:
-            for element in self._elements():
-                yield to_tensors(element)
+        for element in self._elements():
+            yield to_tensors(element)
 
     def _elements(self) -> Iterator[Any]:
         it = call_user(self.src.iterate, None)
