@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tfbridge import _nest, executors, pipeline
+from tfbridge import executors, pipeline
 from tfbridge._values import STRING, ValueProblem, describe
 from tfbridge.batching import bucket_boundaries
 from tfbridge.sources import Indexed, Stream, TFDataSource
