@@ -21,7 +21,7 @@ CHUNK_MAX_ELEMENTS = 64
 CHUNK_MAX_BYTES = 4 * 1024 * 1024
 CHUNK_ELEMENT_LIMIT_BYTES = 256 * 1024  # bigger elements travel one by one: stacking would copy them
 CHUNK_MAX_WAIT_S = 0.05
-CHUNK_MAX_INTERVAL_S = 0.001  # chunk only sources that deliver an element at least this often
+CHUNK_MAX_INTERVAL_S = CHUNK_MAX_WAIT_S  # chunking delays an element by at most about one more interval
 
 
 def worth_chunking(spec: Any, bytes_per_element: float, seconds_per_element: float) -> bool:
