@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from tfbridge import _nest
-from tfbridge.errors import TfBridgeError, short
+from tfbridge.errors import TfBridgeError, check_int, short
 
 
 def bucket_boundaries(lengths: Sequence[int] | np.ndarray, num_buckets: int) -> list[int]:
@@ -18,9 +18,7 @@ def bucket_boundaries(lengths: Sequence[int] | np.ndarray, num_buckets: int) -> 
     Exact, not quantiles: dynamic programming over the distinct lengths, each layer solved in linear time with
     a monotone convex-hull of lines (the cost of a bucket is linear in its longest length), in integers.
     """
-    if not isinstance(num_buckets, int) or isinstance(num_buckets, bool) or num_buckets < 1:
-        msg = f"num_buckets must be a positive int. Received: {short(num_buckets)}"
-        raise TfBridgeError(msg)
+    check_int("num_buckets", num_buckets)
     arr = np.asarray(lengths)
     if arr.ndim != 1 or arr.size == 0 or arr.dtype.kind not in "iu" or (arr < 0).any():
         msg = f"lengths must be a non-empty 1-D sequence of non-negative ints. Received: {short(lengths)}"
@@ -97,9 +95,7 @@ def pad_batch(
 
     from tfbridge.pipeline import to_dataset
 
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        msg = f"batch_size must be a positive int. Received: {short(batch_size)}"
-        raise TfBridgeError(msg)
+    check_int("batch_size", batch_size)
     if isinstance(dataset_or_source, tf.data.Dataset):
         ds = dataset_or_source
         from tfbridge.sources.tfdata import ends_in_batching

@@ -36,6 +36,16 @@ class TfBridgeError(Exception):
     """Base class of every error tfbridge raises."""
 
 
+def check_int(name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> None:
+    """Raise TfBridgeError unless ``value`` is an int (not a bool) >= ``minimum`` (or None when optional)."""
+    if optional and value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        kind = "positive" if minimum == 1 else "non-negative"
+        msg = f"{name} must be a {kind} int{' or None' if optional else ''}. Received: {short(value)}"
+        raise TfBridgeError(msg)
+
+
 class TfBridgeWarning(UserWarning):
     """Warnings tfbridge gives (e.g. a one-shot iterator that can only give one epoch)."""
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from tfbridge import _chunks, _nest, executors, sources
-from tfbridge.errors import SpecInferenceError, SpecMismatchError, TfBridgeError, TfBridgeWarning, short
+from tfbridge.errors import SpecInferenceError, SpecMismatchError, TfBridgeError, TfBridgeWarning, check_int, short
 from tfbridge.sources import Arrays, Indexed, Source, Stream, TFDataSource, call_user
 from tfbridge.spec import CastFloats, Spec, add_batch_axis, apply_float_policy, format_shape
 from tfbridge.validate import Conformer, to_tensors
@@ -70,12 +70,8 @@ def plan(
     if validate not in _VALIDATE:
         msg = f"validate must be one of {', '.join(map(repr, _VALIDATE))}. Received: {short(validate)}"
         raise TfBridgeError(msg)
-    if not isinstance(peek, int) or isinstance(peek, bool) or peek < 1:
-        msg = f"peek must be a positive int. Received: {short(peek)}"
-        raise TfBridgeError(msg)
-    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
-        msg = f"workers must be a positive int or None. Received: {short(workers)}"
-        raise TfBridgeError(msg)
+    check_int("peek", peek)
+    check_int("workers", workers, optional=True)
     if executor != "auto":
         executors.make(executor, workers)  # refuses unknown names whatever the source
     given = spec
@@ -170,9 +166,7 @@ def to_dataset(
     """
     import tensorflow as tf
 
-    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
-        msg = f"batch_size must be a positive int or None. Received: {short(batch_size)}"
-        raise TfBridgeError(msg)
+    check_int("batch_size", batch_size, optional=True)
     if seed is not None and not isinstance(seed, int):
         msg = f"seed must be an int or None. Received: {short(seed)}"
         raise TfBridgeError(msg)
@@ -452,9 +446,7 @@ def validate_source(
 
     Raises SpecMismatchError on the first element that does not fit, naming its index and field.
     """
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-        msg = f"limit must be a non-negative int or None. Received: {short(limit)}"
-        raise TfBridgeError(msg)
+    check_int("limit", limit, minimum=0, optional=True)
     if isinstance(spec, Spec) and batched is None:
         batched = spec.batched
     src = sources.adapt(source, batched=batched)

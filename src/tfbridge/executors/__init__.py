@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from tfbridge.errors import TfBridgeError, short
+from tfbridge.errors import TfBridgeError, check_int, short
 from tfbridge.executors._base import Executor, Task
 from tfbridge.executors.processes import ProcessExecutor
 from tfbridge.executors.serial import SerialExecutor
@@ -98,9 +98,7 @@ def make(name: str, workers: int | None, seed: int | None = None) -> Executor:
     if name not in _NAMES:
         msg = f"executor must be one of {', '.join(map(repr, _NAMES))}. Received: {short(name)}"
         raise TfBridgeError(msg)
-    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
-        msg = f"workers must be a positive int or None. Received: {short(workers)}"
-        raise TfBridgeError(msg)
+    check_int("workers", workers, optional=True)
     if name == "serial":
         return SerialExecutor()
     if name == "thread":
