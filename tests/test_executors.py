@@ -346,19 +346,23 @@ def test_ctrl_c_in_a_training_script_leaves_no_worker_behind(tmp_path: Path) -> 
         workers = [int(p) for p in line.split()[1:]]
         assert len(workers) == 2
         proc.send_signal(signal.SIGINT)
+        interrupted = True
         try:
             _, err = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
-            # TensorFlow itself can hang tearing down a from_generator iterator at interpreter exit after
-            # Ctrl-C (plain from_generator + prefetch does it too); what tfbridge owns is that no worker
-            # outlives the process, which the waits below check either way.
+            # TensorFlow's eager iterator can swallow a Ctrl-C: when the signal lands while the main thread waits in
+            # GetNext, the KeyboardInterrupt is raised inside tf's Executor.__del__ and printed as "Exception
+            # ignored" (TensorFlow's own behaviour, plain from_generator included), so the loop goes on. What
+            # tfbridge owns is that no worker outlives its process, however it ends: the waits below check it.
+            interrupted = False
             proc.kill()
             _, err = proc.communicate()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert "KeyboardInterrupt" in err
+    if interrupted:
+        assert "KeyboardInterrupt" in err
     for pid in workers:  # re-parented to this process once their parent is gone; each must exit by itself
         try:
             os.waitpid(pid, 0)  # blocks until it has exited (the test's timeout guards a hang)
