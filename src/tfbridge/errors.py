@@ -96,6 +96,14 @@ class SourceError(TfBridgeError):
         return (_rebuild, (type(self), str(self), self.__dict__))
 
 
+class ElementTimeoutError(SourceError):
+    """Element ``index`` was not ready within ``to_dataset(timeout=...)`` seconds (a hung source or worker)."""
+
+    def __init__(self, message: str, *, index: int | None = None, timeout: float | None = None) -> None:
+        super().__init__(message, index=index)
+        self.timeout = timeout
+
+
 class WorkerDiedError(TfBridgeError):
     """A worker process or node died (signal, out of memory) while producing element ``index``."""
 

@@ -27,3 +27,15 @@ class Executor(Protocol):
     def close(self) -> None:
         """Release workers; the executor may not be used afterwards."""
         ...
+
+
+def timeout_error(index: int | None, timeout: float, where: str) -> Exception:
+    """The error for an element that was not ready in time; ``where`` says what was left waiting."""
+    from tfbridge.errors import ElementTimeoutError
+
+    msg = (
+        f"element {index} was not ready within timeout={timeout:g} s: {where}.\n"
+        "Hint: look for a hang in the source at that element (a lock, a network read without timeout, an "
+        "endless loop), or raise timeout= if elements can really take this long."
+    )
+    return ElementTimeoutError(msg, index=index, timeout=timeout)
