@@ -1,6 +1,7 @@
 """tfbridge: turn any training-data source into correct, fast TensorFlow/Keras input."""
 
 from tfbridge.errors import (
+    ElementTimeoutError,
     SourceError,
     SpecInferenceError,
     SpecMismatchError,
@@ -19,6 +20,7 @@ from tfbridge.spec import Leaf, Spec
 __version__ = "0.1.0"
 
 __all__ = [
+    "ElementTimeoutError",
     "Leaf",
     "SourceError",
     "Spec",

@@ -47,7 +47,16 @@ def chunked(elements: Iterable[Any]) -> Iterator[Any]:
     treespec = None
     size = 0
     started = 0.0
-    for element in elements:
+    it = iter(elements)
+    while True:
+        try:
+            element = next(it)
+        except StopIteration:
+            break
+        except BaseException:
+            if group:  # what came before a failing element is delivered before its error
+                yield _stack(group, treespec)
+            raise
         leaves, spec = _nest.flatten(element)
         leaf_shapes = [leaf.shape for leaf in leaves]
         if group and (leaf_shapes != shapes or len(group) >= CHUNK_MAX_ELEMENTS or size >= CHUNK_MAX_BYTES

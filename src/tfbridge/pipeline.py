@@ -20,9 +20,23 @@ from typing import Any, Literal
 import numpy as np
 
 from tfbridge import _chunks, _nest, executors, sources
-from tfbridge.errors import SpecInferenceError, SpecMismatchError, TfBridgeError, TfBridgeWarning, check_int, short
+from tfbridge.errors import (
+    SpecInferenceError,
+    SpecMismatchError,
+    TfBridgeError,
+    TfBridgeWarning,
+    check_int,
+    short,
+)
+from tfbridge.executors._base import call_within
 from tfbridge.sources import Arrays, Indexed, Source, Stream, TFDataSource, call_user
-from tfbridge.spec import CastFloats, Spec, add_batch_axis, apply_float_policy, format_shape
+from tfbridge.spec import (
+    CastFloats,
+    Spec,
+    add_batch_axis,
+    apply_float_policy,
+    format_shape,
+)
 from tfbridge.validate import Conformer, to_tensors
 
 Validate = Literal["peek", "all", "none"]
@@ -158,15 +172,19 @@ def to_dataset(
     validate: Validate = "peek",
     batch_size: int | None = None,
     label: Any = None,
+    timeout: float | None = None,
 ) -> Any:
     """A prefetched tf.data.Dataset of ``source``'s elements, in order, each exactly once per epoch.
 
     See the project's DESIGN for every argument; ``element_spec`` equals the spec after the float policy
     (or the ``spec`` given), with a leading batch axis when ``batch_size`` batches an unbatched source.
+    ``timeout`` (seconds) bounds the wait for any one element of a Python source: a hung source or worker
+    becomes ``ElementTimeoutError`` naming the element instead of a stall.
     """
     import tensorflow as tf
 
     check_int("batch_size", batch_size, optional=True)
+    _check_timeout(timeout)
     if seed is not None and not isinstance(seed, int):
         msg = f"seed must be an int or None. Received: {short(seed)}"
         raise TfBridgeError(msg)
@@ -204,7 +222,7 @@ def to_dataset(
     else:
         dense = all(leaf.kind == "dense" for _, leaf in p.spec.fields())
         conformer = Conformer(p.spec) if validate != "none" or not dense else None  # ragged/sparse need converting
-        ds, ex = _from_python(p, conformer, shuffle, seed)
+        ds, ex = _from_python(p, conformer, shuffle, seed, timeout)
     if batch_size is not None:
         ds = ds.batch(batch_size)
     result = ds.prefetch(tf.data.AUTOTUNE)
@@ -214,6 +232,15 @@ def to_dataset(
         # generator callable forever, so the dataset object is what tells us it is gone
         weakref.finalize(result, ex.close)
     return result
+
+
+def _check_timeout(timeout: Any) -> None:
+    ok = timeout is None or (
+        isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and 0 < timeout < float("inf")
+    )
+    if not ok:
+        msg = f"timeout must be a positive number of seconds or None. Received: {short(timeout)}"
+        raise TfBridgeError(msg)
 
 
 def _check_batchable(spec: Spec, src: Source) -> None:
@@ -358,7 +385,9 @@ def _column_spec(spec: Spec, columns: Any) -> Spec:
 # ---- Python sources --------------------------------------------------------------------------------------
 
 
-def _from_python(p: Plan, conformer: Conformer | None, shuffle: bool, seed: int | None) -> tuple[Any, Any]:
+def _from_python(
+    p: Plan, conformer: Conformer | None, shuffle: bool, seed: int | None, timeout: float | None = None
+) -> tuple[Any, Any]:
     import tensorflow as tf
 
     src = p.source
@@ -376,7 +405,7 @@ def _from_python(p: Plan, conformer: Conformer | None, shuffle: bool, seed: int 
         return ds.unbatch() if chunk else ds
 
     if isinstance(src, Indexed):
-        ex = executors.make(p.choice.name, p.choice.workers, seed=seed)
+        ex = executors.make(p.choice.name, p.choice.workers, seed=seed, timeout=timeout)
         ds = from_generator(_IndexedEpochs(src, conformer, ex, shuffle, seed, chunk))
         return ds.apply(tf.data.experimental.assert_cardinality(len(src))), ex
     assert isinstance(src, Stream)
@@ -387,7 +416,7 @@ def _from_python(p: Plan, conformer: Conformer | None, shuffle: bool, seed: int 
             TfBridgeWarning,
             stacklevel=3,
         )
-    return from_generator(_StreamEpochs(src, conformer)), None
+    return from_generator(_StreamEpochs(src, conformer, timeout)), None
 
 
 class _IndexedEpochs:
@@ -419,8 +448,8 @@ class _IndexedEpochs:
 
 
 class _StreamEpochs:
-    def __init__(self, src: Stream, conformer: Conformer | None) -> None:
-        self.src, self.conformer = src, conformer
+    def __init__(self, src: Stream, conformer: Conformer | None, timeout: float | None = None) -> None:
+        self.src, self.conformer, self.timeout = src, conformer, timeout
 
     def __call__(self) -> Iterator[Any]:
         for element in self._elements():
@@ -430,7 +459,15 @@ class _StreamEpochs:
         it = call_user(self.src.iterate, None)
         for index in itertools.count():
             try:
-                element = call_user(next, index, it)
+                if self.timeout is None:
+                    element = call_user(next, index, it)
+                else:
+                    element = call_within(
+                        lambda index=index: call_user(next, index, it),
+                        self.timeout,
+                        index,
+                        "the source's iterator had not produced it",
+                    )
             except StopIteration:
                 return
             yield _nest.normalize(element) if self.conformer is None else self.conformer(element, index)

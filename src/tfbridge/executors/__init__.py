@@ -94,17 +94,17 @@ def choose(
     )
 
 
-def make(name: str, workers: int | None, seed: int | None = None) -> Executor:
+def make(name: str, workers: int | None, seed: int | None = None, timeout: float | None = None) -> Executor:
     if name not in _NAMES:
         msg = f"executor must be one of {', '.join(map(repr, _NAMES))}. Received: {short(name)}"
         raise TfBridgeError(msg)
     check_int("workers", workers, optional=True)
     if name == "serial":
-        return SerialExecutor()
+        return SerialExecutor(timeout)
     if name == "thread":
-        return ThreadExecutor(workers or _LATENCY_WORKERS)
+        return ThreadExecutor(workers or _LATENCY_WORKERS, timeout=timeout)
     if name == "process":
-        return ProcessExecutor(workers or cores(), seed=seed)
+        return ProcessExecutor(workers or cores(), seed=seed, timeout=timeout)
     msg = (
         f'executor="{name}" is not available in this version of tfbridge.\n'
         'Hint: use executor="thread" or "serial" (or "auto").'

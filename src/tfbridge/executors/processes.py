@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from tfbridge.errors import TfBridgeError, WorkerDiedError
-from tfbridge.executors._base import Task
+from tfbridge.executors._base import Task, timeout_error
 from tfbridge.executors._shm import SlotMap, create_slot, loads_result
 
 _IN_FLIGHT_PER_WORKER = 2
@@ -77,6 +78,7 @@ class _Worker:
         self.outstanding: list[int] = []  # indices sent, not yet answered, in order
         self.slots: dict[int, int] = {}  # index -> slot it writes into
         self.task_digest = b""
+        self.busy_since = 0.0  # when it began its first outstanding element
 
     def send(self, message: Any) -> None:
         try:
@@ -141,8 +143,11 @@ def _at_exit() -> None:
 class ProcessExecutor:
     name = "process"
 
-    def __init__(self, workers: int, in_flight: int | None = None, seed: int | None = None) -> None:
+    def __init__(
+        self, workers: int, in_flight: int | None = None, seed: int | None = None, timeout: float | None = None
+    ) -> None:
         self.workers = workers
+        self.timeout = timeout
         self.in_flight = in_flight or workers * _IN_FLIGHT_PER_WORKER
         self.seed = seed if seed is not None else int(np.random.SeedSequence().entropy % (2**63))
         self._pool: list[_Worker] = []
@@ -279,6 +284,7 @@ class ProcessExecutor:
             )
             raise WorkerDiedError(msg, index=index) from None
         w.outstanding.remove(index)
+        w.busy_since = time.monotonic()  # the next element it holds begins now
         results[index] = (kind, payload, w.slots.pop(index))
 
     def _run(self, order: list[int]) -> Iterator[Any]:
@@ -291,6 +297,8 @@ class ProcessExecutor:
                 while submitted < len(order) and submitted < position + self.in_flight:
                     w = min(self._pool, key=lambda w: len(w.outstanding))
                     index, slot = order[submitted], self._free.popleft()
+                    if not w.outstanding:
+                        w.busy_since = time.monotonic()
                     w.outstanding.append(index)
                     w.slots[index] = slot
                     w.send(("run", index, slot))
@@ -303,6 +311,8 @@ class ProcessExecutor:
                         if self._exiting:
                             return
                         self._receive(by_conn[conn], results)
+                    if self.timeout is not None and index not in results:
+                        self._check_deadline(index)
                 kind, payload, slot = results.pop(index)
                 if kind == "err":
                     self._free.append(slot)
@@ -317,6 +327,14 @@ class ProcessExecutor:
         finally:
             for _, _, slot in results.values():  # answered but never delivered (early stop)
                 self._free.append(slot)
+
+    def _check_deadline(self, index: int) -> None:
+        assert self.timeout is not None
+        for w in self._pool:
+            if w.outstanding and w.outstanding[0] == index and time.monotonic() - w.busy_since >= self.timeout:
+                w.proc.kill()  # nothing else can stop it; the pool is replaced before the next pass
+                where = f"worker process {w.wid} (pid {w.proc.pid}) was still producing it and has been stopped"
+                raise timeout_error(index, self.timeout, where)
 
     def _lease_ended(self) -> Callable[[int], None]:
         generation = self._generation
