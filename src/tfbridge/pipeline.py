@@ -133,7 +133,7 @@ def plan(
     else:
         made = executors.make(executor, workers)
         choice = executors.Choice(made.name, made.workers, "as given")
-        if made.name == "process" and isinstance(src, Indexed):  # say now, not at the first element
+        if made.name in ("process", "ray") and isinstance(src, Indexed):  # say now, not at the first element
             executors.processes.dumps_task(_Task(src, None))
     count = max(peek_result.count, 1) if peek_result else 1
     per_bytes = peek_result.nbytes / count if peek_result else 0.0
@@ -173,13 +173,15 @@ def to_dataset(
     batch_size: int | None = None,
     label: Any = None,
     timeout: float | None = None,
+    ray_address: str | None = None,
 ) -> Any:
     """A prefetched tf.data.Dataset of ``source``'s elements, in order, each exactly once per epoch.
 
     See the project's DESIGN for every argument; ``element_spec`` equals the spec after the float policy
     (or the ``spec`` given), with a leading batch axis when ``batch_size`` batches an unbatched source.
     ``timeout`` (seconds) bounds the wait for any one element of a Python source: a hung source or worker
-    becomes ``ElementTimeoutError`` naming the element instead of a stall.
+    becomes ``ElementTimeoutError`` naming the element instead of a stall. ``ray_address`` is the Ray cluster
+    ``executor="ray"`` connects to (default: Ray already running here, RAY_ADDRESS, or a new local instance).
     """
     import tensorflow as tf
 
@@ -222,7 +224,7 @@ def to_dataset(
     else:
         dense = all(leaf.kind == "dense" for _, leaf in p.spec.fields())
         conformer = Conformer(p.spec) if validate != "none" or not dense else None  # ragged/sparse need converting
-        ds, ex = _from_python(p, conformer, shuffle, seed, timeout)
+        ds, ex = _from_python(p, conformer, shuffle, seed, timeout, ray_address)
     if batch_size is not None:
         ds = ds.batch(batch_size)
     result = ds.prefetch(tf.data.AUTOTUNE)
@@ -386,7 +388,12 @@ def _column_spec(spec: Spec, columns: Any) -> Spec:
 
 
 def _from_python(
-    p: Plan, conformer: Conformer | None, shuffle: bool, seed: int | None, timeout: float | None = None
+    p: Plan,
+    conformer: Conformer | None,
+    shuffle: bool,
+    seed: int | None,
+    timeout: float | None = None,
+    ray_address: str | None = None,
 ) -> tuple[Any, Any]:
     import tensorflow as tf
 
@@ -405,7 +412,9 @@ def _from_python(
         return ds.unbatch() if chunk else ds
 
     if isinstance(src, Indexed):
-        ex = executors.make(p.choice.name, p.choice.workers, seed=seed, timeout=timeout)
+        ex = executors.make(
+            p.choice.name, p.choice.workers or None, seed=seed, timeout=timeout, address=ray_address
+        )
         ds = from_generator(_IndexedEpochs(src, conformer, ex, shuffle, seed, chunk))
         return ds.apply(tf.data.experimental.assert_cardinality(len(src))), ex
     assert isinstance(src, Stream)

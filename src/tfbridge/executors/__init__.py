@@ -1,4 +1,4 @@
-"""Executors run a source's element production: serial, threads (and later processes, ray).
+"""Executors run a source's element production: serial, threads, processes, Ray tasks.
 
 :func:`choose` decides ``executor="auto"`` from what the peek measured, and says why.
 """
@@ -94,7 +94,13 @@ def choose(
     )
 
 
-def make(name: str, workers: int | None, seed: int | None = None, timeout: float | None = None) -> Executor:
+def make(
+    name: str,
+    workers: int | None,
+    seed: int | None = None,
+    timeout: float | None = None,
+    address: str | None = None,
+) -> Executor:
     if name not in _NAMES:
         msg = f"executor must be one of {', '.join(map(repr, _NAMES))}. Received: {short(name)}"
         raise TfBridgeError(msg)
@@ -105,11 +111,10 @@ def make(name: str, workers: int | None, seed: int | None = None, timeout: float
         return ThreadExecutor(workers or _LATENCY_WORKERS, timeout=timeout)
     if name == "process":
         return ProcessExecutor(workers or cores(), seed=seed, timeout=timeout)
-    msg = (
-        f'executor="{name}" is not available in this version of tfbridge.\n'
-        'Hint: use executor="thread" or "serial" (or "auto").'
-    )
-    raise TfBridgeError(msg)
+    from tfbridge.executors.ray import RayExecutor, _ray
+
+    _ray()  # says now, with the install hint, when Ray is missing
+    return RayExecutor(workers, address=address, timeout=timeout)
 
 
 __all__ = [

@@ -1,0 +1,158 @@
+"""Ray tasks: a Python source's elements produced on a Ray cluster (a local one by default).
+
+Each element is one Ray task running the same picklable task the process executor sends to its workers (the
+source and its conformer, put in the object store once per pass). A bounded window of tasks is in flight;
+results are fetched in order, so delivery, epochs and ``on_epoch_end`` behave as with the other executors.
+A task that raises comes back as the tfbridge error it raised (SourceError with the worker's traceback); a
+worker, node or object that is lost becomes WorkerDiedError naming the element. Tasks are not retried: a
+source's ``__getitem__`` may have side effects, and a loss should be seen, not hidden.
+
+Ray is started with ``ray.init`` on first use unless it is already running in this process: a local instance
+with one CPU per worker, or the cluster at ``address`` (``ray_address=``, or the RAY_ADDRESS environment
+variable that Ray itself reads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from tfbridge.errors import TfBridgeError, WorkerDiedError
+from tfbridge.executors._base import Task, timeout_error
+
+_IN_FLIGHT_PER_WORKER = 2
+_FETCH_POLL_S = 0.1
+_TASKS_KEPT = 4
+
+
+def _ray() -> Any:
+    from tfbridge._deps import optional
+
+    return optional("ray", purpose='executor="ray"')
+
+
+_TASKS: dict[bytes, Task] = {}  # in a Ray worker: tasks already unpickled, by digest
+
+
+def _run(payload: tuple[bytes, list[str], bytes], index: int) -> Any:  # runs in a Ray worker
+    from tfbridge.errors import SourceError
+    from tfbridge.sources import source_error
+
+    digest, driver_path, blob = payload
+    task = _TASKS.get(digest)
+    if task is None:
+        # the source may live in a module beside the user's script (or a test file): importable here only
+        # with the driver's sys.path, as for the process executor's workers
+        sys.path.extend(p for p in driver_path if p not in sys.path)
+        task = _TASKS[digest] = pickle.loads(blob)
+        while len(_TASKS) > _TASKS_KEPT:
+            _TASKS.pop(next(iter(_TASKS)))
+    try:
+        return task(index)
+    except SourceError as exc:
+        if exc.__cause__ is not None:  # the chained original does not travel: put its traceback in the message
+            raise source_error(exc.__cause__, index, remote=True) from None
+        raise
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(
+        self, workers: int | None = None, address: str | None = None, timeout: float | None = None
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._requested = workers or None
+        self.workers = workers or 0
+        self._remote: Any = None
+
+    def _connect(self) -> Any:
+        ray = _ray()
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+            if self.address is not None:
+                kwargs["address"] = self.address
+            elif self._requested is not None:
+                kwargs["num_cpus"] = self._requested
+            try:
+                ray.init(**kwargs)
+            except Exception as exc:
+                where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+                msg = (
+                    f"could not start or reach {where}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}\n"
+                    "Hint: check ray_address= (e.g. 'ray://head:10001' or 'auto'), or start Ray yourself with "
+                    "ray.init(...) before iterating."
+                )
+                raise TfBridgeError(msg) from exc
+        if not self.workers:
+            self.workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        if self._remote is None:
+            self._remote = ray.remote(num_cpus=1, max_retries=0)(_run)
+        return ray
+
+    def imap(self, task: Task, indices: Sequence[int]) -> Iterator[Any]:
+        ray = self._connect()
+        from tfbridge.executors.processes import dumps_task
+
+        blob = dumps_task(task)
+        task_ref = ray.put((hashlib.sha256(blob).digest(), list(sys.path), blob))
+        in_flight = self.workers * _IN_FLIGHT_PER_WORKER
+        pending: deque[tuple[int, Any]] = deque()
+        todo = iter(indices)
+        try:
+            for i in todo:
+                pending.append((i, self._remote.remote(task_ref, i)))
+                if len(pending) >= in_flight:
+                    break
+            while pending:
+                index, ref = pending[0]
+                value = self._fetch(ray, index, ref)
+                pending.popleft()
+                for i in todo:
+                    pending.append((i, self._remote.remote(task_ref, i)))
+                    break
+                yield value
+        finally:
+            for _, ref in pending:  # early stop: nobody will read these
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # noqa: BLE001 - already finished or already gone
+                    pass
+
+    def _fetch(self, ray: Any, index: int, ref: Any) -> Any:
+        errors = ray.exceptions
+        started = time.monotonic()
+        while True:
+            ready, _ = ray.wait([ref], timeout=_FETCH_POLL_S if self.timeout is None else min(_FETCH_POLL_S, self.timeout))
+            if ready:
+                break
+            if self.timeout is not None and time.monotonic() - started >= self.timeout:
+                raise timeout_error(index, self.timeout, "its Ray task had not finished and has been cancelled")
+        try:
+            return ray.get(ref)
+        except errors.RayTaskError as exc:
+            cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+            if isinstance(cause, TfBridgeError):
+                raise cause from None
+            from tfbridge.sources import source_error
+
+            raise source_error(cause, index, remote=True) from None
+        except (errors.WorkerCrashedError, errors.NodeDiedError, errors.ObjectLostError,
+                errors.OwnerDiedError, errors.TaskCancelledError) as exc:
+            msg = (
+                f"the Ray worker producing element {index} was lost ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]}).\n"
+                "Hint: a worker that dies without a Python error was usually killed by the system (out of "
+                "memory?) or its node went away; check the Ray dashboard/logs, or use fewer workers."
+            )
+            raise WorkerDiedError(msg, index=index) from None
+
+    def close(self) -> None:
+        """Ray stays up (it may be shared with the user's own work); nothing of ours is left in flight."""
+        self._remote = None

@@ -1,0 +1,168 @@
+"""executor="ray": a real local Ray (ray.init), same content and order as serial, errors and lost workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfbridge as tb
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.timeout(240)
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+class Deterministic:
+    """Batches whose content depends only on the index; reverses its own order on_epoch_end."""
+
+    def __init__(self, n: int = 23) -> None:
+        self.order = np.arange(n)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> Any:
+        j = int(self.order[i])
+        rng = np.random.default_rng(j)
+        return {"x": rng.random((4, 50)), "n": np.full((4,), j)}, rng.integers(0, 5, 4)
+
+    def on_epoch_end(self) -> None:
+        self.order = self.order[::-1].copy()
+
+
+def _epochs(ds: Any, n: int) -> list[list[Any]]:
+    return [[tf.nest.map_structure(lambda t: t.numpy(), e) for e in ds] for _ in range(n)]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_ray_executor_gives_the_serial_content_in_order_over_epochs(shuffle: bool) -> None:
+    reference = _epochs(tb.to_dataset(Deterministic(), executor="serial", shuffle=shuffle, seed=5), 3)
+    got = _epochs(tb.to_dataset(Deterministic(), executor="ray", shuffle=shuffle, seed=5), 3)
+    # on_epoch_end reversed the order between epochs, and Ray's tasks saw the new state
+    assert [int(e[0]["n"][0]) for e in got[0]] != [int(e[0]["n"][0]) for e in got[1]]
+    for epoch_ref, epoch in zip(reference, got, strict=True):
+        assert len(epoch) == 23
+        for a, b in zip(epoch_ref, epoch, strict=True):
+            for x, y in zip(tf.nest.flatten(a), tf.nest.flatten(b), strict=True):
+                np.testing.assert_array_equal(x, y)
+
+
+class RaisesInRay:
+    """Element 17 fails only away from the test process (the peek runs here)."""
+
+    def __init__(self) -> None:
+        self.home = os.getpid()  # the peek runs here; Ray's workers are elsewhere
+
+    def __len__(self) -> int:
+        return 30
+
+    def __getitem__(self, i: int) -> Any:
+        if i == 17 and os.getpid() != self.home:
+            raise ValueError(f"corrupt record {i}")
+        return np.full((2, 3), i, np.float32)
+
+
+def test_ray_task_exception_becomes_source_error_with_index_and_remote_traceback() -> None:
+    ds = tb.to_dataset(RaisesInRay(), executor="ray", workers=2)
+    seen = []
+    with pytest.raises(tf.errors.OpError) as info:
+        for batch in ds:
+            seen.append(int(batch[0, 0]))
+    assert seen == list(range(17))  # everything before the failing element, once, in order
+    message = info.value.message
+    assert "SourceError: element 17: ValueError: corrupt record 17" in message
+    assert "its traceback" in message and "__getitem__" in message
+
+
+class DiesInRay:
+
+    def __init__(self) -> None:
+        self.home = os.getpid()  # the peek runs here; Ray's workers are elsewhere
+    def __len__(self) -> int:
+        return 12
+
+    def __getitem__(self, i: int) -> Any:
+        if i == 6 and os.getpid() != self.home:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return np.full((2,), i, np.float32)
+
+
+def test_ray_worker_killed_becomes_worker_died_error_naming_the_element() -> None:
+    ds = tb.to_dataset(DiesInRay(), executor="ray", batched=False)
+    with pytest.raises(tf.errors.OpError) as info:
+        for _ in ds:
+            pass
+    message = info.value.message
+    assert "WorkerDiedError: the Ray worker producing element 6 was lost" in message
+    assert "Hint:" in message
+    # the cluster is still usable afterwards
+    assert [int(e[0]["n"][0]) for e in tb.to_dataset(Deterministic(4), executor="ray")] == [0, 1, 2, 3]
+
+
+class HangsInRay:
+
+    def __init__(self) -> None:
+        self.home = os.getpid()  # the peek runs here; Ray's workers are elsewhere
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int) -> Any:
+        if i == 4 and os.getpid() != self.home:
+            threading.Event().wait()  # hangs for good in the Ray worker (the task is cancelled)
+        return np.full((2,), i, np.float32)
+
+
+def test_ray_hanging_task_with_timeout_becomes_element_timeout_error() -> None:
+    ds = tb.to_dataset(HangsInRay(), executor="ray", batched=False, timeout=2)
+    seen = []
+    with pytest.raises(tf.errors.OpError) as info:
+        for x in ds:
+            seen.append(int(x[0]))
+    assert seen == [0, 1, 2, 3]
+    assert "ElementTimeoutError: element 4 was not ready within timeout=2 s" in info.value.message
+
+
+def test_ray_early_stop_cancels_outstanding_work_and_the_next_pass_is_whole() -> None:
+    ds = tb.to_dataset(Deterministic(40), executor="ray", workers=2)
+    taken = [int(e[0]["n"][0]) for e in ds.take(3)]
+    assert taken == [0, 1, 2]
+    assert len([e for e in ds]) == 40
+
+
+def test_ray_executor_refuses_an_unpicklable_source_before_iterating() -> None:
+    class Locked:
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+        def __len__(self) -> int:
+            return 3
+
+        def __getitem__(self, i: int) -> Any:
+            return np.zeros((2, 2))
+
+    with pytest.raises(tb.TfBridgeError, match="cannot be sent to worker processes") as info:
+        tb.to_dataset(Locked(), executor="ray")
+    assert "Hint:" in str(info.value)
+
+
+def test_ray_missing_says_which_extra_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an environment without Ray looks like to import
+    with pytest.raises(tb.TfBridgeError, match=r'executor="ray" needs the optional package \'ray\'') as info:
+        tb.to_dataset(Deterministic(), executor="ray")
+    assert 'pip install "tfbridge[ray]"' in str(info.value)
