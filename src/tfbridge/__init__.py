@@ -11,6 +11,7 @@ from tfbridge.errors import (
 )
 from tfbridge.batching import bucket_boundaries, pad_batch
 from tfbridge.keras import adapt_normalization, keras_inputs
+from tfbridge.materialize import materialize
 from tfbridge.pipeline import to_dataset
 from tfbridge.pipeline import validate_source as validate
 from tfbridge.report import inspect
@@ -34,6 +35,7 @@ __all__ = [
     "infer_spec",
     "inspect",
     "keras_inputs",
+    "materialize",
     "pad_batch",
     "to_dataset",
     "validate",

@@ -394,7 +394,12 @@ def _from_python(
     seed: int | None,
     timeout: float | None = None,
     ray_address: str | None = None,
+    *,
+    ex: Any = None,
+    indices: Any = None,
 ) -> tuple[Any, Any]:
+    """The dataset of a Python source and the executor it runs on (``ex`` reused when given). ``indices``
+    restricts an indexed source to those elements, in that order, without epoch hooks (materialize's parts)."""
     import tensorflow as tf
 
     src = p.source
@@ -412,11 +417,13 @@ def _from_python(
         return ds.unbatch() if chunk else ds
 
     if isinstance(src, Indexed):
-        ex = executors.make(
-            p.choice.name, p.choice.workers or None, seed=seed, timeout=timeout, address=ray_address
-        )
-        ds = from_generator(_IndexedEpochs(src, conformer, ex, shuffle, seed, chunk))
-        return ds.apply(tf.data.experimental.assert_cardinality(len(src))), ex
+        if ex is None:
+            ex = executors.make(
+                p.choice.name, p.choice.workers or None, seed=seed, timeout=timeout, address=ray_address
+            )
+        epochs = _IndexedEpochs(src, conformer, ex, shuffle, seed, chunk, indices)
+        count = len(src) if indices is None else len(indices)
+        return from_generator(epochs).apply(tf.data.experimental.assert_cardinality(count)), ex
     assert isinstance(src, Stream)
     if src.one_shot:
         warnings.warn(
@@ -432,9 +439,16 @@ class _IndexedEpochs:
     """Called by tf.data at the start of each pass: one epoch, in order or in a fresh permutation."""
 
     def __init__(
-        self, src: Indexed, conformer: Conformer | None, ex: Any, shuffle: bool, seed: int | None, chunk: bool
+        self,
+        src: Indexed,
+        conformer: Conformer | None,
+        ex: Any,
+        shuffle: bool,
+        seed: int | None,
+        chunk: bool,
+        indices: Any = None,
     ) -> None:
-        self.src, self.executor, self.shuffle, self.chunk = src, ex, shuffle, chunk
+        self.src, self.executor, self.shuffle, self.chunk, self.indices = src, ex, shuffle, chunk, indices
         self.task = _Task(src, conformer)
         self.seed = seed if seed is not None else int(np.random.SeedSequence().entropy % (2**63))
         self.epoch = 0
@@ -446,14 +460,18 @@ class _IndexedEpochs:
 
     def __call__(self) -> Iterator[Any]:
         epoch, self.epoch = self.epoch, self.epoch + 1
-        self.src.on_epoch_begin()
-        with contextlib.closing(self.executor.imap(self.task, self.order(epoch, len(self.src)))) as results:
+        hooks = self.indices is None
+        if hooks:
+            self.src.on_epoch_begin()
+        order = self.order(epoch, len(self.src)) if self.indices is None else self.indices
+        with contextlib.closing(self.executor.imap(self.task, order)) as results:
             if self.chunk:
                 yield from _chunks.chunked(results)
             else:
                 for element in results:
                     yield to_tensors(element)
-        self.src.on_epoch_end()
+        if hooks:
+            self.src.on_epoch_end()
 
 
 class _StreamEpochs:

@@ -1,0 +1,240 @@
+"""materialize: run a Python source once, in parallel, and keep it in tf.data's own save format.
+
+The source is written in parts (one ``Dataset.save`` per part, into ``PATH/.parts/``), each first under a
+temporary name and renamed when complete, so a run that is interrupted continues where it stopped: finished
+parts are kept, a half-written one is thrown away and written again, and nothing half-written is ever read.
+When every part is there they are joined into one saved dataset at ``PATH`` itself (TensorFlow only, no Python
+per element), ``PATH/tfbridge-materialize.json`` records the spec and marks the run complete, and the result
+is ``tf.data.Dataset.load(PATH)``: graph-native, so later epochs skip Python and the tf.data service can
+distribute it. A user may equally call ``tf.data.Dataset.load(PATH)`` in another program.
+
+Indexed sources (PyDataset/Sequence, ``__len__``/``__getitem__``) are split by index ranges and run through the
+executors, part after part on one pool of workers. A stream (generator, iterable, tf.data pipeline) can only be
+read from its start, so it is written as one part: an interrupted run writes it again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfbridge.errors import TfBridgeError, check_int, short
+from tfbridge.spec import CastFloats, Spec
+
+MANIFEST = "tfbridge-materialize.json"
+_FORMAT = 1
+_PARTS = ".parts"
+_DEFAULT_SHARDS = 16
+_COMPRESSIONS = (None, "GZIP", "SNAPPY")
+
+
+def materialize(
+    source: Any,
+    path: str | os.PathLike[str],
+    *,
+    executor: str = "auto",
+    workers: int | None = None,
+    shards: int | None = None,
+    compression: str | None = None,
+    spec: Spec | Any = None,
+    batched: bool | None = None,
+    cast_floats: CastFloats = "floatx",
+    label: Any = None,
+    timeout: float | None = None,
+    ray_address: str | None = None,
+    verbose: bool | None = None,
+) -> Any:
+    """Write ``source`` once to ``path`` in tf.data's save format and return ``tf.data.Dataset.load(path)``.
+
+    ``shards``: how many parts an indexed source is written in (the unit of resuming; default 16).
+    ``compression``: None, "GZIP" or "SNAPPY". The other arguments are those of ``to_dataset``. Calling it
+    again on a complete ``path`` with the same source returns the saved data without running the source.
+    ``verbose`` shows a progress bar (None: when stderr is a terminal).
+    """
+    import tensorflow as tf
+
+    from tfbridge import pipeline
+    from tfbridge.sources import Indexed, TFDataSource
+    from tfbridge.validate import Conformer
+
+    check_int("shards", shards, optional=True)
+    if compression not in _COMPRESSIONS:
+        msg = f"compression must be None, 'GZIP' or 'SNAPPY'. Received: {short(compression)}"
+        raise TfBridgeError(msg)
+    root = Path(path)
+    p = pipeline.plan(
+        source,
+        spec=spec,
+        batched=batched,
+        executor=executor,
+        workers=workers,
+        cast_floats=cast_floats,
+        validate="peek",
+        label=label,
+    )
+    indexed = isinstance(p.source, Indexed) and not pipeline._in_graph(p.source)
+    total = len(p.source) if isinstance(p.source, Indexed) else None
+    n_parts = min(shards or _DEFAULT_SHARDS, max(total, 1)) if indexed and total is not None else None
+    wanted = {
+        "format": _FORMAT,
+        "spec": json.loads(p.spec.to_json()),
+        "elements": total,
+        "shards": n_parts,
+        "compression": compression,
+    }
+    manifest = _open(root, wanted)
+    if manifest.get("complete"):
+        return tf.data.Dataset.load(str(root))
+
+    parts_dir = root / _PARTS
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    for stale in parts_dir.glob("*.tmp*"):  # half-written by an interrupted run: never read, written again
+        shutil.rmtree(stale, ignore_errors=True)
+    bar = _progress(verbose, total)
+    written = 0
+
+    def save(ds: Any, name: str) -> int:
+        """Write one part under a temporary name, then rename it: a part is either whole or absent."""
+        final = parts_dir / name
+        tmp = parts_dir / f"{name}.tmp-{os.getpid()}"
+        ds.save(str(tmp), compression=compression, shard_func=_one_shard)
+        count = int(tf.data.Dataset.load(str(tmp)).cardinality())
+        if count < 0:  # unknown: count what was written (C++ only)
+            count = int(tf.data.Dataset.load(str(tmp)).reduce(np.int64(0), lambda c, _: c + 1))
+        os.replace(tmp, final)
+        (parts_dir / f"{name}.count").write_text(str(count))
+        return count
+
+    names: list[str] = []
+    if indexed:
+        assert n_parts is not None and total is not None
+        conformer = Conformer(p.spec)  # every element checked before it is written for good
+        bounds = np.linspace(0, total, n_parts + 1).round().astype(np.int64)
+        ex = None
+        try:
+            for k in range(n_parts):
+                name = f"part-{k:05d}"
+                names.append(name)
+                if (parts_dir / name).is_dir():
+                    written += _count(parts_dir, name)
+                else:
+                    ds, ex = pipeline._from_python(
+                        p, conformer, False, None, timeout, ray_address, ex=ex,
+                        indices=np.arange(bounds[k], bounds[k + 1]),
+                    )
+                    written += save(ds, name)
+                _advance(bar, written)
+        finally:
+            if ex is not None:
+                ex.close()
+    else:  # a stream cannot be cut without reading it again from the start: it is written as one part
+        if isinstance(p.source, TFDataSource) or pipeline._in_graph(p.source):
+            whole = pipeline.to_dataset(source, spec=p.spec, batched=batched, label=label, validate="none")
+        else:
+            whole = pipeline.to_dataset(source, spec=p.spec, batched=batched, label=label, timeout=timeout)
+        name = "part-00000"
+        written = _count(parts_dir, name) if (parts_dir / name).is_dir() else save(whole, name)
+        if written:
+            names.append(name)
+        _advance(bar, written)
+    if not names:
+        msg = f"the source {p.source.name} gave no elements: there is nothing to materialize."
+        raise TfBridgeError(msg)
+
+    joined = tf.data.Dataset.load(str(parts_dir / names[0]))
+    for name in names[1:]:
+        joined = joined.concatenate(tf.data.Dataset.load(str(parts_dir / name)))
+    _publish(joined, root, compression)
+    _write_manifest(root, {**wanted, "elements_written": written, "parts": len(names), "complete": True})
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    if bar is not None and total is None:
+        bar.update(written, finalize=True)
+    return tf.data.Dataset.load(str(root))
+
+
+def _one_shard(*_: Any) -> Any:
+    """Every element of a part into one shard file, so loading reads it back in order."""
+    import tensorflow as tf
+
+    return tf.constant(0, tf.int64)
+
+
+def _count(parts_dir: Path, name: str) -> int:
+    counted = parts_dir / f"{name}.count"
+    if counted.exists():
+        return int(counted.read_text())
+    import tensorflow as tf
+
+    return int(tf.data.Dataset.load(str(parts_dir / name)).reduce(np.int64(0), lambda c, _: c + 1))
+
+
+def _publish(joined: Any, root: Path, compression: str | None) -> None:
+    """Save the joined parts beside the manifest; the metadata file that makes it loadable moves in last."""
+    tmp = root / f".final.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    joined.save(str(tmp), compression=compression, shard_func=_one_shard)
+    for old in root.iterdir():  # a previous run's join that never got its manifest marked complete
+        if old.is_dir() and old.name.isdigit():
+            shutil.rmtree(old, ignore_errors=True)
+    entries = sorted(tmp.iterdir(), key=lambda e: e.name == "snapshot.metadata")
+    for entry in entries:
+        os.replace(entry, root / entry.name)
+    tmp.rmdir()
+
+
+def _open(root: Path, wanted: dict[str, Any]) -> dict[str, Any]:
+    """The manifest at ``root`` (written now if the directory is new); refuses a path that holds other data."""
+    manifest = root / MANIFEST
+    if manifest.exists():
+        try:
+            have = json.loads(manifest.read_text())
+        except (OSError, ValueError) as exc:
+            msg = f"{root} has an unreadable {MANIFEST} ({exc}).\nHint: delete {root} to materialize afresh."
+            raise TfBridgeError(msg) from None
+        differs = [key for key in wanted if have.get(key) != wanted[key]]
+        if differs:
+            msg = (
+                f"{root} holds a materialization of a different source or settings "
+                f"({', '.join(differs)} differ{'s' if len(differs) == 1 else ''}).\n"
+                f"Hint: pass another path, or delete {root} to write this source there."
+            )
+            raise TfBridgeError(msg)
+        return have
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        msg = (
+            f"{root} already exists and is not a tfbridge materialization (no {MANIFEST}); it is left as it is.\n"
+            "Hint: pass a new or empty directory."
+        )
+        raise TfBridgeError(msg)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_manifest(root, {**wanted, "complete": False})
+    return wanted
+
+
+def _write_manifest(root: Path, content: dict[str, Any]) -> None:
+    tmp = root / f"{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(content, indent=1, sort_keys=True))
+    os.replace(tmp, root / MANIFEST)
+
+
+def _progress(verbose: bool | None, total: int | None) -> Any:
+    show = sys.stderr.isatty() if verbose is None else verbose
+    if not show:
+        return None
+    import keras
+
+    return keras.utils.Progbar(total, unit_name="element")
+
+
+def _advance(bar: Any, written: int) -> None:
+    if bar is not None:
+        bar.update(written)
+
+
+__all__ = ["materialize"]
