@@ -452,18 +452,31 @@ class _IndexedEpochs:
         self.task = _Task(src, conformer)
         self.seed = seed if seed is not None else int(np.random.SeedSequence().entropy % (2**63))
         self.epoch = 0
+        self.size = len(src)  # the dataset's cardinality is fixed to this
 
     def order(self, epoch: int, n: int) -> np.ndarray:
         if not self.shuffle:
             return np.arange(n)
         return np.random.default_rng([self.seed, epoch]).permutation(n)
 
+    def _length(self) -> int:
+        n = len(self.src)
+        if n != self.size:
+            msg = (
+                f"len() of the source {self.src.name} was {self.size} when the dataset was made and is {n} now, "
+                "but a dataset's length is fixed when it is made (Keras takes its steps per epoch from it).\n"
+                "Hint: make a new dataset with tb.to_dataset after the source's length changes, or keep __len__ "
+                "constant."
+            )
+            raise TfBridgeError(msg)
+        return n
+
     def __call__(self) -> Iterator[Any]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         hooks = self.indices is None
         if hooks:
             self.src.on_epoch_begin()
-        order = self.order(epoch, len(self.src)) if self.indices is None else self.indices
+        order = self.order(epoch, self._length()) if self.indices is None else self.indices
         with contextlib.closing(self.executor.imap(self.task, order)) as results:
             if self.chunk:
                 yield from _chunks.chunked(results)
