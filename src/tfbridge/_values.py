@@ -45,25 +45,37 @@ def _from_module(value: Any, prefix: str) -> bool:
 
 
 def _object_array(arr: np.ndarray) -> Described:
-    """Object arrays hold strings, or rows of unequal length (ragged), or mixed junk (an error)."""
+    """Object arrays hold strings, or rows of unequal length (ragged), or numbers; anything else is an error."""
     flat = arr.ravel()
-    if flat.size and all(isinstance(v, (str, bytes)) for v in flat):
+    if not flat.size:  # nothing to tell the dtype from, like an empty list
+        return Described(arr, "dense", tuple(arr.shape), None)
+    if all(isinstance(v, (str, bytes)) for v in flat):
         return Described(arr, "dense", tuple(arr.shape), STRING)
-    if flat.size and all(isinstance(v, (list, np.ndarray)) for v in flat):
-        return _ragged(list(arr))
-    if flat.size and all(isinstance(v, (bool, int, float, np.generic)) for v in flat):
-        dense = np.asarray(flat.tolist()).reshape(arr.shape)
-        return Described(dense, "dense", tuple(dense.shape), dtype_name(dense.dtype))
-    kinds = sorted({type(v).__name__ for v in flat[:50]})
-    msg = f"an object array mixing {', '.join(kinds) or 'nothing'} is not a tensor"
-    raise ValueProblem(msg)
+    return _ragged(arr.tolist())
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_TEXT = (str, bytes)
+_NUMBERS = (bool, int, float, complex, np.bool_, np.number)
+
+
+def _check_int64(value: int) -> None:
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        msg = f"a Python int of {value.bit_length()} bits does not fit int64"
+        raise ValueProblem(msg)
 
 
 def _ragged(rows: list[Any]) -> Described:
-    """Shape, dtype and ragged_rank of a nested list (or list of arrays) whose row lengths differ."""
+    """Shape, dtype and ragged_rank of a nested list (or list of arrays), ragged when row lengths differ.
+
+    Every scalar is looked at: text and numbers do not mix, Python ints must fit int64, and anything else
+    (None, dicts, objects) is no tensor. Text stays in object arrays (numpy's fixed-width strings would drop
+    trailing NUL characters and cannot hold str and non-ASCII bytes together)."""
     dims: list[set[int]] = []
     scalars: list[Any] = []
     arrays: list[np.ndarray] = []
+    kinds: set[str] = set()
+    depths: set[int] = set()  # where values sit: every scalar (and array cell) at one depth
 
     def walk(node: Any, depth: int) -> None:
         if isinstance(node, np.ndarray) and node.dtype != object:
@@ -71,9 +83,9 @@ def _ragged(rows: list[Any]) -> Described:
                 while len(dims) <= depth + d:
                     dims.append(set())
                 dims[depth + d].add(n)
-            if len(dims) != depth + node.ndim:
-                msg = "nested lists of unequal depth are not a tensor"
-                raise ValueProblem(msg)
+            depths.add(depth + node.ndim)
+            if node.size:
+                kinds.add("text" if dtype_name(node.dtype) == STRING else "number")
             arrays.append(node)
             return
         if isinstance(node, (list, tuple, np.ndarray)):
@@ -83,33 +95,62 @@ def _ragged(rows: list[Any]) -> Described:
             for child in node:
                 walk(child, depth + 1)
             return
-        if len(dims) != depth:
-            msg = "nested lists of unequal depth are not a tensor"
+        depths.add(depth)
+        if isinstance(node, _TEXT):
+            kinds.add("text")
+        elif isinstance(node, _NUMBERS):
+            if isinstance(node, int) and not isinstance(node, bool):
+                _check_int64(node)
+            kinds.add("number")
+        else:
+            msg = f"a {type(node).__module__}.{type(node).__qualname__} inside a list or object array is not a tensor"
             raise ValueProblem(msg)
         scalars.append(node)
 
     walk(rows, 0)
-    parts = [np.asarray(scalars)] if scalars else []
-    parts += [a.ravel() for a in arrays]
+    if depths and depths != {len(dims)}:
+        msg = "nested lists of unequal depth are not a tensor"
+        raise ValueProblem(msg)
+    if len(kinds) > 1:
+        msg = "a list mixing strings and numbers is not a tensor"
+        raise ValueProblem(msg)
+    text = kinds == {"text"}
     dtype: str | None = None
-    if parts and sum(p.size for p in parts):
-        kinds = {dtype_name(p.dtype) for p in parts if p.size}
-        if len(kinds) > 1:
-            merged = np.result_type(*[p.dtype for p in parts if p.size])
-            if STRING in kinds:
-                msg = f"a list mixing strings and numbers ({', '.join(sorted(kinds))}) is not a tensor"
-                raise ValueProblem(msg)
-            dtype = dtype_name(merged)
-        else:
-            dtype = kinds.pop()
-        if dtype == "object":
-            msg = "a list of mixed Python objects is not a tensor"
-            raise ValueProblem(msg)
+    if text:
+        dtype = STRING
+    elif kinds:
+        parts = [np.asarray(scalars)] if scalars else []
+        parts += [a.ravel() for a in arrays if a.size]
+        dtype = dtype_name(np.result_type(*[p.dtype for p in parts]))
     shape = tuple(next(iter(s)) if len(s) == 1 else None for s in dims)
     varying = [d for d, n in enumerate(shape) if n is None]
     if not varying:
-        return Described(np.asarray(rows), "dense", shape, dtype)
+        dense = _dense_text(rows, shape) if text else np.asarray(rows)
+        return Described(dense, "dense", shape, dtype)
     return Described(rows, "ragged", shape, dtype, ragged_rank=max(varying))
+
+
+def _dense_text(rows: Any, shape: tuple[int | None, ...]) -> np.ndarray:
+    """An object array of the str/bytes objects in ``rows`` (nested lists and arrays of one shape)."""
+    out = np.empty(shape, dtype=object)  # type: ignore[arg-type]
+    flat = out.reshape(-1)
+    position = 0
+
+    def fill(node: Any) -> None:
+        nonlocal position
+        if isinstance(node, np.ndarray) and node.dtype != object:
+            values = node.ravel().tolist()
+            flat[position : position + len(values)] = values
+            position += len(values)
+        elif isinstance(node, (list, tuple, np.ndarray)):
+            for child in node:
+                fill(child)
+        else:
+            flat[position] = node
+            position += 1
+
+    fill(rows)
+    return out
 
 
 def describe(value: Any) -> Described:
@@ -121,6 +162,7 @@ def describe(value: Any) -> Described:
     if isinstance(value, bool):
         return Described(np.asarray(value), "dense", (), "bool")
     if isinstance(value, int):
+        _check_int64(value)
         return Described(np.asarray(value, dtype=np.int64), "dense", (), "int64")
     if isinstance(value, float):
         return Described(np.asarray(value, dtype=np.float64), "dense", (), "float64")
@@ -154,16 +196,22 @@ def _describe_list(value: list[Any]) -> Described:
         return Described(np.zeros((0,), np.float32), "dense", (0,), None)
     try:
         arr = np.asarray(value)
-    except ValueError:
+    except (ValueError, OverflowError):  # rows of unequal length, or text numpy cannot hold
         return _ragged(value)
-    if arr.dtype == object:
-        return _ragged(value)
-    if arr.dtype.kind in "US" and any(not isinstance(v, (str, bytes, list)) for v in value):
-        msg = "a list mixing strings and numbers is not a tensor"
-        raise ValueProblem(msg)
+    if arr.dtype == object or (arr.dtype.kind in "USuf" and _needs_a_closer_look(arr)):
+        return _ragged(value)  # looks at every scalar
     if arr.size == 0:
         return Described(arr, "dense", tuple(arr.shape), None)
     return Described(arr, "dense", tuple(arr.shape), dtype_name(arr.dtype))
+
+
+def _needs_a_closer_look(arr: np.ndarray) -> bool:
+    """Text (numbers mixed in become text; trailing NULs get lost), or unsigned / float values that may come
+    from Python ints beyond int64 (numpy makes those uint64 or float64 without a word)."""
+    if arr.dtype.kind in "USu":
+        return True
+    with np.errstate(invalid="ignore"):
+        return bool(np.any(np.abs(arr) >= 2.0**63))
 
 
 def _describe_tf(value: Any) -> Described:

@@ -23,8 +23,7 @@ Kind = Literal["dense", "ragged", "sparse"]
 CastFloats = Literal["floatx"] | str | None
 
 _DTYPES = frozenset(
-    "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 bfloat16 float32 float64 "
-    "complex64 complex128 string".split()
+    ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "bfloat16", "float32", "float64", "complex64", "complex128", "string"]
 )
 _JSON_KIND = {"dense": "tensor", "ragged": "ragged", "sparse": "sparse"}
 _KIND_OF_JSON = {v: k for k, v in _JSON_KIND.items()}
@@ -71,6 +70,7 @@ class Spec:
         if bad or not leaves:
             msg = f"a Spec is built from a nest of tfbridge Leaf objects. Received: {short(structure)}"
             raise TfBridgeError(msg)
+        _check_dict_keys(structure, structure, ())
         self.structure = structure
         self.batched = bool(batched)
         self.samples: dict[str, list[tuple[int, tuple[int | None, ...]]]] = {}
@@ -83,8 +83,9 @@ class Spec:
     # -- TensorFlow views -------------------------------------------------------------------------
     @cached_property
     def signature(self) -> Any:
-        """Nest of tf.TypeSpec, usable as ``output_signature``."""
-        return _nest.map_structure(Leaf.type_spec, self.structure)
+        """Nest of tf.TypeSpec, usable as ``output_signature`` (a list of fields is a tuple there: tf.data
+        would take a list for one tensor)."""
+        return _nest.map_structure(Leaf.type_spec, lists_as_tuples(self.structure))
 
     @property
     def features(self) -> Any:
@@ -166,7 +167,12 @@ class Spec:
         if not isinstance(data["batched"], bool):
             msg = f'Spec.from_json: "batched" must be true or false. Received: {short(data["batched"])}'
             raise TfBridgeError(msg)
-        return cls(_from_json_nest(data["signature"], "signature", 0), data["batched"])
+        structure = _from_json_nest(data["signature"], "signature", 0)
+        try:
+            return cls(structure, data["batched"])
+        except TfBridgeError as exc:
+            msg = f"Spec.from_json: {exc}"
+            raise TfBridgeError(msg) from None
 
     # -- code generation ----------------------------------------------------------------------------
     def code(self) -> str:
@@ -175,7 +181,7 @@ class Spec:
         return (
             "import keras\n"
             "import tensorflow as tf\n\n"
-            f"output_signature = {_render(self.structure, _render_type_spec, 0)}\n\n"
+            f"output_signature = {_render(lists_as_tuples(self.structure), _render_type_spec, 0)}\n\n"
             f"inputs = {_render(features, self._render_input, 0, names=True)}\n"
         )
 
@@ -187,7 +193,7 @@ class Spec:
         if leaf.kind == "sparse":
             args.append("sparse=True")
         if name is not None:
-            args.append(f"name={name!r}")
+            args.append(f"name={name.replace('/', '_')!r}")  # Keras refuses "/" in names ("image/encoded")
         return f"keras.Input({', '.join(args)})"
 
 
@@ -227,6 +233,13 @@ class SpecBuilder:
         element = _nest.normalize(element)
         leaves, treespec = _nest.flatten(element)
         if self.first is None:
+            if not leaves:
+                msg = (
+                    f"element {index} at x: holds no tensor, only empty tuples, lists or dicts. "
+                    f"Received: {short(element)}\n"
+                    "Hint: an element needs at least one array, tensor, number or string."
+                )
+                raise SpecInferenceError(msg, path="x")
             self.first, self.first_index, self.treespec = element, index, treespec
             raw_paths = _nest.flatten_with_paths(element)[0]
             self.paths = [_nest.format_path(p, element) for p in raw_paths]
@@ -393,6 +406,41 @@ def add_batch_axis(spec: Spec) -> Spec:
 # ---- helpers ---------------------------------------------------------------------------------------
 
 
+def _check_dict_keys(node: Any, root: Any, path: tuple[Any, ...]) -> None:
+    """TensorFlow orders dict fields by sorting their keys: keys that do not sort (1 and "a") are refused."""
+    if isinstance(node, dict):
+        try:
+            sorted(node)
+        except TypeError:
+            where = _nest.format_path(path, root)
+            kinds = sorted({type(k).__name__ for k in node})
+            msg = (
+                f"the dict at {where} has keys of types that do not sort ({', '.join(kinds)}): "
+                f"TensorFlow orders dict fields by sorting their keys. Received keys: {short(list(node))}\n"
+                "Hint: give the dict keys of one type (strings, which also name Keras inputs)."
+            )
+            raise SpecInferenceError(msg, path=where)
+        items: Any = node.items()
+    elif isinstance(node, (tuple, list)):
+        items = enumerate(node)
+    else:
+        return
+    for key, value in items:
+        _check_dict_keys(value, root, path + (key,))
+
+
+def lists_as_tuples(structure: Any) -> Any:
+    """``structure`` with every list of fields made a tuple, the form tf.data delivers them in."""
+    if isinstance(structure, dict):
+        return {k: lists_as_tuples(v) for k, v in structure.items()}
+    if isinstance(structure, list):
+        return tuple(lists_as_tuples(v) for v in structure)
+    if isinstance(structure, tuple):
+        items = [lists_as_tuples(v) for v in structure]
+        return type(structure)(*items) if hasattr(structure, "_fields") else tuple(items)
+    return structure
+
+
 def _same(a: Any, b: Any) -> bool:
     la, sa = _nest.flatten(a)
     lb, sb = _nest.flatten(b)
@@ -422,6 +470,7 @@ def _to_json_nest(node: Any) -> Any:
 
 
 _MAX_JSON_DEPTH = 64
+_MAX_DIM = 2**63 - 1  # TensorFlow's dimensions are int64
 
 
 def _from_json_nest(node: Any, where: str, depth: int) -> Any:
@@ -453,9 +502,9 @@ def _from_json_nest(node: Any, where: str, depth: int) -> Any:
         raise bad(f"a {kind} needs the keys {sorted(allowed)}")
     shape = node["shape"]
     if not isinstance(shape, list) or not all(
-        d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 0) for d in shape
+        d is None or (isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= _MAX_DIM) for d in shape
     ):
-        raise bad('"shape" must be a list of non-negative integers or null')
+        raise bad('"shape" must be a list of non-negative integers below 2**63 (int64) or null')
     if not isinstance(node["dtype"], str) or node["dtype"] not in _DTYPES:
         raise bad(f'"dtype" must be one of {sorted(_DTYPES)}')
     ragged_rank = node.get("ragged_rank", 0)
@@ -492,4 +541,4 @@ def _join(prefix: str | None, key: Any) -> str:
     return str(key) if prefix is None else f"{prefix}_{key}"
 
 
-__all__ = ["format_shape", "Leaf", "SpecBuilder", "Spec", "infer_from_samples", "apply_float_policy", "add_batch_axis", "float_target", "STRING"]
+__all__ = ["STRING", "Leaf", "Spec", "SpecBuilder", "add_batch_axis", "apply_float_policy", "float_target", "format_shape", "infer_from_samples"]

@@ -16,7 +16,7 @@ import numpy as np
 from tfbridge import _nest
 from tfbridge._values import STRING, ValueProblem, describe
 from tfbridge.errors import SpecMismatchError, short
-from tfbridge.spec import Leaf, Spec, format_shape
+from tfbridge.spec import Leaf, Spec, format_shape, lists_as_tuples
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class Conformer:
         self.spec = spec
         paths, self.leaves, self.treespec = _nest.flatten_with_paths(spec.structure)
         self.paths = [_nest.format_path(p, spec.structure) for p in paths]
+        self.out_treespec = _nest.flatten(lists_as_tuples(spec.structure))[1]  # the form of spec.signature
 
     def __call__(self, element: Any, index: int | None) -> Any:
         element = _nest.normalize(element)
@@ -60,7 +61,7 @@ class Conformer:
         out = [self._leaf(v, leaf, path, index) for v, leaf, path in zip(values, self.leaves, self.paths)]
         if self.spec.batched:
             self._check_batch_sizes(out, index)
-        return _nest.unflatten(self.treespec, out)
+        return _nest.unflatten(self.out_treespec, out)
 
     # -- errors -------------------------------------------------------------------------------------
     def _structure_error(self, element: Any, index: int | None) -> None:
@@ -189,7 +190,7 @@ class Conformer:
             flat = value.flat_values.numpy()
             splits = [s.numpy() for s in value.nested_row_splits]
         else:
-            flat, splits = _split_nested(value, leaf.ragged_rank)
+            flat, splits = _split_nested(value, leaf.ragged_rank, text=leaf.dtype == STRING)
         if len(splits) > leaf.ragged_rank:
             self._mismatch(
                 index,
@@ -201,7 +202,7 @@ class Conformer:
         while len(splits) < leaf.ragged_rank:  # uniform dimensions of the value become row splits
             rows = len(flat)
             width = flat.shape[1] if flat.ndim > 1 else 0
-            splits.append(np.arange(0, rows * width + 1, max(width, 1), dtype=np.int64)[: rows + 1])
+            splits.append(np.arange(rows + 1, dtype=np.int64) * width)  # width 0: rows + 1 zeros
             flat = flat.reshape((rows * width,) + flat.shape[2:])
         flat = self._convert(flat, have if flat.size else None, _flat_leaf(leaf), path, index)
         return RaggedParts(flat, tuple(np.asarray(s, dtype=np.int64) for s in splits))
@@ -227,8 +228,10 @@ def _flat_leaf(leaf: Leaf) -> Leaf:
     return Leaf((None,) + leaf.shape[leaf.ragged_rank + 1 :], leaf.dtype)
 
 
-def _split_nested(value: Any, ragged_rank: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Flat values and row splits of a nested list (or dense array) down to ``ragged_rank``."""
+def _split_nested(value: Any, ragged_rank: int, text: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Flat values and row splits of a nested list (or dense array) down to ``ragged_rank``.
+
+    Text stays in an object array: numpy's fixed-width strings would drop trailing NUL characters."""
     if isinstance(value, np.ndarray) and value.dtype != object:
         return value, []
     level: list[Any] = list(value)
@@ -240,7 +243,10 @@ def _split_nested(value: Any, ragged_rank: int) -> tuple[np.ndarray, list[np.nda
         for item in level:
             nxt.extend(item)
         level = nxt
-    flat = np.asarray(level) if level else np.zeros((0,), np.float32)
+    if not level:
+        flat = np.zeros((0,), np.float32)
+    else:
+        flat = np.array(level, dtype=object) if text else np.asarray(level)
     return flat, splits
 
 

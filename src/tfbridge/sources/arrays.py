@@ -68,7 +68,10 @@ class Arrays(Indexed):
 
     def spec(self, peek: int) -> _spec.Spec:
         if self._len == 0:
-            msg = "the arrays of the source have no rows: there is no element to infer a spec from."
+            msg = (
+                "the arrays of the source are empty (0 rows): there is no element to infer a spec from.\n"
+                "Hint: pass arrays with one row per example, at least one."
+            )
             raise SpecInferenceError(msg)
         if self.batched:
             return super().spec(peek)
