@@ -85,10 +85,16 @@ class _Worker:
             self.conn.send_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
         except OSError:
             index = self.outstanding[-1] if self.outstanding else None
+            when = (
+                f"before element {index} could be handed to it"
+                if index is not None
+                else "between passes, before this pass handed it any element (none was lost; the next pass starts "
+                "new workers)"
+            )
             msg = (
-                f"worker process {self.wid} (pid {self.proc.pid}) {self.death()} before element {index} could be "
-                "handed to it.\nHint: a worker that dies without a Python error was usually killed by the system "
-                "(out of memory?); try fewer workers or executor='thread'."
+                f"worker process {self.wid} (pid {self.proc.pid}) {self.death()} {when}.\nHint: a worker that dies "
+                "without a Python error was usually killed by the system (out of memory?); try fewer workers or "
+                "executor='thread'."
             )
             raise WorkerDiedError(msg, index=index) from None
 
@@ -291,26 +297,47 @@ class ProcessExecutor:
         results: dict[int, Any] = {}
         submitted = 0
         by_conn = {w.conn: w for w in self._pool}
+        # a dead worker's error is raised at the position of the first element it owed, after every earlier
+        # element (made by the other workers) has been delivered, as a user error would be
+        dead: dict[_Worker, WorkerDiedError] = {}
+        unusable: set[_Worker] = set()  # dead, or a send to it failed: it gets no more elements
         try:
             for position in range(len(order)):
                 # invariant: in flight + leased <= slots, so a free slot exists for every submission
                 while submitted < len(order) and submitted < position + self.in_flight:
-                    w = min(self._pool, key=lambda w: len(w.outstanding))
+                    usable = [w for w in self._pool if w not in unusable]
+                    if not usable:
+                        break
+                    w = min(usable, key=lambda w: len(w.outstanding))
                     index, slot = order[submitted], self._free.popleft()
                     if not w.outstanding:
                         w.busy_since = time.monotonic()
                     w.outstanding.append(index)
                     w.slots[index] = slot
-                    w.send(("run", index, slot))
                     submitted += 1
+                    try:
+                        w.send(("run", index, slot))
+                    except WorkerDiedError:
+                        unusable.add(w)  # answers it sent before dying are still read, then its end
                 index = order[position]
                 while index not in results:
                     if self._exiting:
                         return
+                    for w, error in dead.items():
+                        if index in w.outstanding:  # the first element it owed (earlier ones were raised)
+                            raise error
+                    if not by_conn:  # every worker is gone and this element was never handed to one
+                        raise next(iter(dead.values()))
                     for conn in wait(list(by_conn), timeout=_POLL_S):
                         if self._exiting:
                             return
-                        self._receive(by_conn[conn], results)
+                        w = by_conn[conn]
+                        try:
+                            self._receive(w, results)
+                        except WorkerDiedError as exc:
+                            dead[w] = exc
+                            unusable.add(w)
+                            del by_conn[conn]
                     if self.timeout is not None and index not in results:
                         self._check_deadline(index)
                 kind, payload, slot = results.pop(index)
