@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test bench install clean report-check
+.PHONY: demo test bench soak install clean report-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[test,report]"
 	$(PY) benchmarks/run.py
+
+# 100 epochs over one process-executor pipeline with shuffle: exactly once, flat memory and descriptors, no leaks.
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
