@@ -115,7 +115,7 @@ class Conformer:
                 path,
                 f"shape {format_shape(leaf.shape)} (rank {leaf.rank})",
                 f"shape {format_shape(d.shape)} (rank {len(d.shape)})",
-                "a field must have the same rank in every element.",
+                _channels_hint(leaf.shape, d.shape) or "a field must have the same rank in every element.",
             )
         for want, have in zip(leaf.shape, d.shape):
             if want is not None and have is not None and want != have:
@@ -124,7 +124,8 @@ class Conformer:
                     path,
                     f"shape {format_shape(leaf.shape)}",
                     f"shape {format_shape(d.shape)}",
-                    "this element's shape differs from the spec; the peek may have missed it. "
+                    _channels_hint(leaf.shape, d.shape)
+                    or "this element's shape differs from the spec; the peek may have missed it. "
                     "Infer with a larger peek, pass spec= with None for dimensions that vary, "
                     'or run tb.validate(source) / validate="all" to find every such element.',
                 )
@@ -222,6 +223,31 @@ class Conformer:
             values, shape = arr[tuple(indices.T)], np.asarray(arr.shape)
         values = self._convert(values, have, Leaf((None,), leaf.dtype), path, index)
         return SparseParts(indices.astype(np.int64), values, shape.astype(np.int64))
+
+
+_CHANNEL_COUNTS = (1, 3, 4)  # grayscale, RGB, RGBA
+
+
+def _channels_hint(want: tuple[int | None, ...], have: tuple[int | None, ...]) -> str | None:
+    """A hint for the classic: one grayscale (or RGBA) image among RGB ones. Seen as a field of rank 3 or more
+    whose last axis alone differs (1, 3 or 4 on both sides), or that lacks the last axis altogether."""
+    if len(want) < 3 or want[-1] not in _CHANNEL_COUNTS:
+        return None
+    if not all(w is None or h is None or w == h for w, h in zip(want[:-1], have)):
+        return None
+    if len(have) == len(want) - 1:
+        return (
+            f"this looks like a grayscale image without its channel axis; the spec has {want[-1]} channels. "
+            "Add the axis where the source reads it (image[..., np.newaxis], then np.repeat(image, 3, axis=-1) "
+            'for RGB); tb.validate(source) or validate="all" finds every such element.'
+        )
+    if len(have) != len(want) or have[-1] not in _CHANNEL_COUNTS:
+        return None
+    return (
+        f"the last axis looks like image channels: {have[-1]} here, {want[-1]} in the spec. "
+        "Convert it where the source reads it (PIL: image.convert('RGB'); numpy: np.repeat(gray, 3, axis=-1) "
+        'or rgba[..., :3]); tb.validate(source) or validate="all" finds every such element.'
+    )
 
 
 def _flat_leaf(leaf: Leaf) -> Leaf:
