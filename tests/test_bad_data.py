@@ -1,0 +1,203 @@
+"""Bad data gets a clear tfbridge error (issue 5): one image of the wrong channel count at index 4,321 of a
+directory-like source gives SpecMismatchError naming 4321, the field path, the expected and received shapes
+and a hint, in a short message — from ``tb.validate``, from ``to_dataset(validate="all")`` before iterating,
+and from plain ``to_dataset`` while iterating (every element is checked where it is produced)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfbridge as tb
+
+_SIZE = 5000
+_BAD = 4321
+_GRAY_VALUE = 77  # the bad image's pixels: a message that dumped them would show "77, 77"
+
+
+class ImageFolder:
+    """A directory-like indexed source: element i is ({"image": uint8[32, 32, 3]}, label); one image, at ``bad``,
+    has ``bad_shape`` (a grayscale image among RGB ones)."""
+
+    def __init__(self, size: int = _SIZE, bad: int = _BAD, bad_shape: tuple[int, ...] = (32, 32, 1)) -> None:
+        self.size, self.bad, self.bad_shape = size, bad, bad_shape
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> Any:
+        if index == self.bad:
+            image = np.full(self.bad_shape, _GRAY_VALUE, np.uint8)
+        else:
+            image = np.full((32, 32, 3), index % 200, np.uint8)
+        return {"image": image}, index % 10
+
+
+class PairFolder(ImageFolder):
+    """The same images as (image, label) pairs: the image is Keras's x."""
+
+    def __getitem__(self, index: int) -> Any:
+        features, label = super().__getitem__(index)
+        return features["image"], label
+
+
+class NpyFolder:
+    """Images stored one .npy file per element in a directory, read on demand (label in the file name)."""
+
+    def __init__(self, root: Path) -> None:
+        self.files = sorted(root.glob("*.npy"))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Any:
+        path = self.files[index]
+        return {"image": np.load(path)}, int(path.stem.split("_label")[1])
+
+
+_FIRST_LINE = "element 4321 at x['image']: expected shape (32, 32, 3), got shape (32, 32, 1)."
+
+
+def _check_short(message: str) -> None:
+    """Long values cut short: a few lines, none of them long, and no pixel values."""
+    lines = message.splitlines()
+    assert len(message) < 600 and len(lines) <= 3, message
+    assert all(len(line) < 320 for line in lines), message
+    assert f"{_GRAY_VALUE}, {_GRAY_VALUE}" not in message and "array(" not in message
+
+
+def _check_channels_message(message: str, first_line: str = _FIRST_LINE) -> None:
+    assert message.splitlines()[0] == first_line
+    assert "4321" in message and "x['image']" in message
+    assert "(32, 32, 3)" in message and "(32, 32, 1)" in message
+    hint = message.splitlines()[1]
+    assert hint.startswith("Hint: the last axis looks like image channels: 1 here, 3 in the spec.")
+    assert "image.convert('RGB')" in hint
+
+
+def _tfbridge_part(err: tf.errors.OpError) -> str:
+    """The tfbridge message inside a TensorFlow OpError: after TensorFlow's ``{{function_node ...}}`` prefix,
+    before the traceback that travels with it."""
+    message = re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", err.message)
+    return message.split("\nTraceback (most recent call last):")[0]
+
+
+# ---- tb.validate ----------------------------------------------------------------------------------------------
+
+
+def test_validate_names_element_4321_the_field_both_shapes_and_a_channel_hint() -> None:
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.validate(ImageFolder(), batched=False)
+
+    err = info.value
+    assert (err.index, err.path) == (_BAD, "x['image']")
+    assert (err.expected, err.got) == ("shape (32, 32, 3)", "shape (32, 32, 1)")
+    _check_channels_message(str(err))
+    _check_short(str(err))
+
+
+def test_validate_up_to_the_bad_image_checks_4321_elements_and_passes() -> None:
+    assert tb.validate(ImageFolder(), batched=False, limit=_BAD) == _BAD
+
+
+def test_validate_of_pairs_names_the_image_as_x() -> None:
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.validate(PairFolder(), batched=False)
+
+    assert (info.value.index, info.value.path) == (_BAD, "x")
+    assert str(info.value).startswith("element 4321 at x: expected shape (32, 32, 3), got shape (32, 32, 1).\nHint: ")
+    _check_short(str(info.value))
+
+
+def test_validate_of_a_grayscale_image_without_channel_axis_says_to_add_it() -> None:
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.validate(ImageFolder(bad_shape=(32, 32)), batched=False)
+
+    err = info.value
+    assert (err.index, err.path) == (_BAD, "x['image']")
+    assert (err.expected, err.got) == ("shape (32, 32, 3) (rank 3)", "shape (32, 32) (rank 2)")
+    message = str(err)
+    assert message.startswith(
+        "element 4321 at x['image']: expected shape (32, 32, 3) (rank 3), got shape (32, 32) (rank 2).\n"
+        "Hint: this looks like a grayscale image without its channel axis; the spec has 3 channels."
+    )
+    assert "image[..., np.newaxis]" in message
+    _check_short(message)
+
+
+def test_a_shape_mismatch_that_is_no_channel_count_keeps_the_generic_hint() -> None:
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.validate(ImageFolder(bad_shape=(31, 32, 3)), batched=False)
+
+    message = str(info.value)
+    assert message.splitlines()[0] == "element 4321 at x['image']: expected shape (32, 32, 3), got shape (31, 32, 3)."
+    assert message.splitlines()[1].startswith("Hint: this element's shape differs from the spec; the peek may have")
+
+
+# ---- to_dataset ---------------------------------------------------------------------------------------------
+
+
+def test_to_dataset_validate_all_raises_before_delivering_anything() -> None:
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.to_dataset(ImageFolder(), batched=False, validate="all", executor="serial")
+
+    assert (info.value.index, info.value.path) == (_BAD, "x['image']")
+    _check_channels_message(str(info.value))
+    _check_short(str(info.value))
+
+
+@pytest.mark.parametrize("executor", ["serial", "thread", "process"])
+def test_to_dataset_checks_every_element_and_stops_at_4321_with_the_tfbridge_message(executor: str) -> None:
+    ds = tb.to_dataset(ImageFolder(), batched=False, executor=executor)  # the peek misses the bad image
+    delivered: list[int] = []
+
+    with pytest.raises(tf.errors.OpError) as info:
+        for _, label in ds:
+            delivered.append(int(label))
+
+    assert delivered == [i % 10 for i in range(_BAD)]  # every element before it, in order, and no more
+    message = _tfbridge_part(info.value)
+    assert message.startswith("SpecMismatchError: ")
+    _check_channels_message(message.removeprefix("SpecMismatchError: "), _FIRST_LINE)
+    _check_short(message)
+
+
+# ---- real files on disk ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def npy_folder(tmp_path_factory: pytest.TempPathFactory) -> NpyFolder:
+    root = tmp_path_factory.mktemp("images")
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    for i in range(_BAD + 40):
+        image = np.full((32, 32, 1), _GRAY_VALUE, np.uint8) if i == _BAD else rgb
+        np.save(root / f"{i:05d}_label{i % 10}.npy", image)
+    return NpyFolder(root)
+
+
+def test_npy_directory_validate_names_4321(npy_folder: NpyFolder) -> None:
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.validate(npy_folder, batched=False)
+
+    assert (info.value.index, info.value.path) == (_BAD, "x['image']")
+    _check_channels_message(str(info.value))
+    _check_short(str(info.value))
+
+
+def test_npy_directory_to_dataset_stops_at_4321_while_iterating(npy_folder: NpyFolder) -> None:
+    ds = tb.to_dataset(npy_folder, batched=False, executor="thread")
+    count = 0
+
+    with pytest.raises(tf.errors.OpError) as info:
+        for _ in ds:
+            count += 1
+
+    assert count == _BAD
+    message = _tfbridge_part(info.value)
+    assert message.startswith(f"SpecMismatchError: {_FIRST_LINE}\nHint: the last axis looks like image channels")
+    _check_short(message)
