@@ -15,6 +15,7 @@ from tfbridge.materialize import materialize
 from tfbridge.pipeline import to_dataset
 from tfbridge.pipeline import validate_source as validate
 from tfbridge.report import inspect
+from tfbridge.service import distribute
 from tfbridge.sources import infer_spec
 from tfbridge.spec import Leaf, Spec
 
@@ -32,6 +33,7 @@ __all__ = [
     "WorkerDiedError",
     "adapt_normalization",
     "bucket_boundaries",
+    "distribute",
     "infer_spec",
     "inspect",
     "keras_inputs",

@@ -1,0 +1,406 @@
+"""tf.data service: a dispatcher and two workers as separate processes on localhost, started through the CLI;
+exactly-once delivery in distributed_epoch mode; pipelines that call Python refused with the reason."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfbridge as tb
+from tfbridge import service
+from tfbridge.service import python_ops
+
+_START_TIMEOUT_S = 60.0
+_STOP_TIMEOUT_S = 15.0
+_LISTENING = re.compile(r"listening on (grpc://\S+?),? ")
+_WORKER_IDS = ("A", "B")
+_N = 240
+
+
+@dataclass
+class Server:
+    """One `tfbridge service ...` process with its stdout read by a thread into a queue (bounded waits)."""
+
+    proc: subprocess.Popen[str]
+    lines: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    address: str = ""
+
+    def wait_listening(self) -> str:
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"{self.proc.args} printed no 'listening' line within {_START_TIMEOUT_S:g} s")
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                self.proc.wait(timeout=_STOP_TIMEOUT_S)
+                pytest.fail(f"{self.proc.args} exited with {self.proc.returncode}: {self.proc.stderr.read()[-2000:]}")
+            match = _LISTENING.search(line + " ")
+            if match:
+                self.address = match.group(1)
+                return self.address
+
+
+def _start(args: list[str], cwd: Path) -> Server:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tfbridge", "service", *args],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    server = Server(proc)
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            server.lines.put(line.rstrip("\n"))
+        server.lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return server
+
+
+def _stop_all(servers: list[Server]) -> None:
+    """Workers first, then the dispatcher (a worker whose dispatcher is gone retries it before stopping):
+    SIGTERM, a bounded wait, then SIGKILL."""
+    workers = [s for s in servers if s.proc.args[4] == "worker"]
+    for group in (workers, [s for s in servers if s not in workers]):
+        for s in group:
+            if s.proc.poll() is None:
+                s.proc.terminate()
+        for s in group:
+            try:
+                s.proc.wait(timeout=_STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                s.proc.kill()
+                s.proc.wait(timeout=_STOP_TIMEOUT_S)
+
+
+@dataclass
+class Cluster:
+    dispatcher: Server
+    workers: list[Server]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A dispatcher and two workers, each worker in its own directory holding worker_id.txt ("A" or "B"), so a
+    pipeline that reads that relative path tells which worker produced an element."""
+    root = tmp_path_factory.mktemp("service")
+    servers: list[Server] = []
+    try:
+        dispatcher = _start(["dispatcher", "--port", "0"], root)
+        servers.append(dispatcher)
+        address = dispatcher.wait_listening()
+        workers = []
+        for worker_id in _WORKER_IDS:
+            home = root / f"worker_{worker_id}"
+            home.mkdir()
+            (home / "worker_id.txt").write_text(worker_id)
+            workers.append(_start(["worker", "--dispatcher", address.removeprefix("grpc://")], home))
+        servers += workers
+        for w in workers:
+            w.wait_listening()
+        yield Cluster(dispatcher, workers)
+    finally:
+        _stop_all(servers)
+        left = [s.proc.args for s in servers if s.proc.poll() is None]
+        assert not left, f"server processes still running: {left}"
+
+
+def _heavy(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """A graph-native CPU op per element, plus the id of the worker that ran it (read from its directory)."""
+    m = tf.fill([48, 48], tf.cast(x % 7, tf.float32) / 7.0)
+    busy = tf.reduce_sum(tf.linalg.matmul(tf.linalg.matmul(m, m), m))
+    return x + tf.cast(busy * 0.0, tf.int64), tf.io.read_file("worker_id.txt")
+
+
+def _gen() -> Iterator[int]:
+    yield from range(4)
+
+
+# ---- exactly once, through real servers --------------------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_distributed_epoch_delivers_every_element_exactly_once_across_two_worker_processes(cluster: Cluster) -> None:
+    assert cluster.dispatcher.address.startswith("grpc://localhost:")
+    assert all(w.address.startswith("grpc://localhost:") for w in cluster.workers)
+    ds = tb.distribute(tf.data.Dataset.range(_N).map(_heavy), cluster.dispatcher.address)
+
+    got = [(int(x), w.decode()) for x, w in ds.as_numpy_iterator()]
+
+    assert sorted(x for x, _ in got) == list(range(_N))
+    per_worker = Counter(w for _, w in got)
+    assert set(per_worker) <= set(_WORKER_IDS)
+    if len(per_worker) < 2:
+        pytest.skip(f"one worker produced every element this run ({dict(per_worker)}); exactly-once still held")
+    assert set(per_worker) == set(_WORKER_IDS)
+
+
+def _saved(tmp_path: Path, n: int) -> str:
+    """A dataset written the way tb.materialize writes one: tf.data's own save format."""
+    path = str(tmp_path / "saved")
+    tf.data.Dataset.range(n).map(lambda x: (x, tf.cast(x, tf.float32) * 0.5)).save(path)
+    return path
+
+
+@pytest.mark.timeout(120)
+def test_saved_dataset_read_in_per_split_parts_is_accepted_and_distributed_exactly_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    path = _saved(tmp_path, 100)
+    # The recipe the unsplittable-load refusal suggests: each split reads its own part inside flat_map.
+    parts = tf.data.Dataset.range(4).flat_map(lambda i: tf.data.Dataset.load(path).shard(4, i))
+    assert python_ops(parts) == []
+
+    got = list(tb.distribute(parts, service=cluster.dispatcher.address).as_numpy_iterator())
+
+    assert sorted(int(x) for x, _ in got) == list(range(100))
+    assert all(y == np.float32(x) * 0.5 for x, y in got)
+
+
+@pytest.mark.timeout(120)
+def test_saved_dataset_is_graph_native_and_parallel_epochs_gives_it_to_every_worker(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    loaded = tf.data.Dataset.load(_saved(tmp_path, 30))
+    assert python_ops(loaded) == []
+
+    got = tb.distribute(loaded, cluster.dispatcher.address, processing_mode="parallel_epochs")
+
+    assert Counter(int(x) for x, _ in got.as_numpy_iterator()) == Counter({x: 2 for x in range(30)})
+
+
+def test_saved_dataset_in_distributed_epoch_is_refused_with_how_to_split_it(tmp_path: Path) -> None:
+    loaded = tf.data.Dataset.load(_saved(tmp_path, 10)).map(lambda x, y: x).batch(2)
+
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.distribute(loaded, "grpc://localhost:1", connect_timeout=0)
+
+    message = str(info.value)
+    assert message.startswith(
+        "distribute cannot split this dataset in processing_mode='distributed_epoch': its pipeline reads a "
+        "Dataset.load(...) (LoadDataset)"
+    )
+    assert "Cannot create split providers for dataset of type LoadDataset" in message
+    assert "tf.data.Dataset.range(k).flat_map(lambda i: tf.data.Dataset.load(path).shard(k, i))" in message
+    assert "processing_mode='parallel_epochs'" in message
+
+
+def test_a_load_captured_inside_flat_map_is_not_on_the_split_chain(tmp_path: Path) -> None:
+    loaded = tf.data.Dataset.load(_saved(tmp_path, 10))
+    per_split = tf.data.Dataset.range(2).flat_map(lambda i: loaded.shard(2, i))
+
+    # Refused only for want of a dispatcher: the graph checks passed.
+    with pytest.raises(tb.TfBridgeError, match="no tf.data service dispatcher at grpc://localhost:1"):
+        tb.distribute(per_split, "localhost:1", connect_timeout=0)
+
+
+@pytest.mark.timeout(120)
+def test_service_address_without_grpc_scheme_is_accepted(cluster: Cluster) -> None:
+    host_port = cluster.dispatcher.address.removeprefix("grpc://")
+
+    got = tb.distribute(tf.data.Dataset.range(20), host_port, processing_mode="distributed_epoch")
+
+    assert sorted(int(x) for x in got.as_numpy_iterator()) == list(range(20))
+
+
+@pytest.mark.timeout(120)
+def test_parallel_epochs_gives_each_worker_a_whole_epoch(cluster: Cluster) -> None:
+    ds = tb.distribute(
+        tf.data.Dataset.range(10).map(_heavy), cluster.dispatcher.address, processing_mode="parallel_epochs"
+    )
+
+    got = Counter(int(x) for x, _ in ds.as_numpy_iterator())
+
+    assert got == Counter({x: 2 for x in range(10)})
+
+
+# ---- refusals ----------------------------------------------------------------------------------------------
+
+_HINT = "Hint: write the data once with `tb.materialize(source, path)`"
+
+
+def _refusal(ds: tf.data.Dataset) -> str:
+    # An address where nothing listens: the refusal must come before any connection is tried.
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.distribute(ds, "grpc://localhost:1", connect_timeout=0)
+    return str(info.value)
+
+
+def _assert_calls_python(message: str, op: str, api: str) -> None:
+    assert "distribute refuses this dataset: its pipeline calls Python" in message
+    assert f"{op} (from {api})" in message
+    assert "Could not find callback with key=pyfunc_0 in the registry" in message
+    assert "another machine" in message
+    assert _HINT in message
+    assert 'executor="ray"' in message
+
+
+def test_from_generator_dataset_is_refused_naming_pyfunc_inside_a_function() -> None:
+    ds = tf.data.Dataset.from_generator(_gen, output_signature=tf.TensorSpec((), tf.int64))
+
+    message = _refusal(ds)
+
+    _assert_calls_python(message, "PyFunc", "Dataset.from_generator or tf.numpy_function")
+    assert "in function '" in message  # from_generator hides its PyFunc in a flat_map function
+
+
+def test_py_function_map_is_refused_naming_eager_py_func() -> None:
+    ds = tf.data.Dataset.range(4).map(lambda x: tf.py_function(lambda v: v + 1, [x], tf.int64))
+
+    _assert_calls_python(_refusal(ds), "EagerPyFunc", "tf.py_function")
+
+
+def test_numpy_function_map_is_refused_naming_py_func() -> None:
+    ds = tf.data.Dataset.range(4).map(lambda x: tf.numpy_function(lambda v: v + 1, [x], tf.int64))
+
+    _assert_calls_python(_refusal(ds), "PyFunc", "Dataset.from_generator or tf.numpy_function")
+
+
+def test_stateless_numpy_function_is_refused_naming_py_func_stateless() -> None:
+    ds = tf.data.Dataset.range(4).map(lambda x: tf.numpy_function(lambda v: v + 1, [x], tf.int64, stateful=False))
+
+    _assert_calls_python(_refusal(ds), "PyFuncStateless", "tf.numpy_function(stateful=False)")
+
+
+def test_python_call_nested_inside_interleave_is_refused() -> None:
+    inner = lambda x: tf.data.Dataset.from_tensors(x).map(
+        lambda v: tf.numpy_function(lambda a: a, [v], tf.int64)
+    )
+    ds = tf.data.Dataset.range(4).interleave(inner, cycle_length=2)
+
+    _assert_calls_python(_refusal(ds), "PyFunc", "Dataset.from_generator or tf.numpy_function")
+
+
+def test_to_dataset_of_a_generator_is_refused() -> None:
+    def batches() -> Iterator[np.ndarray]:
+        for i in range(3):
+            yield np.full((2, 3), i, np.float32)
+
+    _assert_calls_python(_refusal(tb.to_dataset(batches)), "PyFunc", "Dataset.from_generator or tf.numpy_function")
+
+
+def test_graph_native_pipeline_has_no_python_ops() -> None:
+    ds = tf.data.Dataset.range(8).shuffle(8).map(_heavy).map(lambda x, w: (x, tf.random.uniform(()))).batch(2)
+
+    assert python_ops(ds) == []
+
+
+def test_non_dataset_is_refused() -> None:
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.distribute([1, 2, 3], "grpc://localhost:5050")
+
+    message = str(info.value)
+    assert message.startswith("distribute takes a tf.data.Dataset.")
+    assert "Received: [1, 2, 3]" in message
+
+
+@pytest.mark.parametrize(
+    ("service", "expected"),
+    [
+        pytest.param("localhost", "service must be 'grpc://host:port' or 'host:port'", id="no-port"),
+        pytest.param("grpc://localhost:http", "The port must be a number from 1 to 65535.", id="port-not-a-number"),
+        pytest.param("localhost:70000", "The port must be a number from 1 to 65535.", id="port-too-big"),
+        pytest.param("http://localhost:5050", "speak grpc://, not http://", id="other-scheme"),
+        pytest.param(":5050", "service must be 'grpc://host:port' or 'host:port'", id="no-host"),
+        pytest.param(5050, "Received: 5050", id="not-a-string"),
+    ],
+)
+def test_bad_service_address_is_refused_with_the_expected_form(service: object, expected: str) -> None:
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.distribute(tf.data.Dataset.range(3), service)
+
+    message = str(info.value)
+    assert "e.g. 'grpc://localhost:5050'" in message
+    assert expected in message
+
+
+def test_bad_processing_mode_is_refused() -> None:
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.distribute(tf.data.Dataset.range(3), "localhost:5050", processing_mode="round_robin")
+
+    message = str(info.value)
+    assert "processing_mode must be 'distributed_epoch'" in message
+    assert "Received: 'round_robin'" in message
+
+
+@pytest.mark.timeout(30)
+def test_no_dispatcher_at_the_address_fails_fast_with_a_hint() -> None:
+    start = time.monotonic()
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.distribute(tf.data.Dataset.range(3), "localhost:1", connect_timeout=0.5)
+
+    assert time.monotonic() - start < 10
+    message = str(info.value)
+    assert "no tf.data service dispatcher at grpc://localhost:1" in message
+    assert "Hint: start one with `tfbridge service dispatcher --port 5050`" in message
+
+
+# ---- the servers themselves --------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_worker_and_dispatcher_processes_exit_0_on_sigterm_and_sigint(tmp_path: Path) -> None:
+    servers = [_start(["dispatcher", "--port", "0", "--work-dir", str(tmp_path / "journal")], tmp_path)]
+    try:
+        address = servers[0].wait_listening()
+        servers.append(_start(["worker", "--dispatcher", address, "--host", "127.0.0.1"], tmp_path))
+        assert servers[1].wait_listening().startswith("grpc://127.0.0.1:")
+        for server, role, sig in ((servers[1], "worker", signal.SIGTERM), (servers[0], "dispatcher", signal.SIGINT)):
+            server.proc.send_signal(sig)  # at once: the handlers are in place before the line is printed
+            assert server.proc.wait(timeout=_STOP_TIMEOUT_S) == 0
+            assert f"tfbridge: tf.data service {role} stopped" in server.proc.stderr.read()
+    finally:
+        _stop_all(servers)
+    assert all(s.proc.poll() is not None for s in servers)
+
+
+@pytest.mark.timeout(60)
+def test_worker_without_a_dispatcher_gives_up_after_connect_timeout(tmp_path: Path) -> None:
+    server = _start(["worker", "--dispatcher", "localhost:1", "--connect-timeout", "0.5"], tmp_path)
+    try:
+        assert server.proc.wait(timeout=_START_TIMEOUT_S) == 1
+        err = server.proc.stderr.read()
+        assert "tfbridge: TfBridgeError: no tf.data service dispatcher at grpc://localhost:1" in err
+        assert "Hint: start one with `tfbridge service dispatcher --port 5050`" in err
+    finally:
+        _stop_all([server])
+
+
+def test_dispatcher_on_a_taken_port_is_refused(cluster: Cluster) -> None:
+    port = int(cluster.dispatcher.address.rpartition(":")[2])
+
+    with pytest.raises(tb.TfBridgeError) as info:
+        service.dispatcher(port=port)
+
+    assert f"port {port} is already in use on this machine." in str(info.value)
+
+
+def test_in_process_dispatcher_and_worker_helpers_serve_a_dataset() -> None:
+    d = service.dispatcher()
+    w = service.worker(service.address(d))
+    try:
+        got = tb.distribute(tf.data.Dataset.range(12), service.address(d))
+        assert sorted(int(x) for x in got.as_numpy_iterator()) == list(range(12))
+        assert service.address(w).startswith("grpc://localhost:")
+    finally:
+        w.stop()
+        d.stop()
