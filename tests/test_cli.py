@@ -270,3 +270,102 @@ def test_code_with_bad_target_exits_2_with_one_error_line(project: Path) -> None
     assert result.stderr.splitlines() == [
         "tfbridge: error: plain:N is not a data source: int is not a data source. Received: 3"
     ]
+
+
+# ---- materialize (argument and target errors; the writing itself is tested in test_materialize.py) --------
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        pytest.param("nosuchmodule:x", "cannot import module 'nosuchmodule'", id="missing-module"),
+        pytest.param("plain.py:nope", "plain.py has no attribute 'nope'", id="missing-attribute-in-file"),
+        pytest.param("plain:N", "plain:N is not a data source: int is not a data source. Received: 3", id="int"),
+    ],
+)
+def test_materialize_bad_target_exits_2_with_one_error_line_and_writes_nothing(
+    project: Path, target: str, message: str
+) -> None:
+    result = _run(["materialize", target, "out"], project)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("tfbridge: error: ") and message in lines[0]
+    assert not (project / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["mysrc:arrays"], "the following arguments are required: PATH", id="no-path"),
+        pytest.param(
+            ["mysrc:arrays", "out", "--workers", "0"],
+            "argument --workers: must be a positive int. Received: '0'",
+            id="zero-workers",
+        ),
+        pytest.param(
+            ["mysrc:arrays", "out", "--shards", "x"], "argument --shards: must be a positive int. Received: 'x'",
+            id="shards-not-a-number",
+        ),
+        pytest.param(["mysrc:arrays", "out", "--executor", "gpu"], "argument --executor: invalid choice: 'gpu'",
+                     id="unknown-executor"),
+    ],
+)
+def test_materialize_bad_arguments_exit_2_with_usage(project: Path, args: list[str], message: str) -> None:
+    result = _run(["materialize", *args], project)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("usage: tfbridge materialize")
+    assert message in result.stderr
+    assert not (project / "out").exists()
+
+
+# ---- service (argument errors; the servers themselves are tested in test_service.py) ----------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["worker"], "the following arguments are required: --dispatcher", id="worker-no-dispatcher"),
+        pytest.param(
+            ["worker", "--dispatcher", "localhost"],
+            "argument --dispatcher: the address must be 'grpc://host:port' or 'host:port', "
+            "e.g. 'grpc://localhost:5050'. Received: 'localhost'",
+            id="dispatcher-without-port",
+        ),
+        pytest.param(
+            ["worker", "--dispatcher", "http://localhost:5050"], "speak grpc://, not http://", id="other-scheme"
+        ),
+        pytest.param(
+            ["dispatcher", "--port", "70000"],
+            "argument --port: must be a port number from 0 to 65535. Received: '70000'",
+            id="port-too-big",
+        ),
+        pytest.param([], "the following arguments are required: role", id="no-role"),
+    ],
+)
+def test_service_bad_arguments_exit_2_with_usage(project: Path, args: list[str], message: str) -> None:
+    result = _run(["service", *args], project)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("usage: tfbridge service")
+    assert message in result.stderr
+
+
+def test_service_dispatcher_on_a_taken_port_exits_1_naming_the_port(project: Path) -> None:
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = _run(["service", "dispatcher", "--port", str(port)], project)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert f"tfbridge: TfBridgeError: port {port} is already in use on this machine." in result.stderr
+    assert "Hint: pick another port, or port 0 for any free one." in result.stderr

@@ -1,4 +1,5 @@
-"""Command line: ``tfbridge inspect|code|demo``. Thin: parses arguments and calls the library."""
+"""Command line: ``tfbridge inspect|code|bench|demo|materialize|service``. Thin: parses arguments and calls the
+library."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import importlib
 import importlib.util
 import inspect as _inspect
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 from tfbridge.errors import TfBridgeError
 
 EXIT_USAGE = 2
+_SERVICE_STOP_TIMEOUT_S = 10.0
 
 
 class TargetError(Exception):
@@ -152,11 +156,126 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_materialize(args: argparse.Namespace) -> int:
+    source = _source(args)
+    from tfbridge.materialize import materialize
+
+    dataset = materialize(
+        source,
+        args.path,
+        executor=args.executor,
+        workers=args.workers,
+        shards=args.shards,
+        compression=args.compression,
+        progress=True,
+    )
+    count = int(dataset.cardinality())
+    what = f"{count} elements" if count >= 0 else "the elements"
+    print(f"tfbridge: wrote {what} to {args.path}; load them with tf.data.Dataset.load({str(args.path)!r})")
+    return 0
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    from tfbridge import service
+
+    if args.role == "dispatcher":
+        server = service.dispatcher(port=args.port, work_dir=args.work_dir)
+        line = f"tfbridge: tf.data service dispatcher listening on {service.address(server)}"
+    else:
+        worker_address = None if args.host is None else f"{args.host}:%port%"
+        server = service.worker(
+            args.dispatcher, port=args.port, worker_address=worker_address, connect_timeout=args.connect_timeout
+        )
+        where = service.address(server)
+        if args.host is not None:
+            where = f"grpc://{args.host}:{where.rpartition(':')[2]}"
+        line = f"tfbridge: tf.data service worker listening on {where}, registered with {args.dispatcher}"
+    _serve_until_stopped(server, line)
+    print(f"tfbridge: tf.data service {args.role} stopped", file=sys.stderr, flush=True)
+    # Nothing is left to do; skip TensorFlow's interpreter-exit teardown (a second or more, and the place where
+    # its C++ threads have been seen to hang or abort).
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _serve_until_stopped(server: object, line: str) -> None:
+    """Print ``line`` (flushed: a parent process waits for it), then block until SIGTERM or SIGINT (or the server
+    ends by itself) and stop the server.
+
+    The handlers are in place before the line is printed, so a parent that signals as soon as it reads the line
+    still gets a clean exit. ``server.join()`` runs in a daemon thread: it blocks in C++ where Python signal
+    handlers never run, so the main thread waits on an event instead and stays able to receive the signal.
+    """
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        done.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def join() -> None:
+        try:
+            server.join()  # type: ignore[attr-defined]
+        finally:
+            done.set()
+
+    joiner = threading.Thread(target=join, name="tfbridge-service-join", daemon=True)
+    joiner.start()
+    try:
+        print(line, flush=True)
+        while not done.wait(1.0):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.stop()  # type: ignore[attr-defined]
+        # join() returns once the server has stopped. Wait for it: a daemon thread still inside TensorFlow's C++
+        # join when the interpreter finalizes aborts the process ("FATAL: exception not rethrown").
+        joiner.join(_SERVICE_STOP_TIMEOUT_S)
+        if joiner.is_alive():
+            print(f"tfbridge: the server did not stop within {_SERVICE_STOP_TIMEOUT_S:g} s; exiting",
+                  file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(1)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tfbridge._demo import run
 
     run()
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"must be a positive int. Received: {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        msg = f"must be a port number from 0 to 65535. Received: {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _address(text: str) -> str:
+    """``host:port`` or ``grpc://host:port`` -> ``grpc://host:port``; a bad form is a usage error (exit 2)."""
+    from tfbridge.service import parse_address
+
+    try:
+        return parse_address(text, what="the address")[0]
+    except TfBridgeError as exc:
+        raise argparse.ArgumentTypeError(str(exc).splitlines()[0] + f" Received: {text!r}") from exc
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +310,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=3.0, help="timed window per repetition (default 3)")
     p.add_argument("--repeats", type=int, default=3, help="repetitions per method (default 3)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("materialize", help="run a source once and write it in tf.data's save format "
+                       "(graph-native to load; the tf.data service can distribute it)")
+    p.add_argument("target", metavar="TARGET", help="MODULE:OBJECT or FILE.py:OBJECT (a source or a "
+                   "zero-argument callable returning one)")
+    p.add_argument("path", metavar="PATH", help="directory to write (an interrupted run continues there)")
+    p.add_argument("--executor", choices=("auto", "serial", "thread", "process", "ray"), default="auto")
+    p.add_argument("--workers", type=_positive_int, default=None)
+    p.add_argument("--shards", type=_positive_int, default=None, help="number of shard files")
+    p.add_argument("--compression", default=None, help="e.g. GZIP (default: none)")
+    p.set_defaults(func=cmd_materialize)
+
+    p = sub.add_parser("service", help="start a tf.data service dispatcher or worker (runs until killed)")
+    roles = p.add_subparsers(dest="role", required=True)
+    r = roles.add_parser("dispatcher", help="start a dispatcher; prints the address for tb.distribute")
+    r.add_argument("--port", type=_port, default=5050, help="port to listen on (default 5050; 0: any free port)")
+    r.add_argument("--work-dir", metavar="DIR", default=None,
+                   help="keep the dispatcher's journal here, so a restarted dispatcher recovers its jobs")
+    r.set_defaults(func=cmd_service)
+    r = roles.add_parser("worker", help="start a worker registered with a dispatcher")
+    r.add_argument("--dispatcher", metavar="HOST:PORT", required=True, type=_address,
+                   help="the dispatcher's address, host:port or grpc://host:port")
+    r.add_argument("--port", type=_port, default=0, help="port to listen on (default 0: any free port)")
+    r.add_argument("--host", default=None,
+                   help="name clients reach this worker by (default localhost; set it when clients run elsewhere)")
+    r.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="how long to wait for the dispatcher to accept connections (default 60)")
+    r.set_defaults(func=cmd_service)
 
     p = sub.add_parser("demo", help="the seed scenarios end to end on built-in data")
     p.set_defaults(func=cmd_demo)
