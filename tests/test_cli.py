@@ -323,6 +323,20 @@ def test_materialize_bad_arguments_exit_2_with_usage(project: Path, args: list[s
     assert not (project / "out").exists()
 
 
+def test_materialize_writes_the_source_and_says_how_many_elements_and_where(project: Path) -> None:
+    result = _run(["materialize", "mysrc:arrays", "out", "--executor", "serial", "--shards", "2"], project)
+
+    assert result.returncode == 0, result.stderr
+    # The progress bar comes first; the summary is the last line.
+    assert result.stdout.splitlines()[-1] == (
+        "tfbridge: wrote 10 elements to out; load them with tf.data.Dataset.load('out')"
+    )
+    got = list(tf.data.Dataset.load(str(project / "out")).as_numpy_iterator())
+    arrays = _load(project / "mysrc.py").arrays
+    assert [int(y) for _, y in got] == arrays[1].tolist()
+    np.testing.assert_array_equal(np.stack([x for x, _ in got]), arrays[0].astype(np.float32))
+
+
 # ---- service (argument errors; the servers themselves are tested in test_service.py) ----------------------
 
 

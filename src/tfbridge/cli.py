@@ -167,11 +167,14 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         workers=args.workers,
         shards=args.shards,
         compression=args.compression,
-        progress=True,
+        batched=_batched(args),
+        ray_address=args.ray_address,
+        verbose=True,
     )
     count = int(dataset.cardinality())
     what = f"{count} elements" if count >= 0 else "the elements"
-    print(f"tfbridge: wrote {what} to {args.path}; load them with tf.data.Dataset.load({str(args.path)!r})")
+    extra = "" if args.compression is None else f", compression={args.compression!r}"
+    print(f"tfbridge: wrote {what} to {args.path}; load them with tf.data.Dataset.load({str(args.path)!r}{extra})")
     return 0
 
 
@@ -319,7 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", choices=("auto", "serial", "thread", "process", "ray"), default="auto")
     p.add_argument("--workers", type=_positive_int, default=None)
     p.add_argument("--shards", type=_positive_int, default=None, help="number of shard files")
-    p.add_argument("--compression", default=None, help="e.g. GZIP (default: none)")
+    p.add_argument("--compression", default=None, help="GZIP or SNAPPY (default: none)")
+    p.add_argument("--batched", choices=("auto", "yes", "no"), default="auto",
+                   help="whether an element is a batch (default: by the kind of source)")
+    p.add_argument("--ray-address", default=None, help="with --executor ray: an existing Ray cluster")
     p.set_defaults(func=cmd_materialize)
 
     p = sub.add_parser("service", help="start a tf.data service dispatcher or worker (runs until killed)")
