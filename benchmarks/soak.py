@@ -105,7 +105,7 @@ def main() -> int:
     ds = tb.to_dataset(Records(n), executor="process", workers=args.workers, shuffle=True, seed=2024)
     rss, fds, worker_rss = [], [], []
     lost = duplicates = corrupt = 0
-    orders: set[tuple[int, ...]] = set()
+    orders: set[int] = set()  # hashes: keeping 100 orders would itself grow the RSS measured
     for epoch in range(args.epochs):
         ids = []
         for x, y in ds:
@@ -117,7 +117,8 @@ def main() -> int:
         distinct = set(ids)
         lost += n - len(distinct & set(range(n)))
         duplicates += len(ids) - len(distinct)
-        orders.add(tuple(ids))
+        orders.add(hash(tuple(ids)))
+        del ids, distinct
         rss.append(_status_kb("self"))
         fds.append(len(_fds()))
         worker_rss.append(sum(_status_kb(pid) for pid in _children() - children0))
