@@ -404,3 +404,14 @@ def test_in_process_dispatcher_and_worker_helpers_serve_a_dataset() -> None:
     finally:
         w.stop()
         d.stop()
+
+
+def test_sharding_policy_dynamic_counts_as_distributed_epoch_and_off_as_parallel_epochs(tmp_path: Path) -> None:
+    policy = tf.data.experimental.service.ShardingPolicy
+    loaded = tf.data.Dataset.load(_saved(tmp_path, 4))
+
+    with pytest.raises(tb.TfBridgeError, match="distribute cannot split this dataset"):
+        tb.distribute(loaded, "localhost:1", processing_mode=policy.DYNAMIC, connect_timeout=0)
+    # OFF passes the graph checks; only the missing dispatcher stops it.
+    with pytest.raises(tb.TfBridgeError, match="no tf.data service dispatcher at grpc://localhost:1"):
+        tb.distribute(loaded, "localhost:1", processing_mode=policy.OFF, connect_timeout=0)
