@@ -87,15 +87,15 @@ class Arrays(Indexed):
                     raise SpecInferenceError(msg, path=where) from None
                 out.append(column.structure)
             else:
-                out.append(_spec.Leaf(tuple(arr.shape[1:]), _dtype(arr)))
+                out.append(_spec.Leaf(tuple(arr.shape[1:]), _dtype(arr, _nest.format_path(path, self.columns))))
         return _spec.Spec(_nest.unflatten(treespec, out), batched=False)
 
 
-def _dtype(arr: np.ndarray) -> str:
+def _dtype(arr: np.ndarray, where: str) -> str:
     from tfbridge._values import ValueProblem, dtype_name
 
     try:
         return dtype_name(arr.dtype)
     except ValueProblem as exc:
-        msg = f"{exc}. Hint: convert such columns (e.g. dates) to numbers or strings first."
-        raise SpecInferenceError(msg) from None
+        msg = f"column {where}: {exc}.\nHint: convert such columns (e.g. dates) to numbers or strings first."
+        raise SpecInferenceError(msg, path=where) from None
