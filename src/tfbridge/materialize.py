@@ -90,7 +90,7 @@ def materialize(
     }
     manifest = _open(root, wanted)
     if manifest.get("complete"):
-        return tf.data.Dataset.load(str(root))
+        return tf.data.Dataset.load(str(root), compression=compression)
 
     parts_dir = root / _PARTS
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -99,14 +99,19 @@ def materialize(
     bar = _progress(verbose, total)
     written = 0
 
+    errors: list[BaseException] = []
+
     def save(ds: Any, name: str) -> int:
         """Write one part under a temporary name, then rename it: a part is either whole or absent."""
         final = parts_dir / name
         tmp = parts_dir / f"{name}.tmp-{os.getpid()}"
         ds.save(str(tmp), compression=compression, shard_func=_one_shard)
-        count = int(tf.data.Dataset.load(str(tmp)).cardinality())
+        if errors:  # the source failed: this part is incomplete and is not kept
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise errors[0]
+        count = int(tf.data.Dataset.load(str(tmp), compression=compression).cardinality())
         if count < 0:  # unknown: count what was written (C++ only)
-            count = int(tf.data.Dataset.load(str(tmp)).reduce(np.int64(0), lambda c, _: c + 1))
+            count = int(tf.data.Dataset.load(str(tmp), compression=compression).reduce(np.int64(0), lambda c, _: c + 1))
         os.replace(tmp, final)
         (parts_dir / f"{name}.count").write_text(str(count))
         return count
@@ -122,11 +127,18 @@ def materialize(
                 name = f"part-{k:05d}"
                 names.append(name)
                 if (parts_dir / name).is_dir():
-                    written += _count(parts_dir, name)
+                    written += _count(parts_dir, name, compression)
                 else:
                     ds, ex = pipeline._from_python(
-                        p, conformer, False, None, timeout, ray_address, ex=ex,
+                        p,
+                        conformer,
+                        False,
+                        None,
+                        timeout,
+                        ray_address,
+                        ex=ex,
                         indices=np.arange(bounds[k], bounds[k + 1]),
+                        errors=errors,
                     )
                     written += save(ds, name)
                 _advance(bar, written)
@@ -137,9 +149,9 @@ def materialize(
         if isinstance(p.source, TFDataSource) or pipeline._in_graph(p.source):
             whole = pipeline.to_dataset(source, spec=p.spec, batched=batched, label=label, validate="none")
         else:
-            whole = pipeline.to_dataset(source, spec=p.spec, batched=batched, label=label, timeout=timeout)
+            whole, _ = pipeline._from_python(p, Conformer(p.spec), False, None, timeout, errors=errors)
         name = "part-00000"
-        written = _count(parts_dir, name) if (parts_dir / name).is_dir() else save(whole, name)
+        written = _count(parts_dir, name, compression) if (parts_dir / name).is_dir() else save(whole, name)
         if written:
             names.append(name)
         _advance(bar, written)
@@ -147,15 +159,15 @@ def materialize(
         msg = f"the source {p.source.name} gave no elements: there is nothing to materialize."
         raise TfBridgeError(msg)
 
-    joined = tf.data.Dataset.load(str(parts_dir / names[0]))
+    joined = tf.data.Dataset.load(str(parts_dir / names[0]), compression=compression)
     for name in names[1:]:
-        joined = joined.concatenate(tf.data.Dataset.load(str(parts_dir / name)))
+        joined = joined.concatenate(tf.data.Dataset.load(str(parts_dir / name), compression=compression))
     _publish(joined, root, compression)
     _write_manifest(root, {**wanted, "elements_written": written, "parts": len(names), "complete": True})
     shutil.rmtree(parts_dir, ignore_errors=True)
     if bar is not None and total is None:
         bar.update(written, finalize=True)
-    return tf.data.Dataset.load(str(root))
+    return tf.data.Dataset.load(str(root), compression=compression)
 
 
 def _one_shard(*_: Any) -> Any:
@@ -165,13 +177,13 @@ def _one_shard(*_: Any) -> Any:
     return tf.constant(0, tf.int64)
 
 
-def _count(parts_dir: Path, name: str) -> int:
+def _count(parts_dir: Path, name: str, compression: str | None) -> int:
     counted = parts_dir / f"{name}.count"
     if counted.exists():
         return int(counted.read_text())
     import tensorflow as tf
 
-    return int(tf.data.Dataset.load(str(parts_dir / name)).reduce(np.int64(0), lambda c, _: c + 1))
+    return int(tf.data.Dataset.load(str(parts_dir / name), compression=compression).reduce(np.int64(0), lambda c, _: c + 1))
 
 
 def _publish(joined: Any, root: Path, compression: str | None) -> None:

@@ -397,9 +397,12 @@ def _from_python(
     *,
     ex: Any = None,
     indices: Any = None,
+    errors: list[BaseException] | None = None,
 ) -> tuple[Any, Any]:
     """The dataset of a Python source and the executor it runs on (``ex`` reused when given). ``indices``
-    restricts an indexed source to those elements, in that order, without epoch hooks (materialize's parts)."""
+    restricts an indexed source to those elements, in that order, without epoch hooks (materialize's parts).
+    With an ``errors`` list, a pass that fails ends early and leaves its error there instead of raising it into
+    tf.data (``Dataset.save`` hangs when its input fails)."""
     import tensorflow as tf
 
     src = p.source
@@ -413,6 +416,8 @@ def _from_python(
     signature = _chunks.chunk_signature(p.spec.signature) if chunk else p.spec.signature
 
     def from_generator(epochs: Any) -> Any:
+        if errors is not None:
+            epochs = _Catching(epochs, errors)
         ds = tf.data.Dataset.from_generator(epochs, output_signature=signature)
         return ds.unbatch() if chunk else ds
 
@@ -423,6 +428,8 @@ def _from_python(
             )
         epochs = _IndexedEpochs(src, conformer, ex, shuffle, seed, chunk, indices)
         count = len(src) if indices is None else len(indices)
+        if errors is not None:  # a failed pass ends short, and must end without another error
+            return from_generator(epochs), ex
         return from_generator(epochs).apply(tf.data.experimental.assert_cardinality(count)), ex
     assert isinstance(src, Stream)
     if src.one_shot:
@@ -485,6 +492,19 @@ class _IndexedEpochs:
                     yield to_tensors(element)
         if hooks:
             self.src.on_epoch_end()
+
+
+class _Catching:
+    """A pass that ends at its first error, which it keeps in ``errors``."""
+
+    def __init__(self, epochs: Any, errors: list[BaseException]) -> None:
+        self.epochs, self.errors = epochs, errors
+
+    def __call__(self) -> Iterator[Any]:
+        try:
+            yield from self.epochs()
+        except Exception as exc:  # noqa: BLE001 - handed to the caller, who raises it
+            self.errors.append(exc)
 
 
 class _StreamEpochs:
