@@ -174,6 +174,7 @@ def to_dataset(
     label: Any = None,
     timeout: float | None = None,
     ray_address: str | None = None,
+    input_context: Any = None,
 ) -> Any:
     """A prefetched tf.data.Dataset of ``source``'s elements, in order, each exactly once per epoch.
 
@@ -182,6 +183,8 @@ def to_dataset(
     ``timeout`` (seconds) bounds the wait for any one element of a Python source: a hung source or worker
     becomes ``ElementTimeoutError`` naming the element instead of a stall. ``ray_address`` is the Ray cluster
     ``executor="ray"`` connects to (default: Ray already running here, RAY_ADDRESS, or a new local instance).
+    ``input_context`` (a ``tf.distribute.InputContext``, as ``distribute_datasets_from_function`` passes it)
+    gives this input pipeline its own disjoint part of the source: every element goes to exactly one pipeline.
     """
     import tensorflow as tf
 
@@ -212,19 +215,24 @@ def to_dataset(
             "(a PyDataset/Sequence or an object with __len__ and __getitem__)."
         )
         raise TfBridgeError(msg)
+    shard = _shard_of(input_context, shuffle, seed)
     if validate == "all":
         validate_source(p.source, p.spec)
 
     ex = None
     if isinstance(p.source, TFDataSource):
         ds = _from_tf_data(p.source.dataset, p.spec)
+        if shard is not None:
+            ds = ds.shard(*shard)
     elif isinstance(p.source, Arrays) and not p.spec.batched:
-        ds = _from_arrays(p.source, p.spec, shuffle, seed, batch_size)
+        ds = _from_arrays(p.source, p.spec, shuffle, seed, batch_size, shard)
         batch_size = None  # batched by index already
     else:
         dense = all(leaf.kind == "dense" for _, leaf in p.spec.fields())
         conformer = Conformer(p.spec) if validate != "none" or not dense else None  # ragged/sparse need converting
-        ds, ex = _from_python(p, conformer, shuffle, seed, timeout, ray_address)
+        ds, ex = _from_python(p, conformer, shuffle, seed, timeout, ray_address, shard=shard)
+        if shard is not None and not isinstance(p.source, Indexed):  # a stream is read whole by every pipeline
+            ds = ds.shard(*shard)
     if batch_size is not None:
         ds = ds.batch(batch_size)
     result = ds.prefetch(tf.data.AUTOTUNE)
@@ -234,6 +242,29 @@ def to_dataset(
         # generator callable forever, so the dataset object is what tells us it is gone
         weakref.finalize(result, ex.close)
     return result
+
+
+def _shard_of(context: Any, shuffle: bool, seed: int | None) -> tuple[int, int] | None:
+    """(number of input pipelines, this pipeline's id) from a tf.distribute.InputContext, checked."""
+    if context is None:
+        return None
+    num = getattr(context, "num_input_pipelines", None)
+    pid = getattr(context, "input_pipeline_id", None)
+    if not isinstance(num, int) or not isinstance(pid, int) or num < 1 or not 0 <= pid < num:
+        msg = (
+            "input_context must be a tf.distribute.InputContext (num_input_pipelines >= 1 and "
+            f"0 <= input_pipeline_id < num_input_pipelines). Received: {short(context)}\n"
+            "Hint: pass the context that strategy.distribute_datasets_from_function hands to your function."
+        )
+        raise TfBridgeError(msg)
+    if shuffle and seed is None and num > 1:
+        msg = (
+            f"shuffle=True across {num} input pipelines needs seed=: every pipeline must draw the same "
+            "permutation, or their parts would overlap and miss elements.\n"
+            "Hint: pass the same seed=... in every worker."
+        )
+        raise TfBridgeError(msg)
+    return (num, pid) if num > 1 else None
 
 
 def _check_timeout(timeout: Any) -> None:
@@ -344,7 +375,14 @@ def _shape_fits(have: Any, want: Any) -> bool:
 # ---- in-memory arrays ------------------------------------------------------------------------------------
 
 
-def _from_arrays(src: Arrays, spec: Spec, shuffle: bool, seed: int | None, batch_size: int | None) -> Any:
+def _from_arrays(
+    src: Arrays,
+    spec: Spec,
+    shuffle: bool,
+    seed: int | None,
+    batch_size: int | None,
+    shard: tuple[int, int] | None = None,
+) -> Any:
     import tensorflow as tf
 
     columns = Conformer(_column_spec(spec, src.columns))(src.columns, None)
@@ -357,6 +395,8 @@ def _from_arrays(src: Arrays, spec: Spec, shuffle: bool, seed: int | None, batch
     order = tf.data.Dataset.range(n)
     if shuffle:
         order = order.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if shard is not None:  # the same permutation everywhere (one seed), then every pipeline its own part
+        order = order.shard(*shard)
     if batch_size is not None:
         order = order.batch(batch_size)
     return order.map(
@@ -398,6 +438,7 @@ def _from_python(
     ex: Any = None,
     indices: Any = None,
     errors: list[BaseException] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> tuple[Any, Any]:
     """The dataset of a Python source and the executor it runs on (``ex`` reused when given). ``indices``
     restricts an indexed source to those elements, in that order, without epoch hooks (materialize's parts).
@@ -426,8 +467,10 @@ def _from_python(
             ex = executors.make(
                 p.choice.name, p.choice.workers or None, seed=seed, timeout=timeout, address=ray_address
             )
-        epochs = _IndexedEpochs(src, conformer, ex, shuffle, seed, chunk, indices)
+        epochs = _IndexedEpochs(src, conformer, ex, shuffle, seed, chunk, indices, shard)
         count = len(src) if indices is None else len(indices)
+        if shard is not None:
+            count = len(range(shard[1], count, shard[0]))
         if errors is not None:  # a failed pass ends short, and must end without another error
             return from_generator(epochs), ex
         return from_generator(epochs).apply(tf.data.experimental.assert_cardinality(count)), ex
@@ -454,7 +497,9 @@ class _IndexedEpochs:
         seed: int | None,
         chunk: bool,
         indices: Any = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
+        self.shard = shard
         self.src, self.executor, self.shuffle, self.chunk, self.indices = src, ex, shuffle, chunk, indices
         self.task = _Task(src, conformer)
         self.seed = seed if seed is not None else int(np.random.SeedSequence().entropy % (2**63))
@@ -484,6 +529,8 @@ class _IndexedEpochs:
         if hooks:
             self.src.on_epoch_begin()
         order = self.order(epoch, self._length()) if self.indices is None else self.indices
+        if self.shard is not None:  # one permutation for all pipelines (same seed); each takes every k-th
+            order = order[self.shard[1] :: self.shard[0]]
         with contextlib.closing(self.executor.imap(self.task, order)) as results:
             if self.chunk:
                 yield from _chunks.chunked(results)
