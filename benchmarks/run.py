@@ -24,6 +24,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
+import scaling  # noqa: E402
+import service  # noqa: E402
 import variable  # noqa: E402
 import workloads  # noqa: E402
 
@@ -213,7 +215,7 @@ def main() -> None:
     args = parser.parse_args()
     results, seconds = run(args.repeats, args.window)
     started = time.perf_counter()
-    extra = variable.section()
+    extra = variable.section() + "\n" + scaling.section(args.repeats, args.window) + "\n## tf.data service: 1 and 2 local workers\n\n" + service.section() + "\n"
     seconds += time.perf_counter() - started
     print("\n" + write(results, seconds, args.repeats, args.window, extra))
     path = chart(results)
