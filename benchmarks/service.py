@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,6 +41,7 @@ _START_TIMEOUT_S = 90.0
 _STOP_TIMEOUT_S = 20.0
 _SIZE = 256
 _ROUNDS = 8
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _heavy(i: tf.Tensor) -> tf.Tensor:
@@ -75,18 +77,33 @@ PIPELINES: list[tuple[str, Callable[[], tf.data.Dataset]]] = [
 ]
 
 
-def _rate(make: Callable[[], tf.data.Dataset]) -> float:
-    """Elements/s (examples, not batches) from the first batch to the last of one pass."""
+def _cpu_s(pids: list[int]) -> float:
+    """CPU seconds used so far by this process and the processes ``pids`` (Linux /proc; 0 for them elsewhere)."""
+    total = time.process_time()
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICKS_PER_S  # utime, stime
+    return total
+
+
+def _rate(make: Callable[[], tf.data.Dataset], pids: list[int]) -> tuple[float, float]:
+    """(elements/s, cores busy in this process and ``pids``), from the first batch to the last of one pass;
+    elements are examples, not batches."""
     it = iter(make())
     next(it)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_s(pids)
     count = sum(int(tf.size(b)) for b in it)
-    return count / (time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    return count / wall, (_cpu_s(pids) - cpu) / wall
 
 
-def _median_rate(make: Callable[[], tf.data.Dataset]) -> float:
-    _rate(lambda: make().take(20))  # warm-up: functions traced, threads started
-    return statistics.median(_rate(make) for _ in range(REPEATS))
+def _median_rate(make: Callable[[], tf.data.Dataset], pids: list[int]) -> tuple[float, float]:
+    _rate(lambda: make().take(20), pids)  # warm-up: functions traced, threads started
+    runs = [_rate(make, pids) for _ in range(REPEATS)]
+    return statistics.median(r for r, _ in runs), statistics.median(c for _, c in runs)
 
 
 def _start(args: list[str]) -> tuple[subprocess.Popen[str], str]:
@@ -126,27 +143,28 @@ def _stop(procs: list[subprocess.Popen[str]]) -> None:
 
 
 @contextmanager
-def cluster(workers: int) -> Iterator[str]:
-    """A dispatcher and ``workers`` worker processes on localhost; yields the dispatcher address."""
+def cluster(workers: int) -> Iterator[tuple[str, list[int]]]:
+    """A dispatcher and ``workers`` worker processes on localhost; yields the dispatcher address and the pids."""
     procs: list[subprocess.Popen[str]] = []
     try:
         dispatcher, address = _start(["dispatcher", "--port", "0"])
         procs.append(dispatcher)
         for _ in range(workers):
             procs.insert(0, _start(["worker", "--dispatcher", address])[0])  # stopped before the dispatcher
-        yield address
+        yield address, [p.pid for p in procs]
     finally:
         _stop(procs)
 
 
-def measure() -> dict[str, dict[str, float]]:
-    rates: dict[str, dict[str, float]] = {name: {} for name, _ in PIPELINES}
+def measure() -> dict[str, dict[str, tuple[float, float]]]:
+    """{pipeline: {"local" | "1w" | "2w": (elements/s, cores busy)}}."""
+    rates: dict[str, dict[str, tuple[float, float]]] = {name: {} for name, _ in PIPELINES}
     for name, build in PIPELINES:
-        rates[name]["local"] = _median_rate(build)
+        rates[name]["local"] = _median_rate(build, [])
     for workers in (1, 2):
-        with cluster(workers) as address:
+        with cluster(workers) as (address, pids):
             for name, build in PIPELINES:
-                rates[name][f"{workers}w"] = _median_rate(lambda build=build: tb.distribute(build(), address))
+                rates[name][f"{workers}w"] = _median_rate(lambda build=build: tb.distribute(build(), address), pids)
     return rates
 
 
@@ -158,7 +176,8 @@ def section(rates: dict[str, Any] | None = None) -> str:
         f"of {_ROUNDS} {_SIZE}x{_SIZE} matmuls each, light: {LIGHT_ELEMENTS} elements of one 64x64 matmul; "
         f"elements/s, median of {REPEATS}. This machine has {os.cpu_count()} cores, shared by the client, the "
         f"dispatcher and the workers: 2 workers cannot get more than 2 cores between them (load average at the "
-        f"end of the run: {load})."
+        f"end of the run: {load}, other work included). In brackets: cores busy in the client, dispatcher and "
+        "workers during the timed pass."
     )
     rows = [
         header,
@@ -167,9 +186,8 @@ def section(rates: dict[str, Any] | None = None) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for name, r in rates.items():
-        rows.append(
-            f"| {name} | {r['local']:.0f} | {r['1w']:.0f} | {r['2w']:.0f} | {r['2w'] / r['1w']:.2f}x |"
-        )
+        cells = " | ".join(f"{r[k][0]:.0f} ({r[k][1]:.1f})" for k in ("local", "1w", "2w"))
+        rows.append(f"| {name} | {cells} | {r['2w'][0] / r['1w'][0]:.2f}x |")
     return "\n".join(rows)
 
 
