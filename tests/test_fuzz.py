@@ -226,7 +226,7 @@ def agreeing_samples(draw: Any, batched: bool, max_samples: int = 4) -> tuple[An
     samples = []
     for _ in range(n):
         batch = draw(st.integers(0, 3)) if batched else None
-        samples.append(build(tree, lambda plan, path: draw(value_of(plan, batch))))
+        samples.append(build(tree, lambda plan, path, batch=batch: draw(value_of(plan, batch))))
     return tree, samples
 
 
@@ -443,7 +443,7 @@ def test_infer_and_validate_anything_work_or_raise_tfbridge_errors(samples: list
 @given(data=st.data(), batched=st.booleans())
 def test_validate_against_the_spec_of_other_samples_names_index_and_field(data: Any, batched: bool) -> None:
     EXAMPLES_RUN["validate against another spec"] += 1
-    tree, samples = data.draw(agreeing_samples(batched, max_samples=2))
+    _, samples = data.draw(agreeing_samples(batched, max_samples=2))
     try:
         spec = tb.infer_spec(Listed(samples), batched=batched)
     except tb.TfBridgeError as err:
@@ -536,7 +536,7 @@ def test_to_dataset_error_inside_the_pipeline_begins_with_the_tfbridge_class(
         msg = check_op_error(err)
         first_line = msg.splitlines()[0]
         assert re.match(r"\w+Error: element \d+", first_line), first_line
-        assert msg.startswith("SpecMismatchError") or msg.startswith("SourceError")
+        assert msg.startswith(("SpecMismatchError: ", "SourceError: "))
         index = int(re.search(r"element (\d+)", first_line).group(1))  # type: ignore[union-attr]
         assert index == count, "the error names the element that failed"
         assert "Hint:" in msg
@@ -578,14 +578,16 @@ def columns(draw: Any) -> Any:
     rows = draw(st.integers(0, 4))
 
     def column() -> np.ndarray:
-        return draw(hnp.arrays(draw(column_dtypes), (rows,) + draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=3))))
+        row_shape = draw(hnp.array_shapes(min_dims=0, max_dims=2, min_side=0, max_side=3))
+        return draw(hnp.arrays(draw(column_dtypes), (rows, *row_shape)))
 
     shape = draw(st.sampled_from(["one", "tuple", "dict"]))
     if shape == "one":
         return column()
     if shape == "tuple":
         return tuple(column() for _ in range(draw(st.integers(1, 3))))
-    return {name: column() for name in draw(st.lists(st.text("abc", min_size=1, max_size=2), min_size=1, max_size=3, unique=True))}
+    names = draw(st.lists(st.text("abc", min_size=1, max_size=2), min_size=1, max_size=3, unique=True))
+    return {name: column() for name in names}
 
 
 def _rows(cols: Any) -> list[Any]:
@@ -848,7 +850,8 @@ def test_from_json_payloads_in_every_field_are_refused_or_kept_as_plain_strings(
         ):
             with pytest.raises(tb.TfBridgeError, match="^Spec.from_json: "):
                 tb.Spec.from_json(json.dumps(doc))
-        keyed = tb.Spec.from_json(json.dumps({"batched": False, "signature": {"type": "dict", "items": {payload: leaf}}}))
+        keyed_doc = {"batched": False, "signature": {"type": "dict", "items": {payload: leaf}}}
+        keyed = tb.Spec.from_json(json.dumps(keyed_doc))
         assert list(keyed.structure) == [payload]  # a key is data
         namespace: dict[str, Any] = {}
         exec(keyed.code(), namespace)  # noqa: S102 - the generated code must be safe whatever the keys say
@@ -884,7 +887,7 @@ def test_zero_size_elements_of_an_indexed_source_are_delivered() -> None:
     EXAMPLES_RUN["zero-size elements through an indexed source (subprocess)"] += 1
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
-        [sys.executable, "-c", _ZERO_SIZE_SCRIPT], capture_output=True, text=True, timeout=120, env=env
+        [sys.executable, "-c", _ZERO_SIZE_SCRIPT], capture_output=True, text=True, timeout=120, env=env, check=False
     )
     assert done.returncode == 0, f"the process died (return code {done.returncode}): {done.stderr[-500:]}"
     assert done.stdout.split() == ["3", "2"]
