@@ -21,12 +21,12 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import tfbridge as tb  # noqa: E402
+import tfbridge as tb
 
 _WARMUP_EPOCHS = 10  # pool start, TensorFlow's first-iteration caches: not drift
-_RSS_SLOPE_LIMIT_KB = 64.0  # per epoch: 6.4 MB over 100 epochs, under one element leaked per two epochs
+_RSS_SLOPE_LIMIT_KB = 64.0  # per epoch: 6.4 MB over 100 epochs, half of one 128 KB element per epoch
 _FD_SLOPE_LIMIT = 0.02  # per epoch: two descriptors over 100 epochs
 
 

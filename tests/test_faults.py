@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import select
 import signal
 import threading
@@ -20,8 +21,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
-import tfbridge as tb
 from _fault_sources import (
     Batches,
     BlocksOnceAt,
@@ -32,6 +31,8 @@ from _fault_sources import (
     Slowish,
     element,
 )
+
+import tfbridge as tb
 
 EXECUTORS = ["serial", "thread", "process"]
 SIZES = ["small", "big"]  # small elements are chunked on their way into tf.data; big ones go one by one
@@ -172,7 +173,7 @@ def test_worker_sigkilled_mid_epoch_names_its_element_after_every_earlier_one_an
     killer.join()
     assert got == list(range(23)), "elements other workers made before 23 are delivered, each once"
     assert err is not None
-    assert f"WorkerDiedError: worker process" in str(err)
+    assert "WorkerDiedError: worker process" in str(err)
     assert f"(pid {killed[0]}) was killed by SIGKILL while producing element 23" in str(err)
     assert not _alive(killed[0])
     assert _consume(ds) == (list(range(40)), None), "a fresh pool serves the next epoch"
@@ -209,8 +210,6 @@ _WHERE = {
 def test_hung_element_with_timeout_is_element_timeout_error_naming_it_and_the_next_epoch_is_whole(
     executor: str, tmp_path: Path
 ) -> None:
-    import re
-
     fixed = tmp_path / "fixed"
     release = None if executor == "process" else threading.Event()
     ds = tb.to_dataset(HangsOnceAt(30, 17, fixed, release), executor=executor, workers=2, peek=1, timeout=2)
