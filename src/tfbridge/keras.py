@@ -44,7 +44,8 @@ def keras_inputs(
     used: set[str] = set()
     out = []
     for path, leaf in zip(paths, leaves):
-        name = "_".join(str(k) for k in path if isinstance(k, str)) or None
+        # Keras refuses "/" in names (a key like "image/encoded" is common in TFRecord-style data)
+        name = "_".join(str(k) for k in path if isinstance(k, str)).replace("/", "_") or None
         if name is not None:
             if name in used:
                 msg = f"two feature fields would both be named {name!r}. Received: {short(path)}"

@@ -3,10 +3,12 @@
 The source is written in parts (one ``Dataset.save`` per part, into ``PATH/.parts/``), each first under a
 temporary name and renamed when complete, so a run that is interrupted continues where it stopped: finished
 parts are kept, a half-written one is thrown away and written again, and nothing half-written is ever read.
-When every part is there they are joined into one saved dataset at ``PATH`` itself (TensorFlow only, no Python
-per element), ``PATH/tfbridge-materialize.json`` records the spec and marks the run complete, and the result
-is ``tf.data.Dataset.load(PATH)``: graph-native, so later epochs skip Python and the tf.data service can
-distribute it. A user may equally call ``tf.data.Dataset.load(PATH)`` in another program.
+When every part is there their shard files are moved into one saved dataset at ``PATH`` itself (shard k = part
+k; nothing is written twice), ``PATH/tfbridge-materialize.json`` records the spec and marks the run complete,
+and the result loads ``PATH`` with ``Dataset.load`` one shard after another: in source order, graph-native (later
+epochs skip Python), and split by shard, so the tf.data service can distribute it in ``distributed_epoch`` mode.
+Another program reads it with ``tfbridge.materialize.load(PATH)`` or ``tf.data.Dataset.load(PATH)`` (which
+interleaves the shards: every element, not in source order).
 
 Indexed sources (PyDataset/Sequence, ``__len__``/``__getitem__``) are split by index ranges and run through the
 executors, part after part on one pool of workers. A stream (generator, iterable, tf.data pipeline) can only be
@@ -50,7 +52,7 @@ def materialize(
     ray_address: str | None = None,
     verbose: bool | None = None,
 ) -> Any:
-    """Write ``source`` once to ``path`` in tf.data's save format and return ``tf.data.Dataset.load(path)``.
+    """Write ``source`` once to ``path`` in tf.data's save format and return it loaded (``Dataset.load``).
 
     ``shards``: how many parts an indexed source is written in (the unit of resuming; default 16).
     ``compression``: None, "GZIP" or "SNAPPY". The other arguments are those of ``to_dataset``. Calling it
@@ -90,7 +92,7 @@ def materialize(
     }
     manifest = _open(root, wanted)
     if manifest.get("complete"):
-        return tf.data.Dataset.load(str(root), compression=compression)
+        return load(root)
 
     parts_dir = root / _PARTS
     parts_dir.mkdir(parents=True, exist_ok=True)
@@ -159,15 +161,46 @@ def materialize(
         msg = f"the source {p.source.name} gave no elements: there is nothing to materialize."
         raise TfBridgeError(msg)
 
-    joined = tf.data.Dataset.load(str(parts_dir / names[0]), compression=compression)
-    for name in names[1:]:
-        joined = joined.concatenate(tf.data.Dataset.load(str(parts_dir / name), compression=compression))
-    _publish(joined, root, compression)
-    _write_manifest(root, {**wanted, "elements_written": written, "parts": len(names), "complete": True})
+    _assemble(root, parts_dir, names, written)
+    _write_manifest(
+        root, {**wanted, "elements_written": written, "parts": len(names), "complete": True}
+    )
     shutil.rmtree(parts_dir, ignore_errors=True)
     if bar is not None and total is None:
         bar.update(written, finalize=True)
-    return tf.data.Dataset.load(str(root), compression=compression)
+    return load(root)
+
+
+def load(path: str | os.PathLike[str]) -> Any:
+    """The data ``materialize`` wrote at ``path``, in source order, graph-native.
+
+    One split per shard (``range(shards).flat_map(shard i)``), so the tf.data service can hand whole shards to
+    its workers in ``distributed_epoch`` mode (a bare ``Dataset.load`` cannot be split), and a local read
+    touches each shard once.
+    """
+    import tensorflow as tf
+
+    root = Path(path)
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        msg = f"{root} is not a complete tfbridge materialization ({exc}).\nHint: run tb.materialize(source, path) first."
+        raise TfBridgeError(msg) from None
+    if not manifest.get("complete"):
+        msg = f"{root} is an unfinished materialization.\nHint: run tb.materialize(source, path) again to finish it."
+        raise TfBridgeError(msg)
+    compression, shards, where = manifest.get("compression"), int(manifest["parts"]), str(root)
+    element_spec = Spec.from_json(json.dumps(manifest["spec"])).signature
+
+    def shard(i: Any) -> Any:
+        def pick(shard_datasets: Any) -> Any:
+            return shard_datasets.skip(i).take(1).flat_map(lambda d: d)
+
+        return tf.data.Dataset.load(where, element_spec, compression=compression, reader_func=pick)
+
+    # no assert_cardinality: under the tf.data service each worker sees only its splits, and the assertion
+    # would fail there; the element count is in the manifest ("elements_written")
+    return tf.data.Dataset.range(shards).flat_map(shard)
 
 
 def _one_shard(*_: Any) -> Any:
@@ -186,18 +219,33 @@ def _count(parts_dir: Path, name: str, compression: str | None) -> int:
     return int(tf.data.Dataset.load(str(parts_dir / name), compression=compression).reduce(np.int64(0), lambda c, _: c + 1))
 
 
-def _publish(joined: Any, root: Path, compression: str | None) -> None:
-    """Save the joined parts beside the manifest; the metadata file that makes it loadable moves in last."""
-    tmp = root / f".final.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    joined.save(str(tmp), compression=compression, shard_func=_one_shard)
-    for old in root.iterdir():  # a previous run's join that never got its manifest marked complete
-        if old.is_dir() and old.name.isdigit():
+def _assemble(root: Path, parts_dir: Path, names: list[str], count: int) -> None:
+    """Make ``root`` one saved dataset whose shard k is part k (each part was saved as a single shard): the
+    shard files move, nothing is copied or written again. The metadata file that makes it loadable comes last."""
+    from tensorflow.core.protobuf import snapshot_pb2
+
+    first = parts_dir / names[0]
+    meta = snapshot_pb2.SnapshotMetadataRecord()
+    meta.ParseFromString((first / "snapshot.metadata").read_bytes())
+    run = root / meta.run_id
+    for old in root.iterdir():  # a previous run's assembly that never got its manifest marked complete
+        if old.is_dir() and old.name.isdigit() and old.name != meta.run_id:
             shutil.rmtree(old, ignore_errors=True)
-    entries = sorted(tmp.iterdir(), key=lambda e: e.name == "snapshot.metadata")
-    for entry in entries:
-        os.replace(entry, root / entry.name)
-    tmp.rmdir()
+    run.mkdir(exist_ok=True)
+    for k, name in enumerate(names):
+        part = parts_dir / name
+        shard_dirs = [d for r in part.iterdir() if r.is_dir() for d in r.iterdir() if d.name.endswith(".shard")]
+        if len(shard_dirs) != 1:
+            msg = f"part {part} holds {len(shard_dirs)} shards, not one.\nHint: delete {root} and materialize again."
+            raise TfBridgeError(msg)
+        target = run / f"{k:08d}.shard"
+        if not target.exists():
+            os.replace(shard_dirs[0], target)
+    shutil.copyfile(first / "dataset_spec.pb", root / "dataset_spec.pb")
+    meta.num_elements = count
+    tmp = root / "snapshot.metadata.tmp"
+    tmp.write_bytes(meta.SerializeToString())
+    os.replace(tmp, root / "snapshot.metadata")
 
 
 def _open(root: Path, wanted: dict[str, Any]) -> dict[str, Any]:
@@ -249,4 +297,4 @@ def _advance(bar: Any, written: int) -> None:
         bar.update(written)
 
 
-__all__ = ["materialize"]
+__all__ = ["load", "materialize"]

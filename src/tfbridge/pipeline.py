@@ -460,7 +460,16 @@ def _from_python(
         if errors is not None:
             epochs = _Catching(epochs, errors)
         ds = tf.data.Dataset.from_generator(epochs, output_signature=signature)
-        return ds.unbatch() if chunk else ds
+        if not chunk:
+            return ds
+        # split chunks with from_tensor_slices, not unbatch(): TensorFlow 2.21's unbatch crashes the process on
+        # zero-size elements (e.g. shape (2, 0), or an empty batch)
+        as_tuple = isinstance(signature, tuple)  # tf.data passes a tuple's parts as separate arguments
+
+        def slices(*parts: Any) -> Any:
+            return tf.data.Dataset.from_tensor_slices(parts if as_tuple else parts[0])
+
+        return ds.flat_map(slices)
 
     if isinstance(src, Indexed):
         if ex is None:

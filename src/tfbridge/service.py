@@ -188,7 +188,8 @@ def _unsplittable_message(op: str) -> str:
         f"distribute cannot split this dataset in processing_mode='distributed_epoch': its pipeline reads a "
         f"{api}(...) ({op}), which the tf.data service cannot divide among workers (iteration would fail with "
         f'"{tf_error}").\n'
-        "Hint: make the splits yourself, one per part, with the reading inside flat_map, e.g. "
+        "Hint: distribute what tb.materialize returns (it is read one shard per split), or make the splits "
+        "yourself, one per part, with the reading inside flat_map, e.g. "
         "`tf.data.Dataset.range(k).flat_map(lambda i: tf.data.Dataset.load(path).shard(k, i))` (each element "
         "still delivered once); or use processing_mode='parallel_epochs', where every worker reads all of it."
     )

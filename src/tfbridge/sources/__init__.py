@@ -14,8 +14,21 @@ from typing import Any
 
 from tfbridge import spec as _spec
 from tfbridge.errors import TfBridgeError, short
-from tfbridge.sources._base import Indexed, Native, Peek, Source, Stream, call_user, source_error
-from tfbridge.sources.arrays import Arrays, dataframe_columns, is_array_nest, is_dataframe
+from tfbridge.sources._base import (
+    Indexed,
+    Native,
+    Peek,
+    Source,
+    Stream,
+    call_user,
+    source_error,
+)
+from tfbridge.sources.arrays import (
+    Arrays,
+    dataframe_columns,
+    is_array_nest,
+    is_dataframe,
+)
 from tfbridge.sources.indexed import IndexedObject
 from tfbridge.sources.labels import Label, LabelledIndexed, LabelledStream, split_label
 from tfbridge.sources.stream import GeneratorFunction, OneShot, ReIterable
