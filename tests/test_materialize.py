@@ -116,8 +116,8 @@ def test_materialize_killed_mid_run_then_resumed_gives_everything_once(tmp_path:
     proc = subprocess.Popen([sys.executable, str(script), "stall"], env=env, stdout=subprocess.PIPE)
     parts = tmp_path / "data" / ".parts"
     try:
-        # parts 0-3 (elements 0-19) finish, then the source stalls at 20: wait for the fourth part's count file
-        while not (parts / "part-00003.count").exists():
+        # parts 0-3 (elements 0-19) finish, then the source stalls at 20: wait for the fourth part's rename
+        while not (parts / "part-00003").is_dir():
             assert proc.poll() is None, "the job ended before it was killed"
             try:
                 proc.wait(timeout=0.2)
@@ -126,7 +126,9 @@ def test_materialize_killed_mid_run_then_resumed_gives_everything_once(tmp_path:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    done = subprocess.run([sys.executable, str(script), "go"], env=env, capture_output=True, text=True, timeout=200)
+    done = subprocess.run(
+        [sys.executable, str(script), "go"], env=env, capture_output=True, text=True, timeout=200, check=False
+    )
     assert "DONE" in done.stdout, done.stderr[-2000:]
     values = [int(t[0, 0]) for t in tb_load(tmp_path / "data")]
     assert values == list(range(40))
@@ -175,3 +177,32 @@ def test_load_refuses_a_path_that_is_not_a_complete_materialization(tmp_path: Pa
     with pytest.raises(tb.TfBridgeError, match="is not a complete tfbridge materialization") as info:
         tb_load(tmp_path)
     assert "Hint: run tb.materialize(source, path) first." in str(info.value)
+
+
+def test_materialize_refuses_an_infinite_dataset_and_an_empty_source(tmp_path: Path) -> None:
+    with pytest.raises(tb.TfBridgeError, match="is infinite \\(it repeats\\): materialize would never finish") as info:
+        tb.materialize(tf.data.Dataset.range(3).repeat(), tmp_path / "inf")
+    assert "Hint: materialize one pass" in str(info.value)
+    with pytest.raises(tb.TfBridgeError, match="timeout must be a positive number of seconds or None"):
+        tb.materialize(Rows(), tmp_path / "t", timeout=-1)
+
+
+def test_an_assembly_interrupted_halfway_is_finished_by_the_next_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = sys.modules["tfbridge.materialize"]  # the package's `materialize` name is the function
+    real = module._write_manifest
+    marks = []
+
+    def stop_before_marking_complete(root: Path, content: dict[str, Any]) -> None:
+        marks.append(content.get("complete"))
+        if content.get("complete"):
+            raise KeyboardInterrupt  # as if the run were stopped right after the shards moved
+        real(root, content)
+
+    monkeypatch.setattr(module, "_write_manifest", stop_before_marking_complete)
+    with pytest.raises(KeyboardInterrupt):
+        tb.materialize(Rows(), tmp_path / "data", executor="serial", shards=3)
+    monkeypatch.setattr(module, "_write_manifest", real)
+    assert marks == [False, True]
+    assert _ids(tb.materialize(Rows(), tmp_path / "data", executor="serial", shards=3)) == list(range(30))

@@ -32,6 +32,7 @@ from tfbridge.spec import CastFloats, Spec
 MANIFEST = "tfbridge-materialize.json"
 _FORMAT = 1
 _PARTS = ".parts"
+_COUNT = "tfbridge.count"
 _DEFAULT_SHARDS = 16
 _COMPRESSIONS = (None, "GZIP", "SNAPPY")
 
@@ -59,13 +60,13 @@ def materialize(
     again on a complete ``path`` with the same source returns the saved data without running the source.
     ``verbose`` shows a progress bar (None: when stderr is a terminal).
     """
-    import tensorflow as tf
 
     from tfbridge import pipeline
     from tfbridge.sources import Indexed, TFDataSource
     from tfbridge.validate import Conformer
 
     check_int("shards", shards, optional=True)
+    pipeline._check_timeout(timeout)
     if compression not in _COMPRESSIONS:
         msg = f"compression must be None, 'GZIP' or 'SNAPPY'. Received: {short(compression)}"
         raise TfBridgeError(msg)
@@ -90,6 +91,15 @@ def materialize(
         "shards": n_parts,
         "compression": compression,
     }
+    if total == 0:
+        msg = f"the source {p.source.name} is empty: there is nothing to materialize.\nHint: check that it yields data."
+        raise TfBridgeError(msg)
+    if isinstance(p.source, TFDataSource) and int(p.source.dataset.cardinality()) == -1:  # INFINITE
+        msg = (
+            f"the dataset {p.source.name} is infinite (it repeats): materialize would never finish.\n"
+            "Hint: materialize one pass (before .repeat()), or take a finite part with .take(n)."
+        )
+        raise TfBridgeError(msg)
     manifest = _open(root, wanted)
     if manifest.get("complete"):
         return load(root)
@@ -111,11 +121,9 @@ def materialize(
         if errors:  # the source failed: this part is incomplete and is not kept
             shutil.rmtree(tmp, ignore_errors=True)
             raise errors[0]
-        count = int(tf.data.Dataset.load(str(tmp), compression=compression).cardinality())
-        if count < 0:  # unknown: count what was written (C++ only)
-            count = int(tf.data.Dataset.load(str(tmp), compression=compression).reduce(np.int64(0), lambda c, _: c + 1))
+        count = _count_elements(tmp, compression)
+        (tmp / _COUNT).write_text(str(count))  # inside the part, so it is renamed with it
         os.replace(tmp, final)
-        (parts_dir / f"{name}.count").write_text(str(count))
         return count
 
     names: list[str] = []
@@ -158,7 +166,10 @@ def materialize(
             names.append(name)
         _advance(bar, written)
     if not names:
-        msg = f"the source {p.source.name} gave no elements: there is nothing to materialize."
+        msg = (
+            f"the source {p.source.name} gave no elements: there is nothing to materialize.\n"
+            "Hint: check that it yields data (a one-shot iterator gives its elements only once)."
+        )
         raise TfBridgeError(msg)
 
     _assemble(root, parts_dir, names, written)
@@ -189,7 +200,8 @@ def load(path: str | os.PathLike[str]) -> Any:
     if not manifest.get("complete"):
         msg = f"{root} is an unfinished materialization.\nHint: run tb.materialize(source, path) again to finish it."
         raise TfBridgeError(msg)
-    compression, shards, where = manifest.get("compression"), int(manifest["parts"]), str(root)
+    compression, shards = manifest.get("compression"), int(manifest["parts"])
+    where = os.path.abspath(root)  # the graph may run elsewhere (tf.data service workers in other directories)
     element_spec = Spec.from_json(json.dumps(manifest["spec"])).signature
 
     def shard(i: Any) -> Any:
@@ -211,12 +223,16 @@ def _one_shard(*_: Any) -> Any:
 
 
 def _count(parts_dir: Path, name: str, compression: str | None) -> int:
-    counted = parts_dir / f"{name}.count"
-    if counted.exists():
-        return int(counted.read_text())
+    counted = parts_dir / name / _COUNT
+    return int(counted.read_text()) if counted.exists() else _count_elements(parts_dir / name, compression)
+
+
+def _count_elements(path: Path, compression: str | None) -> int:
     import tensorflow as tf
 
-    return int(tf.data.Dataset.load(str(parts_dir / name), compression=compression).reduce(np.int64(0), lambda c, _: c + 1))
+    ds = tf.data.Dataset.load(str(path), compression=compression)
+    count = int(ds.cardinality())
+    return count if count >= 0 else int(ds.reduce(np.int64(0), lambda c, _: c + 1))  # C++ only
 
 
 def _assemble(root: Path, parts_dir: Path, names: list[str], count: int) -> None:
@@ -234,13 +250,14 @@ def _assemble(root: Path, parts_dir: Path, names: list[str], count: int) -> None
     run.mkdir(exist_ok=True)
     for k, name in enumerate(names):
         part = parts_dir / name
+        target = run / f"{k:08d}.shard"
+        if target.exists():  # moved by an assembly that was interrupted
+            continue
         shard_dirs = [d for r in part.iterdir() if r.is_dir() for d in r.iterdir() if d.name.endswith(".shard")]
         if len(shard_dirs) != 1:
             msg = f"part {part} holds {len(shard_dirs)} shards, not one.\nHint: delete {root} and materialize again."
             raise TfBridgeError(msg)
-        target = run / f"{k:08d}.shard"
-        if not target.exists():
-            os.replace(shard_dirs[0], target)
+        os.replace(shard_dirs[0], target)
     shutil.copyfile(first / "dataset_spec.pb", root / "dataset_spec.pb")
     meta.num_elements = count
     tmp = root / "snapshot.metadata.tmp"

@@ -133,7 +133,7 @@ def plan(
     else:
         made = executors.make(executor, workers)
         choice = executors.Choice(made.name, made.workers, "as given")
-        if made.name in ("process", "ray") and isinstance(src, Indexed):  # say now, not at the first element
+        if made.name in ("process", "ray") and isinstance(src, Indexed) and not _in_graph(src):  # say now, not at the first element
             executors.processes.dumps_task(_Task(src, None))
     count = max(peek_result.count, 1) if peek_result else 1
     per_bytes = peek_result.nbytes / count if peek_result else 0.0

@@ -15,6 +15,7 @@ variable that Ray itself reads).
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import sys
 import time
@@ -78,8 +79,8 @@ class RayExecutor:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
             if self.address is not None:
                 kwargs["address"] = self.address
-            elif self._requested is not None:
-                kwargs["num_cpus"] = self._requested
+            elif self._requested is not None and "RAY_ADDRESS" not in os.environ:
+                kwargs["num_cpus"] = self._requested  # a new local instance; a cluster has its own CPUs
             try:
                 ray.init(**kwargs)
             except Exception as exc:
@@ -119,9 +120,9 @@ class RayExecutor:
                     break
                 yield value
         finally:
-            for _, ref in pending:  # early stop: nobody will read these
+            for _, ref in pending:  # early stop: nobody will read these (running ones finish, unread)
                 try:
-                    ray.cancel(ref, force=True)
+                    ray.cancel(ref)
                 except Exception:  # noqa: BLE001 - already finished or already gone
                     pass
 
@@ -133,6 +134,10 @@ class RayExecutor:
             if ready:
                 break
             if self.timeout is not None and time.monotonic() - started >= self.timeout:
+                try:
+                    ray.cancel(ref, force=True)  # a hung task holds its worker: only killing it frees it
+                except Exception:  # noqa: BLE001 - it may have just finished or gone
+                    pass
                 raise timeout_error(index, self.timeout, "its Ray task had not finished and has been cancelled")
         try:
             return ray.get(ref)
@@ -143,8 +148,7 @@ class RayExecutor:
             from tfbridge.sources import source_error
 
             raise source_error(cause, index, remote=True) from None
-        except (errors.WorkerCrashedError, errors.NodeDiedError, errors.ObjectLostError,
-                errors.OwnerDiedError, errors.TaskCancelledError) as exc:
+        except errors.RayError as exc:  # a lost worker, node or object; out of memory; Ray itself failing
             msg = (
                 f"the Ray worker producing element {index} was lost ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:200]}).\n"

@@ -51,7 +51,7 @@ class ThreadExecutor:
                     done[position] = outcome
                     cond.notify_all()
 
-        order = list(indices)
+        order = indices  # a sequence (e.g. an epoch's permutation): read by position, never copied
         threads = [
             threading.Thread(target=work, daemon=True, name=f"tfbridge-{n}")
             for n in range(min(self.workers, max(len(order), 1)))
