@@ -2,7 +2,7 @@
 
 - materialize: a finite CPU-bound source (W1's __getitem__: ~20 ms of pure Python per float32[32,128] batch,
   300 batches) written once with `tb.materialize` (process executor); the first epoch is that run, from call
-  to return (source, save, join); later epochs read the saved data with TensorFlow alone.
+  to return (source, save, assemble); later epochs read the saved data with TensorFlow alone.
 - Ray: W1 through `executor="ray"` on a local Ray started with 1 and then 2 CPUs (Ray's own task overhead
   included), beside plain `from_generator` over the same source.
 Elements/s; medians of the given repetitions, compared within this one run.
@@ -119,7 +119,7 @@ def section(repeats: int = 3, window_s: float = 3.0) -> str:
         "",
         "| method | elements/s | spread |",
         "|---|---:|---:|",
-        f"| materialize, first epoch (runs the source: process executor, save, join) | {mat['first']:.1f} | |",
+        f"| materialize, first epoch (runs the source: process executor, save, assemble) | {mat['first']:.1f} | |",
         f"| materialized, later epochs (Dataset.load, no Python) | {mat['later']:.1f} | |",
     ]
     for name in ("plain", "ray x1", "ray x2"):
