@@ -329,7 +329,9 @@ def test_materialize_writes_the_source_and_says_how_many_elements_and_where(proj
     assert result.returncode == 0, result.stderr
     # The progress bar comes first; the summary is the last line.
     assert result.stdout.splitlines()[-1] == (
-        "tfbridge: wrote 10 elements to out; load them with tf.data.Dataset.load('out')"
+        "tfbridge: wrote 10 elements to out; load them in order with load('out') after `from tfbridge.materialize "
+        "import load`, "
+        "or with tf.data.Dataset.load('out') (shards interleaved)"
     )
     got = list(tf.data.Dataset.load(str(project / "out")).as_numpy_iterator())
     arrays = _load(project / "mysrc.py").arrays

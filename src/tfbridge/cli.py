@@ -7,6 +7,7 @@ import argparse
 import importlib
 import importlib.util
 import inspect as _inspect
+import json
 import os
 import signal
 import sys
@@ -158,9 +159,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_materialize(args: argparse.Namespace) -> int:
     source = _source(args)
-    from tfbridge.materialize import materialize
+    from tfbridge.materialize import MANIFEST, materialize
 
-    dataset = materialize(
+    materialize(
         source,
         args.path,
         executor=args.executor,
@@ -171,10 +172,12 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         verbose=True,
     )
-    count = int(dataset.cardinality())
-    what = f"{count} elements" if count >= 0 else "the elements"
-    extra = "" if args.compression is None else f", compression={args.compression!r}"
-    print(f"tfbridge: wrote {what} to {args.path}; load them with tf.data.Dataset.load({str(args.path)!r}{extra})")
+    manifest = json.loads((Path(args.path) / MANIFEST).read_text())
+    print(
+        f"tfbridge: wrote {manifest['elements_written']} elements to {args.path}; load them in order with "
+        f"load({str(args.path)!r}) after `from tfbridge.materialize import load`, or with tf.data.Dataset.load({str(args.path)!r}"
+        f"{'' if args.compression is None else f', compression={args.compression!r}'}) (shards interleaved)"
+    )
     return 0
 
 
