@@ -12,21 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from _sources import (
+    Listed as Batches,  # ready-made batches, batched by the Keras convention
+)
 
 import tfbridge as tb
-
-
-class Batches:
-    """An indexed source of ready-made batches (``__len__``/``__getitem__``, batched by the Keras convention)."""
-
-    def __init__(self, items: list[Any]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.items[index]
 
 
 class Empty(keras.utils.PyDataset):

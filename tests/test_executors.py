@@ -14,30 +14,13 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
+from _sources import Deterministic
 
 import tfbridge as tb
 
 pytestmark = pytest.mark.timeout(180)
 
 EXECUTORS = ["serial", "thread", "process"]
-
-
-class Deterministic:
-    """37 batches whose content depends only on the index; reverses its own order on_epoch_end."""
-
-    def __init__(self, n: int = 37) -> None:
-        self.order = np.arange(n)
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, i: int) -> Any:
-        j = int(self.order[i])
-        rng = np.random.default_rng(j)
-        return {"x": rng.random((8, 300)), "n": np.full((8,), j)}, rng.integers(0, 5, 8)
-
-    def on_epoch_end(self) -> None:
-        self.order = self.order[::-1].copy()
 
 
 def _epochs(ds: Any, n: int) -> list[list[Any]]:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
+from _sources import Listed
 from hypothesis import HealthCheck, currently_in_test_context, given, note, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -357,19 +358,6 @@ def _is_data_list(value: Any) -> bool:
         _is_data_list(v) if isinstance(v, list) else isinstance(v, (bool, int, float, complex, str, bytes))
         for v in value
     )
-
-
-class Listed:
-    """An indexed source (``__len__``/``__getitem__``) over a list of elements."""
-
-    def __init__(self, items: list[Any]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.items[index]
 
 
 def source_of(samples: list[Any], kind: str) -> Any:

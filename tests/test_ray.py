@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
+from _sources import Deterministic
 
 import tfbridge as tb
 
@@ -28,32 +29,14 @@ def local_ray() -> Iterator[None]:
         ray.shutdown()
 
 
-class Deterministic:
-    """Batches whose content depends only on the index; reverses its own order on_epoch_end."""
-
-    def __init__(self, n: int = 23) -> None:
-        self.order = np.arange(n)
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, i: int) -> Any:
-        j = int(self.order[i])
-        rng = np.random.default_rng(j)
-        return {"x": rng.random((4, 50)), "n": np.full((4,), j)}, rng.integers(0, 5, 4)
-
-    def on_epoch_end(self) -> None:
-        self.order = self.order[::-1].copy()
-
-
 def _epochs(ds: Any, n: int) -> list[list[Any]]:
     return [[tf.nest.map_structure(lambda t: t.numpy(), e) for e in ds] for _ in range(n)]
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_ray_executor_gives_the_serial_content_in_order_over_epochs(shuffle: bool) -> None:
-    reference = _epochs(tb.to_dataset(Deterministic(), executor="serial", shuffle=shuffle, seed=5), 3)
-    got = _epochs(tb.to_dataset(Deterministic(), executor="ray", shuffle=shuffle, seed=5), 3)
+    reference = _epochs(tb.to_dataset(Deterministic(23, 4, 50), executor="serial", shuffle=shuffle, seed=5), 3)
+    got = _epochs(tb.to_dataset(Deterministic(23, 4, 50), executor="ray", shuffle=shuffle, seed=5), 3)
     # on_epoch_end reversed the order between epochs, and Ray's tasks saw the new state
     assert [int(e[0]["n"][0]) for e in got[0]] != [int(e[0]["n"][0]) for e in got[1]]
     for epoch_ref, epoch in zip(reference, got, strict=True):
