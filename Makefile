@@ -1,16 +1,17 @@
-# Each target creates .venv and installs the project on first use.
+# Each target creates .venv and installs the project on first use, at the exact versions in constraints.txt
+# (TensorFlow comes from the [cpu] extra; mypy and ruff from [dev]).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test bench soak install clean report-check
+.PHONY: demo test lint bench soak install clean report-check
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,cpu,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,8 +22,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+lint: $(STAMP)
+	$(PY) -m ruff check src tests benchmarks scripts
+	$(PY) -m mypy src scripts
+
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[test,report]"
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,cpu,dev,report]'
 	$(PY) benchmarks/run.py
 
 # 100 epochs over one process-executor pipeline with shuffle: exactly once, flat memory and descriptors, no leaks.
@@ -30,10 +35,10 @@ soak: $(STAMP)
 	$(PY) benchmarks/soak.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # The HTML report seen in a real browser: headless Chromium screenshot, checked for the histogram.
 report-check: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
-	$(PY) -m pip install --quiet -e ".[test,report]"
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,cpu,dev,report]'
 	$(PY) scripts/check_report_html.py
