@@ -7,6 +7,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import tfbridge as tb
@@ -76,7 +77,7 @@ def test_code_executed_rebuilds_an_equal_signature_and_inputs() -> None:
         ({"tokens": [[1, 2], [3]], "image": np.zeros((2, 8, 8, 3), np.float32)}, np.zeros((2,), np.int64), np.ones(2)),
     )
     namespace: dict[str, Any] = {}
-    exec(spec.code(), namespace)  # noqa: S102 - the generated code is the product under test
+    exec(spec.code(cast_floats=None), namespace)  # noqa: S102 - the generated code is the product under test
     assert namespace["output_signature"] == spec.signature
     inputs = namespace["inputs"]
     assert set(inputs) == {"tokens", "image"}
@@ -87,9 +88,28 @@ def test_code_executed_rebuilds_an_equal_signature_and_inputs() -> None:
 def test_code_of_unbatched_spec_keeps_every_dim_in_inputs() -> None:
     spec = _spec(np.zeros((5, 3)), np.zeros((7, 3)), batched=False)
     namespace: dict[str, Any] = {}
-    exec(spec.code(), namespace)  # noqa: S102
+    exec(spec.code(cast_floats=None), namespace)  # noqa: S102
     assert namespace["output_signature"] == tf.TensorSpec((None, 3), tf.float64)
     assert namespace["inputs"].shape == (None, None, 3)
+
+
+def test_code_follows_the_float_policy_and_names_of_keras_inputs() -> None:
+    spec = _spec(({"a": {"b": np.zeros((2, 3))}, "c/d": np.zeros((2, 1), np.int32)}, np.zeros(2)))
+    namespace: dict[str, Any] = {}
+    exec(spec.code(), namespace)  # noqa: S102
+    generated = namespace["inputs"]
+    made = tb.keras_inputs(spec)
+    assert namespace["output_signature"][0]["a"]["b"].dtype == tf.float32  # floatx, as to_dataset delivers
+    assert generated["a"]["b"].dtype == made["a"]["b"].dtype == "float32"
+    assert generated["a"]["b"].name == made["a"]["b"].name == "a_b"
+    assert generated["c/d"].name == made["c/d"].name == "c_d"
+
+
+def test_code_and_keras_inputs_refuse_two_fields_with_one_input_name() -> None:
+    spec = _spec(({"a": {"b": np.zeros((2, 3))}, "a_b": np.zeros((2, 3))}, np.zeros(2)))
+    for make in (spec.code, lambda: tb.keras_inputs(spec)):
+        with pytest.raises(tb.TfBridgeError, match=r"two feature fields would both be named 'a_b' as Keras inputs"):
+            make()
 
 
 def test_from_signature_guesses_batched_from_leading_none() -> None:
@@ -103,6 +123,11 @@ def test_keras_inputs_accepts_a_signature_nest() -> None:
     assert inputs["a"].dtype == keras.config.floatx() and inputs["b"].shape == (None, 2)
 
 
-def test_spec_records_which_samples_made_a_dim_vary() -> None:
-    spec = _spec((np.zeros((4, 3)),), (np.zeros((2, 3)),))
-    assert spec.samples["x"] == [(0, (4, 3)), (1, (2, 3))]
+def test_inference_records_which_samples_made_a_dim_vary_beside_an_immutable_spec() -> None:
+    from tfbridge.spec import infer
+
+    result = infer([(0, (np.zeros((4, 3)),)), (1, (np.zeros((2, 3)),))], batched=True)
+    assert result.shapes["x"] == [(0, (4, 3)), (1, (2, 3))]
+    with pytest.raises(AttributeError):
+        result.spec.batched = False  # type: ignore[misc]
+    assert not hasattr(result.spec, "samples")

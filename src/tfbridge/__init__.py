@@ -10,6 +10,7 @@ from tfbridge.errors import (
     WorkerDiedError,
 )
 from tfbridge.batching import bucket_boundaries, pad_batch
+from tfbridge.executors import ExecutorOptions
 from tfbridge.keras import adapt_normalization, keras_inputs
 from tfbridge.materialize import materialize
 from tfbridge.pipeline import to_dataset
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ElementTimeoutError",
+    "ExecutorOptions",
     "Leaf",
     "SourceError",
     "Spec",

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tfbridge import _nest
-from tfbridge.errors import TfBridgeError, check_int, short
+from tfbridge._checks import check_int, short
+from tfbridge.errors import TfBridgeError
+from tfbridge.executors import ExecutorName, ExecutorOptions
+from tfbridge.sources.labels import Label
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 def bucket_boundaries(lengths: Sequence[int] | np.ndarray, num_buckets: int) -> list[int]:
@@ -81,41 +87,44 @@ def pad_batch(
     drop_remainder: bool = False,
     length_fn: Callable[[Any], Any] | None = None,
     ragged: bool = False,
+    label: Label | None = None,
+    executor: ExecutorName | ExecutorOptions = "auto",
+    workers: int | None = None,
     verbose: bool | None = None,
-) -> Any:
+) -> tf.data.Dataset:
     """Batches of ``batch_size`` examples, each padded to its batch's longest (strings pad with b"").
 
     ``buckets``: None (plain padding), an int (that many buckets, boundaries from :func:`bucket_boundaries`
     over one pass of lengths, with a progress bar when ``verbose``; None: when stderr is a terminal), or a list
     of boundaries; each batch then holds at most ``batch_size`` examples of one bucket. The length of an
     element is the first variable dimension of its first variable-length field unless ``length_fn`` says
-    otherwise. ``ragged=True`` gives ragged batches (no padding at all) instead.
+    otherwise. ``ragged=True`` gives ragged batches (no padding at all) instead. ``label``, ``executor`` and
+    ``workers`` are those of ``to_dataset`` (for a source that is not yet a tf.data dataset).
     """
     import tensorflow as tf
 
-    from tfbridge.pipeline import to_dataset
+    from tfbridge import sources
+    from tfbridge.pipeline import build
 
     check_int("batch_size", batch_size)
-    if isinstance(dataset_or_source, tf.data.Dataset):
+    if isinstance(dataset_or_source, tf.data.Dataset) and label is None:
         ds = dataset_or_source
-        from tfbridge.sources.tfdata import ends_in_batching
-
-        if ends_in_batching(ds):
+        if sources.ends_in_batching(ds):
             msg = (
                 "pad_batch needs a dataset of single examples, but this one is already batched.\n"
                 "Hint: pass the dataset before .batch(), or .unbatch() it first."
             )
             raise TfBridgeError(msg)
     else:
-        from tfbridge.sources import adapt
-
-        if isinstance(buckets, int) and not isinstance(buckets, bool) and getattr(adapt(dataset_or_source, batched=False), "one_shot", False):
+        if isinstance(buckets, int) and not isinstance(buckets, bool) and sources.adapt(
+            dataset_or_source, batched=False
+        ).one_shot:
             msg = (
                 "pad_batch with buckets=<int> reads every length first, which would use up a one-shot iterator.\n"
                 "Hint: pass a generator function or a re-iterable, or explicit boundaries (buckets=[...])."
             )
             raise TfBridgeError(msg)
-        ds = to_dataset(dataset_or_source, batched=False)
+        ds, _ = build(dataset_or_source, batched=False, label=label, executor=executor, workers=workers)
     spec = ds.element_spec
     for leaf in _nest.flatten(_nest.normalize(spec))[0]:
         if not isinstance(leaf, tf.TensorSpec) and not ragged:

@@ -1,49 +1,16 @@
 """The tfbridge exception tree.
 
-Every error tfbridge raises on purpose is a :class:`TfBridgeError`. Messages say what is wrong, where
+Every error tfbridge raises on purpose is a :class:`TfBridgeError`. Plain exceptions: they pickle with their
+attributes (from worker processes too) without help. Messages say what is wrong, where
 (element index and field path), what was expected and received (long values cut short), and end with a
 ``Hint:`` line saying what to do.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-_REPR_LIMIT_CHARS = 120
-
-
-def short(value: Any, limit: int = _REPR_LIMIT_CHARS) -> str:
-    """``repr`` of ``value`` cut to ``limit`` characters, for messages (arrays never dumped whole)."""
-    shape = getattr(value, "shape", None)
-    dtype = getattr(value, "dtype", None)
-    try:
-        dims = tuple(int(d) if d is not None else None for d in shape)  # type: ignore[union-attr]
-    except Exception:  # no shape, or a "shape" that is something else (e.g. a module's function)
-        dims = None
-    if dims is not None and dtype is not None and not isinstance(value, (str, bytes)):
-        text = f"{type(value).__name__}(shape={dims}, dtype={dtype})"
-    else:
-        try:
-            text = repr(value)
-        except Exception:
-            text = f"<{type(value).__name__}>"
-    if len(text) > limit:
-        text = text[: limit - 5] + " ...)" if text.endswith(")") else text[: limit - 4] + " ..."
-    return text
-
 
 class TfBridgeError(Exception):
     """Base class of every error tfbridge raises."""
-
-
-def check_int(name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> None:
-    """Raise TfBridgeError unless ``value`` is an int (not a bool) >= ``minimum`` (or None when optional)."""
-    if optional and value is None:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        kind = "positive" if minimum == 1 else "non-negative"
-        msg = f"{name} must be a {kind} int{' or None' if optional else ''}. Received: {short(value)}"
-        raise TfBridgeError(msg)
 
 
 class TfBridgeWarning(UserWarning):
@@ -80,9 +47,6 @@ class SpecMismatchError(TfBridgeError):
         self.expected = expected
         self.got = got
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), str(self), self.__dict__))
-
 
 class SourceError(TfBridgeError):
     """User code raised while producing element ``index``; ``traceback`` holds the original traceback text."""
@@ -91,9 +55,6 @@ class SourceError(TfBridgeError):
         super().__init__(message)
         self.index = index
         self.traceback = traceback
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), str(self), self.__dict__))
 
 
 class ElementTimeoutError(SourceError):
@@ -111,12 +72,3 @@ class WorkerDiedError(TfBridgeError):
         super().__init__(message)
         self.index = index
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), str(self), self.__dict__))
-
-
-def _rebuild(cls: type, message: str, state: dict[str, Any]) -> TfBridgeError:
-    err = cls.__new__(cls)
-    Exception.__init__(err, message)
-    err.__dict__.update(state)
-    return err

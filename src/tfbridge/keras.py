@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from tfbridge import _nest, sources
-from tfbridge.errors import TfBridgeError, short
-from tfbridge.spec import CastFloats, Leaf, Spec, apply_float_policy
+from tfbridge._checks import short
+from tfbridge.errors import TfBridgeError
+from tfbridge.executors import ExecutorName, ExecutorOptions
+from tfbridge.sources.labels import Label
+from tfbridge.spec import CastFloats, Leaf, Spec, apply_float_policy, input_names
 
 
 def _is_signature(obj: Any) -> bool:
@@ -22,13 +25,16 @@ def keras_inputs(
     *,
     peek: int = 8,
     batched: bool | None = None,
+    label: Label | None = None,
     cast_floats: CastFloats = "floatx",
 ) -> Any:
     """``keras.Input`` tensors for the features of a source, a Spec, or a signature nest.
 
     Returns one KerasTensor, or the same tuple/list/dict nest as the features. Shapes leave out the batch
     axis; dtypes follow the data (float64 becomes ``keras.config.floatx()`` unless ``cast_floats=None``);
-    dict keys become input names; ragged and sparse fields get ``ragged=True`` / ``sparse=True``.
+    dict keys become input names (nested keys joined with "_", as ``spec.code()`` writes them); ragged and
+    sparse fields get ``ragged=True`` / ``sparse=True``. ``label`` splits label columns off a dict-shaped
+    source first, so they do not become inputs.
     """
     import keras
 
@@ -37,21 +43,12 @@ def keras_inputs(
     elif _is_signature(source_or_spec):
         spec = Spec.from_signature(source_or_spec, batched=batched)
     else:
-        spec = sources.infer_spec(source_or_spec, peek=peek, batched=batched)
+        spec = sources.infer_spec(source_or_spec, peek=peek, batched=batched, label=label)
     spec = apply_float_policy(spec, cast_floats)
     features = _nest.keras_split(spec.structure)[0]
-    paths, leaves, treespec = _nest.flatten_with_paths(features)
-    used: set[str] = set()
-    out = []
-    for path, leaf in zip(paths, leaves):
-        # Keras refuses "/" in names (a key like "image/encoded" is common in TFRecord-style data)
-        name = "_".join(str(k) for k in path if isinstance(k, str)).replace("/", "_") or None
-        if name is not None:
-            if name in used:
-                msg = f"two feature fields would both be named {name!r}. Received: {short(path)}"
-                raise TfBridgeError(msg)
-            used.add(name)
-        out.append(_input(keras, leaf, spec.batched, name))
+    leaves, treespec = _nest.flatten(features)
+    names = input_names(features)
+    out = [_input(keras, leaf, spec.batched, name) for leaf, name in zip(leaves, names)]
     return _nest.unflatten(treespec, out)
 
 
@@ -74,7 +71,8 @@ def adapt_normalization(
     axis: int | None = -1,
     mask_value: float | None = None,
     batched: bool | None = None,
-    executor: str = "auto",
+    label: Label | None = None,
+    executor: ExecutorName | ExecutorOptions = "auto",
     workers: int | None = None,
     verbose: bool | None = None,
 ) -> Any:
@@ -85,14 +83,15 @@ def adapt_normalization(
     batch and none is sampled. ``path`` picks the feature (None: the features when they are one tensor; a
     string: that key of a dict of features). ``axis`` is the feature axis kept, as in Keras (None: one mean and
     variance over everything). ``mask_value`` skips timesteps whose features all equal it, as
-    ``keras.layers.Masking`` does. ``verbose`` shows a progress bar (None: when stderr is a terminal).
+    ``keras.layers.Masking`` does. ``label`` splits label columns off a dict-shaped source first;
+    ``executor``/``workers`` say who produces a Python source's elements (as for ``to_dataset``). ``verbose`` shows a progress bar (None: when stderr is a terminal).
     """
     import sys
 
     import keras
     import tensorflow as tf
 
-    from tfbridge.pipeline import to_dataset
+    from tfbridge.pipeline import build
 
     if mask_value is not None and axis not in (-1,):
         msg = (
@@ -100,8 +99,7 @@ def adapt_normalization(
             f"Received: axis={short(axis)}"
         )
         raise TfBridgeError(msg)
-    ds = to_dataset(source, batched=batched, executor=executor, workers=workers, cast_floats=None)
-    spec = sources.infer_spec(ds)
+    ds, spec = build(source, batched=batched, label=label, executor=executor, workers=workers, cast_floats=None)
     if not spec.batched:  # examples of varying length become ragged rows: no padding enters the statistics
         ds = ds.ragged_batch(1024)
     element = ds.element_spec

@@ -22,12 +22,19 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tfbridge.errors import TfBridgeError, check_int, short
+from tfbridge._checks import check_int, short
+from tfbridge import _tf, executors
+from tfbridge.errors import TfBridgeError
+from tfbridge.executors import ExecutorName, ExecutorOptions
+from tfbridge.sources.labels import Label
 from tfbridge.spec import CastFloats, Spec
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 MANIFEST = "tfbridge-materialize.json"
 _FORMAT = 1
@@ -41,18 +48,18 @@ def materialize(
     source: Any,
     path: str | os.PathLike[str],
     *,
-    executor: str = "auto",
+    executor: ExecutorName | ExecutorOptions = "auto",
     workers: int | None = None,
     shards: int | None = None,
     compression: str | None = None,
     spec: Spec | Any = None,
     batched: bool | None = None,
     cast_floats: CastFloats = "floatx",
-    label: Any = None,
+    label: Label | None = None,
     timeout: float | None = None,
     ray_address: str | None = None,
     verbose: bool | None = None,
-) -> Any:
+) -> tf.data.Dataset:
     """Write ``source`` once to ``path`` in tf.data's save format and return it loaded (``Dataset.load``).
 
     ``shards``: how many parts an indexed source is written in (the unit of resuming; default 16).
@@ -60,30 +67,22 @@ def materialize(
     again on a complete ``path`` with the same source returns the saved data without running the source.
     ``verbose`` shows a progress bar (None: when stderr is a terminal).
     """
-
     from tfbridge import pipeline
-    from tfbridge.sources import Indexed, TFDataSource
-    from tfbridge.validate import Conformer
+    from tfbridge.sources import BuildPlan
 
     check_int("shards", shards, optional=True)
-    pipeline._check_timeout(timeout)
     if compression not in _COMPRESSIONS:
         msg = f"compression must be None, 'GZIP' or 'SNAPPY'. Received: {short(compression)}"
         raise TfBridgeError(msg)
+    options = executors.resolve(executor, workers=workers, timeout=timeout, ray_address=ray_address)
     root = Path(path)
     p = pipeline.plan(
-        source,
-        spec=spec,
-        batched=batched,
-        executor=executor,
-        workers=workers,
-        cast_floats=cast_floats,
-        validate="peek",
-        label=label,
+        source, spec=spec, batched=batched, executor=options, cast_floats=cast_floats, validate="peek", label=label
     )
-    indexed = isinstance(p.source, Indexed) and not pipeline._in_graph(p.source)
-    total = len(p.source) if isinstance(p.source, Indexed) else None
-    n_parts = min(shards or _DEFAULT_SHARDS, max(total, 1)) if indexed and total is not None else None
+    src = p.source
+    total = src.length()
+    parts = src.parts(shards or _DEFAULT_SHARDS) if total else [src]
+    n_parts = len(parts) if src.random_access and src.native_route is None else None
     wanted = {
         "format": _FORMAT,
         "spec": json.loads(p.spec.to_json()),
@@ -92,11 +91,11 @@ def materialize(
         "compression": compression,
     }
     if total == 0:
-        msg = f"the source {p.source.name} is empty: there is nothing to materialize.\nHint: check that it yields data."
+        msg = f"the source {src.name} is empty: there is nothing to materialize.\nHint: check that it yields data."
         raise TfBridgeError(msg)
-    if isinstance(p.source, TFDataSource) and int(p.source.dataset.cardinality()) == -1:  # INFINITE
+    if src.native_route is not None and _infinite(src.obj):
         msg = (
-            f"the dataset {p.source.name} is infinite (it repeats): materialize would never finish.\n"
+            f"the dataset {src.name} is infinite (it repeats): materialize would never finish.\n"
             "Hint: materialize one pass (before .repeat()), or take a finite part with .take(n)."
         )
         raise TfBridgeError(msg)
@@ -110,7 +109,6 @@ def materialize(
         shutil.rmtree(stale, ignore_errors=True)
     bar = _progress(verbose, total)
     written = 0
-
     errors: list[BaseException] = []
 
     def save(ds: Any, name: str) -> int:
@@ -127,62 +125,52 @@ def materialize(
         return count
 
     names: list[str] = []
-    if indexed:
-        assert n_parts is not None and total is not None
-        conformer = Conformer(p.spec)  # every element checked before it is written for good
-        bounds = np.linspace(0, total, n_parts + 1).round().astype(np.int64)
-        ex = None
-        try:
-            for k in range(n_parts):
-                name = f"part-{k:05d}"
+    runner = pipeline.make_runner(p)
+    try:
+        for k, part in enumerate(parts):
+            name = f"part-{k:05d}"
+            if (parts_dir / name).is_dir():
+                count = _count(parts_dir, name, compression)
+            else:
+                plan = BuildPlan(
+                    spec=p.spec,
+                    conform=True,  # every element checked before it is written for good
+                    runner=runner,
+                    timeout=options.timeout,
+                    seconds_per_element=p.seconds_per_element,
+                    bytes_per_element=p.bytes_per_element,
+                    errors=errors if runner is not None else None,
+                )
+                count = save(part.build(plan).dataset, name)
+            if count or len(parts) > 1:
                 names.append(name)
-                if (parts_dir / name).is_dir():
-                    written += _count(parts_dir, name, compression)
-                else:
-                    ds, ex = pipeline._from_python(
-                        p,
-                        conformer,
-                        False,
-                        None,
-                        timeout,
-                        ray_address,
-                        ex=ex,
-                        indices=np.arange(bounds[k], bounds[k + 1]),
-                        errors=errors,
-                    )
-                    written += save(ds, name)
-                _advance(bar, written)
-        finally:
-            if ex is not None:
-                ex.close()
-    else:  # a stream cannot be cut without reading it again from the start: it is written as one part
-        if isinstance(p.source, TFDataSource) or pipeline._in_graph(p.source):
-            whole = pipeline.to_dataset(source, spec=p.spec, batched=batched, label=label, validate="none")
-        else:
-            whole, _ = pipeline._from_python(p, Conformer(p.spec), False, None, timeout, errors=errors)
-        name = "part-00000"
-        written = _count(parts_dir, name, compression) if (parts_dir / name).is_dir() else save(whole, name)
-        if written:
-            names.append(name)
-        _advance(bar, written)
-    if not names:
+            written += count
+            _advance(bar, written)
+    finally:
+        if runner is not None:
+            runner.close()
+    if not names or not written:
         msg = (
-            f"the source {p.source.name} gave no elements: there is nothing to materialize.\n"
+            f"the source {src.name} gave no elements: there is nothing to materialize.\n"
             "Hint: check that it yields data (a one-shot iterator gives its elements only once)."
         )
         raise TfBridgeError(msg)
 
     _assemble(root, parts_dir, names, written)
-    _write_manifest(
-        root, {**wanted, "elements_written": written, "parts": len(names), "complete": True}
-    )
+    _write_manifest(root, {**wanted, "elements_written": written, "parts": len(names), "complete": True})
     shutil.rmtree(parts_dir, ignore_errors=True)
     if bar is not None and total is None:
         bar.update(written, finalize=True)
     return load(root)
 
 
-def load(path: str | os.PathLike[str]) -> Any:
+def _infinite(dataset: Any) -> bool:
+    import tensorflow as tf
+
+    return bool(int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY))
+
+
+def load(path: str | os.PathLike[str]) -> tf.data.Dataset:
     """The data ``materialize`` wrote at ``path``, in source order, graph-native.
 
     One split per shard (``range(shards).flat_map(shard i)``), so the tf.data service can hand whole shards to
@@ -238,10 +226,8 @@ def _count_elements(path: Path, compression: str | None) -> int:
 def _assemble(root: Path, parts_dir: Path, names: list[str], count: int) -> None:
     """Make ``root`` one saved dataset whose shard k is part k (each part was saved as a single shard): the
     shard files move, nothing is copied or written again. The metadata file that makes it loadable comes last."""
-    from tensorflow.core.protobuf import snapshot_pb2
-
     first = parts_dir / names[0]
-    meta = snapshot_pb2.SnapshotMetadataRecord()
+    meta = _tf.snapshot_metadata()
     meta.ParseFromString((first / "snapshot.metadata").read_bytes())
     run = root / meta.run_id
     for old in root.iterdir():  # a previous run's assembly that never got its manifest marked complete

@@ -16,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from tfbridge import executors, pipeline
+from tfbridge import pipeline
+from tfbridge._checks import check_int
 from tfbridge._values import STRING, ValueProblem, describe
 from tfbridge.batching import bucket_boundaries
-from tfbridge.sources import Indexed, Stream, TFDataSource
+from tfbridge.executors import ExecutorName, ExecutorOptions
+from tfbridge.sources.labels import Label
 from tfbridge.spec import CastFloats, Leaf, Spec, SpecBuilder, apply_float_policy, format_shape
 from tfbridge.validate import _split_nested
 
@@ -274,20 +276,27 @@ def inspect(
     *,
     peek: int = 8,
     batched: bool | None = None,
+    label: Label | None = None,
     cast_floats: CastFloats = "floatx",
     full: bool = False,
     batch_size: int = 32,
     buckets: int = 8,
+    executor: ExecutorName | ExecutorOptions = "auto",
+    workers: int | None = None,
 ) -> Report:
     """Spec, dtypes as delivered, what varies (and where), per-field statistics, length histograms with the
     padding plain batching and bucketing would cost, and the executor ``auto`` picks.
 
     ``full=True`` scans every element (statistics over all of them) and reports each dimension the peek got
-    wrong with the first element that shows it.
+    wrong with the first element that shows it; ``executor``/``workers`` say who produces the elements of a
+    Python source for that scan (as for ``to_dataset``). ``label`` splits label columns off first.
     """
-    p = pipeline.plan(source, peek=peek, batched=batched, cast_floats=None)
+    check_int("batch_size", batch_size)
+    check_int("buckets", buckets)
+    p = pipeline.plan(source, peek=peek, batched=batched, label=label, executor=executor, workers=workers,
+                      cast_floats=None)  # fmt: skip
     src = p.source
-    samples = p.peeked or src.peek(peek).samples
+    samples = p.peek.samples if p.peek is not None else src.peek(peek).samples
     builder = SpecBuilder(src.batched, keep_shapes=not full)
     leaves_of = (builder.add(i, e) for i, e in (_scan(p) if full else samples))
     stats: list[FieldStats] = []
@@ -303,6 +312,7 @@ def inspect(
     delivered = apply_float_policy(spec, cast_floats)
     delivered_leaves = dict(delivered.fields())
     peek_missed = _peek_missed(p.spec, scanned_spec, builder) if full else []
+    shapes = p.inference.shapes if p.inference.shapes else dict(zip(builder.paths, builder.seen))
     fields = []
     for k, (path, leaf) in enumerate(spec.fields()):
         st = stats[k] if stats else FieldStats()
@@ -315,7 +325,7 @@ def inspect(
                 leaf.shape,
                 _varying(
                     leaf,
-                    p.spec.samples.get(path, []) if not full else [],
+                    shapes.get(path, []) if not full else [],
                     builder.changes.get(path, {}),
                     builder.ranges.get(path, []),
                 ),
@@ -323,26 +333,26 @@ def inspect(
                 _lengths(st.lengths, batch_size, buckets),
             )
         )
-    executor = {"name": p.choice.name, "workers": p.choice.workers, "reason": p.choice.reason}
+    executor_info = {"name": p.choice.name, "workers": p.choice.workers, "reason": p.choice.reason}
     scanned = {"full": full, "elements": builder.count}
-    return Report(src.name, src.kind, spec, delivered, executor, fields, scanned, peek_missed)
+    return Report(src.name, _kind(src), spec, delivered, executor_info, fields, scanned, peek_missed)
+
+
+def _kind(src: Any) -> str:
+    """The report's ``kind``: native (tf.data runs it), indexed (read by index) or stream (read in order)."""
+    if src.native_route is not None and not src.random_access:
+        return "native"
+    return "indexed" if src.random_access else "stream"
 
 
 def _scan(p: pipeline.Plan) -> Iterator[tuple[int, Any]]:
-    """Every element of the source, in order, as the source gives it."""
-    src = p.source
-    if isinstance(src, TFDataSource):
-        yield from enumerate(src.dataset)
-    elif isinstance(src, Indexed):
-        choice = p.choice if p.choice.name in ("serial", "thread", "process") else executors.choose("indexed", 0, 0, 1)
-        ex = executors.make(choice.name, choice.workers)
-        try:
-            yield from enumerate(ex.imap(pipeline._Task(src, None), range(len(src))))
-        finally:
-            ex.close()
-    else:
-        assert isinstance(src, Stream)
-        yield from enumerate(src.scan())
+    """Every element of the source, in order, as the source gives it (a Python source through its executor)."""
+    runner = pipeline.make_runner(p)
+    try:
+        yield from enumerate(p.source.scan(runner))
+    finally:
+        if runner is not None:
+            runner.close()
 
 
 def _varying(

@@ -15,7 +15,8 @@ import numpy as np
 
 from tfbridge import _nest
 from tfbridge._values import STRING, ValueProblem, describe
-from tfbridge.errors import SpecMismatchError, short
+from tfbridge._checks import short
+from tfbridge.errors import SpecMismatchError
 from tfbridge.spec import Leaf, Spec, format_shape, lists_as_tuples
 
 

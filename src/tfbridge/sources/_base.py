@@ -1,35 +1,141 @@
-"""The three kinds every source is adapted to: Indexed, Stream and Native."""
+"""The one Protocol every kind of source implements, and what the kinds share.
+
+A *source kind* owns its whole route: its spec from a peek, its tf.data.Dataset from a plan, a scan of its
+elements (validate, inspect, normalisation), and its split into parts (materialize). Nothing outside
+``sources/`` asks which kind it holds; it asks the source.
+"""
 
 from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-import numpy as np
-
-from tfbridge import spec as _spec
+from tfbridge import _nest
+from tfbridge._checks import short
 from tfbridge.errors import SourceError, SpecInferenceError, TfBridgeError
 
+if TYPE_CHECKING:
+    from tfbridge.spec import Inference, Spec
+
 T = TypeVar("T")
-SourceKind = Literal["indexed", "stream", "native"]
+Task = Callable[[int], Any]
 
 
 @dataclass
 class Peek:
     """Sample elements and what producing them cost (the executor choice reads the costs)."""
 
-    samples: list[tuple[int, Any]]
+    samples: list[tuple[int, Any]] = field(default_factory=list)
     wall_s: float = 0.0
     cpu_s: float = 0.0
     nbytes: int = 0
-    per_element_wall_s: list[float] = field(default_factory=list)
 
     @property
     def count(self) -> int:
         return len(self.samples)
+
+
+class Runner(Protocol):
+    """What a source needs of an executor: an ordered map of a picklable task over element indices."""
+
+    name: str
+    workers: int
+
+    def imap(self, task: Task, indices: Sequence[int]) -> Iterator[Any]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildPlan:
+    """Everything a source needs to build its dataset, decided before anything is built."""
+
+    spec: Spec  # the elements as delivered (float policy applied, or the spec given)
+    conform: bool = True  # check and convert every element where it is produced
+    runner: Runner | None = None  # the executor of a Python source, made once per dataset
+    shuffle: bool = False
+    seed: int | None = None
+    shard: tuple[int, int] | None = None  # (number of input pipelines, this one's id)
+    batch_size: int | None = None  # a source that can batch by index does; others leave it to the pipeline
+    timeout: float | None = None
+    seconds_per_element: float = 0.0  # measured in the peek (chunking reads it)
+    bytes_per_element: float = 0.0
+    errors: list[BaseException] | None = None  # a failing pass ends early and leaves its error here
+
+
+@dataclass(frozen=True)
+class Built:
+    """A source's dataset; ``batched_by_source`` when it applied the plan's ``batch_size`` itself."""
+
+    dataset: Any
+    batched_by_source: bool = False
+
+
+@runtime_checkable
+class Source(Protocol):
+    """One kind of source. ``obj`` is the user's object; ``batched`` whether an element is a batch."""
+
+    obj: Any
+    batched: bool
+
+    @property
+    def name(self) -> str:
+        """How messages name the source."""
+        ...
+
+    @property
+    def native_route(self) -> str | None:
+        """Why no Python runs per element (tf.data runs it), or None when elements pass through Python."""
+        ...
+
+    @property
+    def random_access(self) -> bool:
+        """Elements can be read by index: shuffled, split into parts, produced by workers."""
+        ...
+
+    @property
+    def one_shot(self) -> bool:
+        """The source gives one pass only (an iterator)."""
+        ...
+
+    def length(self) -> int | None:
+        """Elements per epoch, when known without reading them."""
+        ...
+
+    def peek(self, n: int) -> Peek:
+        """Up to ``n`` elements (indexed sources at spread positions) with what they cost."""
+        ...
+
+    def infer(self, n: int, peek: Peek | None) -> Inference:
+        """The spec of the elements (from ``peek`` when given, else from what the source knows)."""
+        ...
+
+    def with_label(self, label: Any) -> Source:
+        """The same source with label columns split off (Keras's ``(features, labels)``)."""
+        ...
+
+    def task(self, conform: Callable[[Any, int], Any] | None) -> Task | None:
+        """A picklable ``index -> element`` for worker processes, or None when the source has no index."""
+        ...
+
+    def build(self, plan: BuildPlan) -> Built:
+        """The tf.data.Dataset of the elements, as the plan says."""
+        ...
+
+    def scan(self, runner: Runner | None = None, limit: int | None = None) -> Iterator[Any]:
+        """The elements in order as the source gives them (a one-shot source keeps them for later passes)."""
+        ...
+
+    def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
+        """Check the first ``limit`` elements (None: all) against ``spec``; return how many were checked."""
+        ...
+
+    def parts(self, n: int) -> list[Source]:
+        """Up to ``n`` disjoint sources that together hold every element, in order (one when it cannot split)."""
+        ...
 
 
 def call_user(fn: Callable[..., T], index: int | None, *args: Any) -> T:
@@ -60,114 +166,56 @@ def source_error(exc: BaseException, index: int | None, *, remote: bool = False)
     return SourceError(msg, index=index, traceback=tb)
 
 
-def _nbytes(element: Any) -> int:
-    from tfbridge import _nest
-
-    total = 0
-    for leaf in _nest.flatten(_nest.normalize(element))[0]:
-        total += int(getattr(leaf, "nbytes", 0) or 0)
-    return total
+def nbytes(element: Any) -> int:
+    return sum(int(getattr(leaf, "nbytes", 0) or 0) for leaf in _nest.flatten(_nest.normalize(element))[0])
 
 
-class Source:
-    """Base of the adapted kinds. ``batched`` says whether an element is a batch."""
-
-    kind: SourceKind
-    batched: bool
-    obj: Any
-
-    @property
-    def name(self) -> str:
-        return f"{type(self.obj).__module__}.{type(self.obj).__qualname__}"
-
-    def peek(self, n: int) -> Peek:
-        raise NotImplementedError
-
-    def spec(self, peek: int) -> _spec.Spec:
-        if peek < 1:
-            msg = f"peek must be at least 1. Received: peek={peek}"
-            raise TfBridgeError(msg)
-        return _spec.infer_from_samples(self.peek(peek).samples, self.batched)
-
-    @staticmethod
-    def _timed(produce: Callable[[int], Any], indices: list[int]) -> Peek:
-        out = Peek([])
-        for i in indices:
-            wall, cpu = time.perf_counter(), time.thread_time()
-            try:
-                element = produce(i)
-            except StopIteration:
-                break
-            out.per_element_wall_s.append(time.perf_counter() - wall)
-            out.wall_s += out.per_element_wall_s[-1]
-            out.cpu_s += time.thread_time() - cpu
-            out.nbytes += _nbytes(element)
-            out.samples.append((i, element))
-        return out
-
-
-class Indexed(Source):
-    """Random access by position: ``len()`` and ``get(i)``; may be shuffled; may have epoch hooks."""
-
-    kind: SourceKind = "indexed"
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def get(self, index: int) -> Any:
-        raise NotImplementedError
-
-    def on_epoch_begin(self) -> None:
-        """Called before each epoch (PyDataset's hook); nothing by default."""
-
-    def on_epoch_end(self) -> None:
-        """Called after each complete epoch; nothing by default."""
-
-    def peek_indices(self, n: int) -> list[int]:
-        """Spread positions: first, last and evenly between."""
-        size = len(self)
-        if size <= 0:
-            return []
-        return sorted({int(i) for i in np.linspace(0, size - 1, min(n, size)).round()})
-
-    def peek(self, n: int) -> Peek:
-        return self._timed(lambda i: call_user(self.get, i, i), self.peek_indices(n))
-
-    def spec(self, peek: int) -> _spec.Spec:
-        if len(self) == 0:
-            msg = (
-                f"the source {self.name} is empty (len 0): there is no element to infer a spec from.\n"
-                "Hint: check that the source holds data."
-            )
-            raise SpecInferenceError(msg)
-        return super().spec(peek)
-
-
-class Stream(Source):
-    """Sequential only: ``iterate()`` gives a fresh pass (one-shot streams give theirs once)."""
-
-    kind: SourceKind = "stream"
-    one_shot: bool = False
-
-    def iterate(self) -> Iterator[Any]:
-        raise NotImplementedError
-
-    def scan(self) -> Iterator[Any]:
-        """A pass that consumes nothing a later pass needs (one-shot streams read ahead into their buffer)."""
-        return call_user(self.iterate, None)
-
-    def peek(self, n: int) -> Peek:
-        it = call_user(self.iterate, None)
+def timed(produce: Callable[[int], Any], indices: Sequence[int]) -> Peek:
+    """Produce the elements at ``indices`` (stopping early at StopIteration), measuring what they cost."""
+    out = Peek()
+    for i in indices:
+        wall, cpu = time.perf_counter(), time.thread_time()
         try:
-            return self._timed(lambda i: call_user(next, i, it), list(range(n)))
-        finally:
-            close = getattr(it, "close", None)
-            if close is not None and not self.one_shot:
-                close()
+            element = produce(i)
+        except StopIteration:
+            break
+        out.wall_s += time.perf_counter() - wall
+        out.cpu_s += time.thread_time() - cpu
+        out.nbytes += nbytes(element)
+        out.samples.append((i, element))
+    return out
 
 
-class Native(Source):
-    """A tf.data.Dataset: its element_spec is the truth; elements never pass through Python."""
+def infer_from_peek(source: Source, peek: Peek) -> Inference:
+    """The spec of peeked samples; an empty peek is an empty source."""
+    from tfbridge.spec import infer
 
-    kind: SourceKind = "native"
-    dataset: Any
+    if not peek.samples:
+        msg = (
+            f"the source {source.name} is empty: there is no element to infer a spec from.\n"
+            "Hint: check that the source yields data (a one-shot iterator gives its elements only once)."
+        )
+        raise SpecInferenceError(msg)
+    return infer(peek.samples, source.batched)
+
+
+def check_elements(elements: Iterator[Any], spec: Spec, limit: int | None) -> int:
+    """Conform each element in order against ``spec`` (SpecMismatchError names the first that breaks it)."""
+    from tfbridge.validate import Conformer
+
+    conform = Conformer(spec)
+    count = 0
+    while limit is None or count < limit:
+        try:
+            element = call_user(next, count, elements)
+        except StopIteration:
+            break
+        conform(element, count)
+        count += 1
+    return count
+
+
+def check_peek(n: int) -> None:
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        msg = f"peek must be at least 1. Received: peek={short(n)}"
+        raise TfBridgeError(msg)

@@ -1,19 +1,26 @@
-"""In-memory columns: numpy arrays, tuples/lists/dicts of arrays, pandas DataFrames.
+"""In-memory columns: numpy arrays, tuples/dicts of arrays, pandas DataFrames.
 
 Each row is one example (``batched=False`` by default). The spec is read from the arrays themselves, not
-peeked, so it is exact; the pipeline feeds these through tf.data's own gather, never through Python.
+peeked, so it is exact. Rows are gathered by index inside tf.data (shuffled by index), never through Python;
+with ``batched=True`` (each row a batch) they take the indexed Python route instead.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tfbridge import _nest
-from tfbridge import spec as _spec
-from tfbridge.errors import SpecInferenceError, TfBridgeError, short
-from tfbridge.sources._base import Indexed
+from tfbridge._checks import short
+from tfbridge.errors import SpecInferenceError, TfBridgeError
+from tfbridge.sources._base import BuildPlan, Built, Peek, Runner, Task
+from tfbridge.sources.indexed import IndexedSource
+from tfbridge.sources.labels import split_label
+
+if TYPE_CHECKING:
+    from tfbridge.spec import Inference, Leaf, Spec
 
 
 def is_array_nest(obj: Any) -> bool:
@@ -42,13 +49,27 @@ def dataframe_columns(df: Any) -> dict[str, np.ndarray]:
     return columns
 
 
-class Arrays(Indexed):
+class _Rows:
+    """Row ``i`` of every column (the indexed view of the arrays; picklable)."""
+
+    def __init__(self, columns: Any, length: int) -> None:
+        self.columns, self._len = columns, length
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> Any:
+        return _nest.map_structure(lambda a: a[index], self.columns)
+
+
+class ArraysSource:
     """Rows of a nest of equally long arrays."""
 
+    random_access = True
+    one_shot = False
+
     def __init__(self, obj: Any, columns: Any, batched: bool) -> None:
-        self.obj = obj
-        self.columns = columns
-        self.batched = batched
+        self.obj, self.columns, self.batched = obj, columns, batched
         paths, leaves, _ = _nest.flatten_with_paths(columns)
         lengths = {_nest.format_path(p, columns): len(a) if a.ndim else None for p, a in zip(paths, leaves)}
         if None in lengths.values() or len(set(lengths.values())) > 1:
@@ -58,15 +79,31 @@ class Arrays(Indexed):
                 "Hint: every array needs one row per example, the same number in each."
             )
             raise SpecInferenceError(msg)
-        self._len = next(iter(lengths.values()))
+        self._len = int(next(iter(lengths.values())) or 0)
+        self.rows = IndexedSource(_Rows(columns, self._len), batched)
 
-    def __len__(self) -> int:
+    @property
+    def name(self) -> str:
+        return f"{type(self.obj).__module__}.{type(self.obj).__qualname__}"
+
+    @property
+    def native_route(self) -> str | None:
+        if self.batched:  # rows that are batches go the Python way like any indexed source
+            return None
+        return "in-memory arrays are gathered by tf.data itself; no Python per element"
+
+    def length(self) -> int:
         return self._len
 
-    def get(self, index: int) -> Any:
-        return _nest.map_structure(lambda a: a[index], self.columns)
+    def task(self, conform: Callable[[Any, int], Any] | None) -> Task | None:
+        return self.rows.task(conform) if self.batched else None
 
-    def spec(self, peek: int) -> _spec.Spec:
+    def peek(self, n: int) -> Peek:
+        return self.rows.peek(n)
+
+    def infer(self, n: int, peek: Peek | None) -> Inference:
+        from tfbridge.spec import Inference, Leaf, Spec, infer_from_samples
+
         if self._len == 0:
             msg = (
                 "the arrays of the source are empty (0 rows): there is no element to infer a spec from.\n"
@@ -74,21 +111,94 @@ class Arrays(Indexed):
             )
             raise SpecInferenceError(msg)
         if self.batched:
-            return super().spec(peek)
+            return self.rows.infer(n, peek)
         paths, leaves, treespec = _nest.flatten_with_paths(self.columns)
         out = []
         for path, arr in zip(paths, leaves):
+            where = _nest.format_path(path, self.columns)
             if arr.dtype == object:  # strings or ragged rows: read every row, the spec stays exact
-                where = _nest.format_path(path, self.columns)
                 try:
-                    column = _spec.infer_from_samples(list(enumerate(arr)), batched=False)
+                    column = infer_from_samples(list(enumerate(arr)), batched=False)
                 except SpecInferenceError as exc:
                     msg = f"column {where}: {exc}"
                     raise SpecInferenceError(msg, path=where) from None
                 out.append(column.structure)
             else:
-                out.append(_spec.Leaf(tuple(arr.shape[1:]), _dtype(arr, _nest.format_path(path, self.columns))))
-        return _spec.Spec(_nest.unflatten(treespec, out), batched=False)
+                out.append(Leaf(tuple(arr.shape[1:]), _dtype(arr, where)))
+        return Inference(Spec(_nest.unflatten(treespec, out), batched=False))
+
+    def with_label(self, label: Any) -> ArraysSource:
+        if not isinstance(self.columns, dict):
+            split_label(self.columns, label)  # raises the explanatory error
+        return ArraysSource(self.obj, split_label(self.columns, label), self.batched)
+
+    def build(self, plan: BuildPlan) -> Built:
+        if self.batched:
+            return self.rows.build(plan)
+        return Built(_gather(self, plan), batched_by_source=plan.batch_size is not None)
+
+    def scan(self, runner: Runner | None = None, limit: int | None = None) -> Iterator[Any]:
+        return self.rows.scan(None, limit)
+
+    def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
+        from tfbridge.spec import add_batch_axis
+        from tfbridge.validate import Conformer
+
+        if self.batched:
+            return self.rows.check(spec, limit, runner)
+        n = self._len if limit is None else min(limit, self._len)
+        try:  # all rows at once, as one batch; row by row only to name the first that breaks the spec
+            Conformer(add_batch_axis(spec))(_nest.map_structure(lambda a: a[:n], self.columns), None)
+        except TfBridgeError:
+            self.rows.check(spec, n)
+            raise
+        return n
+
+    def parts(self, n: int) -> list[Any]:
+        return self.rows.parts(n) if self.batched else [self]
+
+
+def _gather(src: ArraysSource, plan: BuildPlan) -> Any:
+    import tensorflow as tf
+
+    from tfbridge.validate import Conformer, to_tensors
+
+    columns = Conformer(_column_spec(plan.spec, src.columns))(src.columns, None)
+    # eager tensors are captured as inputs of the map function, never embedded in the graph as constants
+    tensors = tf.nest.map_structure(
+        lambda v: v if isinstance(v, (tf.RaggedTensor, tf.SparseTensor)) else tf.convert_to_tensor(v),
+        to_tensors(columns),
+    )
+    order = tf.data.Dataset.range(src.length())
+    if plan.shuffle:
+        order = order.shuffle(src.length(), seed=plan.seed, reshuffle_each_iteration=True)
+    if plan.shard is not None:  # the same permutation everywhere (one seed), then every pipeline its own part
+        order = order.shard(*plan.shard)
+    if plan.batch_size is not None:
+        order = order.batch(plan.batch_size)
+    return order.map(
+        lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), tensors),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def _column_spec(spec: Spec, columns: Any) -> Spec:
+    """The spec of whole columns: a batch axis on every field; a column of rows whose first dimension varies
+    (e.g. token lists in a DataFrame) is held as a ragged tensor, and gathering one row gives it back dense."""
+    from tfbridge.spec import Leaf, Spec, add_batch_axis
+
+    batched = add_batch_axis(spec)
+    arrays = _nest.flatten(columns)[0]
+
+    def column_leaf(leaf: Leaf, array: Any) -> Leaf:
+        varies_first = leaf.kind == "dense" and leaf.rank >= 2 and leaf.shape[1] is None
+        if varies_first and getattr(array, "dtype", None) == object and None not in leaf.shape[2:]:
+            return Leaf(leaf.shape, leaf.dtype, "ragged", 1)
+        return leaf
+
+    leaves, treespec = _nest.flatten(batched.structure)
+    return Spec(_nest.unflatten(treespec, [column_leaf(lf, a) for lf, a in zip(leaves, arrays)]), True)
 
 
 def _dtype(arr: np.ndarray, where: str) -> str:

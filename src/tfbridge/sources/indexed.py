@@ -1,41 +1,168 @@
-"""Objects with ``__len__`` and ``__getitem__``: Keras PyDataset/Sequence, torch/HF map-style datasets,
-plain lists of batches, user classes."""
+"""Objects with ``__len__`` and ``__getitem__``: Keras PyDataset/Sequence, map-style datasets, lists of
+batches, user classes. Elements are produced by index through an executor (workers, shuffling, parts)."""
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
-from tfbridge.errors import SourceError, TfBridgeError, short
-from tfbridge.sources._base import Indexed, call_user
+import numpy as np
+
+from tfbridge._checks import short
+from tfbridge.errors import SourceError, SpecInferenceError, TfBridgeError
+from tfbridge.sources import _python
+from tfbridge.sources._base import (
+    BuildPlan,
+    Built,
+    Peek,
+    Runner,
+    Task,
+    call_user,
+    check_elements,
+    infer_from_peek,
+    timed,
+)
+from tfbridge.sources.labels import split_label
+
+if TYPE_CHECKING:
+    from tfbridge.spec import Inference, Spec
 
 
-class IndexedObject(Indexed):
-    """``obj[i]`` for ``i in range(len(obj))``; ``on_epoch_begin``/``on_epoch_end`` called when present."""
+def _identity(element: Any) -> Any:
+    return element
 
-    def __init__(self, obj: Any, batched: bool) -> None:
-        self.obj = obj
-        self.batched = batched
 
-    def __len__(self) -> int:
+class _Getter:
+    """``transform(obj[i])``: picklable (the object and a module-level transform travel to workers)."""
+
+    def __init__(self, obj: Any, transform: Callable[[Any], Any]) -> None:
+        self.obj, self.transform = obj, transform
+
+    def __call__(self, index: int) -> Any:
+        return self.transform(self.obj[index])
+
+
+class IndexedSource:
+    """``obj[i]`` for ``i in range(len(obj))`` (or for the given ``indices`` only: a part, without epoch hooks);
+    ``on_epoch_begin``/``on_epoch_end`` called when present."""
+
+    native_route = None
+    random_access = True
+    one_shot = False
+
+    def __init__(
+        self,
+        obj: Any,
+        batched: bool,
+        *,
+        transform: Callable[[Any], Any] = _identity,
+        indices: Sequence[int] | None = None,
+    ) -> None:
+        self.obj, self.batched = obj, batched
+        self.transform, self.indices = transform, indices
+
+    @property
+    def name(self) -> str:
+        return f"{type(self.obj).__module__}.{type(self.obj).__qualname__}"
+
+    # -- size and elements ---------------------------------------------------------------------------
+    def _len(self) -> int:
         try:
             size = len(self.obj)
         except Exception as exc:
             msg = f"len() of the source {self.name} raised {type(exc).__name__}: {exc}"
             raise SourceError(msg) from exc
-        if not isinstance(size, int) or size < 0:
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 0:
             msg = f"len() of the source {self.name} must be a non-negative int. Received: {short(size)}"
             raise TfBridgeError(msg)
-        return size
+        return int(size)
 
-    def get(self, index: int) -> Any:
-        return self.obj[index]
+    def length(self) -> int:
+        return self._len() if self.indices is None else len(self.indices)
 
-    def on_epoch_begin(self) -> None:
-        hook = getattr(self.obj, "on_epoch_begin", None)
-        if callable(hook):
-            call_user(hook, None)
+    def _position(self, i: int) -> int:
+        return i if self.indices is None else int(self.indices[i])
 
-    def on_epoch_end(self) -> None:
-        hook = getattr(self.obj, "on_epoch_end", None)
-        if callable(hook):
-            call_user(hook, None)
+    def get(self, i: int) -> Any:
+        """Element ``i`` as the source gives it (label split applied)."""
+        return self.transform(self.obj[self._position(i)])
+
+    def task(self, conform: Callable[[Any, int], Any] | None) -> Task:
+        return _python.IndexedTask(_Getter(self.obj, self.transform), conform)
+
+    # -- spec ----------------------------------------------------------------------------------------------
+    def peek_indices(self, n: int) -> list[int]:
+        """Spread positions: first, last and evenly between."""
+        size = self.length()
+        if size <= 0:
+            return []
+        return sorted({int(i) for i in np.linspace(0, size - 1, min(n, size)).round()})
+
+    def peek(self, n: int) -> Peek:
+        return timed(lambda i: call_user(self.get, self._position(i), i), self.peek_indices(n))
+
+    def infer(self, n: int, peek: Peek | None) -> Inference:
+        if self.length() == 0:
+            msg = (
+                f"the source {self.name} is empty (len 0): there is no element to infer a spec from.\n"
+                "Hint: check that the source holds data."
+            )
+            raise SpecInferenceError(msg)
+        return infer_from_peek(self, peek if peek is not None else self.peek(n))
+
+    def with_label(self, label: Any) -> IndexedSource:
+        split = functools.partial(split_label, label=label)
+        transform = split if self.transform is _identity else _Compose(self.transform, split)
+        return IndexedSource(self.obj, self.batched, transform=transform, indices=self.indices)
+
+    # -- routes -----------------------------------------------------------------------------------------
+    def build(self, plan: BuildPlan) -> Built:
+        ds = _python.build_indexed(
+            plan,
+            name=self.name,
+            length=self.length,
+            task=self.task(_python.conformer_for(plan)),
+            indices=self.indices,  # a part: exactly its indices, no epoch hooks
+            on_epoch_begin=self._hook("on_epoch_begin"),
+            on_epoch_end=self._hook("on_epoch_end"),
+        )
+        return Built(ds)
+
+    def _hook(self, name: str) -> Callable[[], None]:
+        def run() -> None:
+            hook = getattr(self.obj, name, None)
+            if callable(hook):
+                call_user(hook, None)
+
+        return run
+
+    def scan(self, runner: Runner | None = None, limit: int | None = None) -> Iterator[Any]:
+        n = self.length() if limit is None else min(limit, self.length())
+        if runner is None:
+            for i in range(n):
+                yield call_user(self.get, self._position(i), i)
+            return
+        positions = [self._position(i) for i in range(n)]
+        yield from runner.imap(self.task(None), positions)
+
+    def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
+        return check_elements(self.scan(runner, limit), spec, limit)
+
+    def parts(self, n: int) -> list[IndexedSource]:
+        size = self.length()
+        bounds = np.linspace(0, size, min(n, max(size, 1)) + 1).round().astype(np.int64)
+        base = np.arange(size) if self.indices is None else np.asarray(self.indices)
+        return [
+            IndexedSource(self.obj, self.batched, transform=self.transform, indices=base[a:b])
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
+
+
+class _Compose:
+    def __init__(self, first: Callable[[Any], Any], then: Callable[[Any], Any]) -> None:
+        self.first, self.then = first, then
+
+    def __call__(self, element: Any) -> Any:
+        return self.then(self.first(element))
+

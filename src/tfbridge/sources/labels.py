@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from tfbridge import _nest
-from tfbridge.errors import TfBridgeError, short
-from tfbridge.sources._base import Indexed, Stream
+from tfbridge._checks import short
+from tfbridge.errors import TfBridgeError
 
 Label = str | Sequence[str]
+
+
+def check_label(label: Any) -> None:
+    ok = isinstance(label, str) or (
+        isinstance(label, (list, tuple)) and bool(label) and all(isinstance(n, str) for n in label)
+    )
+    if not ok:
+        msg = f"label must be a column name or a non-empty list of column names. Received: {short(label)}"
+        raise TfBridgeError(msg)
 
 
 def split_label(element: Any, label: Label) -> tuple[Any, Any]:
@@ -37,38 +46,3 @@ def split_label(element: Any, label: Label) -> tuple[Any, Any]:
         raise TfBridgeError(msg)
     labels = element[names[0]] if isinstance(label, str) else {n: element[n] for n in names}
     return features, labels
-
-
-class LabelledIndexed(Indexed):
-    def __init__(self, inner: Indexed, label: Label) -> None:
-        self.inner, self.label = inner, label
-        self.obj, self.batched = inner.obj, inner.batched
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def get(self, index: int) -> Any:
-        return split_label(self.inner.get(index), self.label)
-
-    def on_epoch_begin(self) -> None:
-        self.inner.on_epoch_begin()
-
-    def on_epoch_end(self) -> None:
-        self.inner.on_epoch_end()
-
-
-class LabelledStream(Stream):
-    def __init__(self, inner: Stream, label: Label) -> None:
-        self.inner, self.label = inner, label
-        self.obj, self.batched, self.one_shot = inner.obj, inner.batched, inner.one_shot
-
-    def iterate(self) -> Iterator[Any]:
-        return (split_label(e, self.label) for e in self.inner.iterate())
-
-    def scan(self) -> Iterator[Any]:
-        return (split_label(e, self.label) for e in self.inner.scan())
-
-    def peek(self, n: int) -> Any:
-        peek = self.inner.peek(n)
-        peek.samples = [(i, split_label(e, self.label)) for i, e in peek.samples]
-        return peek

@@ -1,63 +1,70 @@
 """Sequential sources: generator functions, re-iterables, and one-shot iterators.
 
-A one-shot iterator cannot be rewound, so what tfbridge peeks from it is kept with the iterator (in a weak
-registry) and replayed first by any later tfbridge call on the same object: ``keras_inputs(gen)`` followed by
-``to_dataset(gen)`` loses and repeats nothing.
+A one-shot iterator cannot be rewound, so what tfbridge peeks from it is kept for the iterator and replayed
+first by any later tfbridge call on the same object: ``keras_inputs(gen)`` followed by ``to_dataset(gen)``
+loses and repeats nothing. The replay keeps nothing that nobody can use: its buffer lives only until it is
+replayed or the iterator is gone.
 """
 
 from __future__ import annotations
 
+import functools
+import gc
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tfbridge.sources._base import Stream
+from tfbridge.sources import _python
+from tfbridge.sources._base import (
+    BuildPlan,
+    Built,
+    Peek,
+    Runner,
+    Task,
+    call_user,
+    check_elements,
+    infer_from_peek,
+    timed,
+)
+from tfbridge.sources.labels import split_label
 
-
-class GeneratorFunction(Stream):
-    """A zero-argument callable returning an iterator; called anew for each pass."""
-
-    def __init__(self, fn: Callable[[], Iterable[Any]], batched: bool) -> None:
-        self.obj = fn
-        self.batched = batched
-
-    @property
-    def name(self) -> str:
-        return getattr(self.obj, "__qualname__", None) or super().name
-
-    def iterate(self) -> Iterator[Any]:
-        return iter(self.obj())
-
-
-class ReIterable(Stream):
-    """Any iterable whose ``iter()`` gives a fresh iterator each time."""
-
-    def __init__(self, obj: Iterable[Any], batched: bool) -> None:
-        self.obj = obj
-        self.batched = batched
-
-    def iterate(self) -> Iterator[Any]:
-        return iter(self.obj)
+if TYPE_CHECKING:
+    from tfbridge.spec import Inference, Spec
 
 
 class _Replay:
-    """An iterator with a buffer of elements read ahead but not yet delivered, shared by all tfbridge calls."""
+    """An iterator with a buffer of elements read ahead but not yet delivered, shared by all tfbridge calls.
+
+    It holds the iterator weakly when it can (the sources that read it hold it strongly), so that a buffer
+    nobody can reach any more goes with its iterator."""
 
     _COMPACT_AT = 1024
 
     def __init__(self, it: Iterator[Any]) -> None:
-        self._it = it
+        self._strong: Iterator[Any] | None = None
+        self._weak: weakref.ref[Iterator[Any]] | None = None
+        me = weakref.ref(self)
+        try:
+            self._weak = weakref.ref(it, lambda _: _forget(me()))
+        except TypeError:  # e.g. list and tuple iterators: held strongly, pruned by reference count
+            self._strong = it
         self._buffer: list[Any] = []
         self._head = 0  # buffer[head:] are read ahead and not yet delivered
         self._lock = threading.Lock()
 
+    def iterator(self) -> Iterator[Any] | None:
+        return self._strong if self._weak is None else self._weak()
+
     def _fill(self, n: int) -> int:
-        while len(self._buffer) - self._head < n:
+        it = self.iterator()
+        while it is not None and len(self._buffer) - self._head < n:
             try:
-                self._buffer.append(next(self._it))
+                self._buffer.append(next(it))
             except StopIteration:
                 break
+            _PENDING.add(self)
         return len(self._buffer) - self._head
 
     def peek(self, n: int) -> list[Any]:
@@ -86,55 +93,161 @@ class _Replay:
                 item = self._buffer[self._head]
                 self._buffer[self._head] = None
                 self._head += 1
-                if self._head >= self._COMPACT_AT and self._head * 2 >= len(self._buffer):
+                if self._head == len(self._buffer):  # all replayed: nothing kept
+                    self._buffer, self._head = [], 0
+                    _PENDING.discard(self)
+                elif self._head >= self._COMPACT_AT and self._head * 2 >= len(self._buffer):
                     del self._buffer[: self._head]
                     self._head = 0
                 return item
-        return next(self._it)
+        it = self.iterator()
+        if it is None:
+            raise StopIteration
+        return next(it)
 
 
-_REPLAYS: weakref.WeakKeyDictionary[Any, _Replay] = weakref.WeakKeyDictionary()
-_REPLAYS_STRONG: dict[int, tuple[Any, _Replay]] = {}  # iterators that cannot be weakly referenced
+# The replays of iterators by id (weakly: a replay lives while a source or dataset reads it), and those holding
+# peeked elements not yet delivered (kept while their iterator lives, so a later call still gets them).
+_REPLAYS: weakref.WeakValueDictionary[int, _Replay] = weakref.WeakValueDictionary()
+_PENDING: set[_Replay] = set()
 _REGISTRY_LOCK = threading.Lock()
+_OWN_REFERENCES = 2  # the replay's own reference to a strongly held iterator, and getrefcount's argument
+
+
+def _forget(replay: _Replay | None) -> None:
+    if replay is not None:
+        _PENDING.discard(replay)
+
+
+def _prune() -> None:
+    """Drop the buffers of strongly held iterators that nothing but their replay references any more."""
+    for replay in list(_PENDING):
+        if replay._strong is not None and sys.getrefcount(replay._strong) <= _OWN_REFERENCES:
+            replay._strong = None
+            replay._buffer, replay._head = [], 0
+            _PENDING.discard(replay)
+
+
+def _prune_on_collect(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start" and _PENDING:
+        _prune()
+
+
+gc.callbacks.append(_prune_on_collect)
 
 
 def replay_of(it: Iterator[Any]) -> _Replay:
     with _REGISTRY_LOCK:
-        try:
-            replay = _REPLAYS.get(it)
-            if replay is None:
-                replay = _REPLAYS[it] = _Replay(it)
-            return replay
-        except TypeError:
-            entry = _REPLAYS_STRONG.get(id(it))
-            if entry is None or entry[0] is not it:
-                entry = _REPLAYS_STRONG[id(it)] = (it, _Replay(it))
-            return entry[1]
+        _prune()
+        replay = _REPLAYS.get(id(it))
+        if replay is None or replay.iterator() is not it:
+            replay = _Replay(it)
+            _REPLAYS[id(it)] = replay
+        return replay
 
 
-class OneShot(Stream):
-    """An iterator or generator object: one pass only, peeked elements replayed."""
+class StreamSource:
+    """Read in order only: a generator function (called anew each pass), a re-iterable, or a one-shot iterator
+    (one pass; peeked elements replayed)."""
 
-    one_shot = True
+    native_route = None
+    random_access = False
 
-    def __init__(self, it: Iterator[Any], batched: bool) -> None:
-        self.obj = it
-        self.batched = batched
-        self.replay = replay_of(it)
+    def __init__(
+        self,
+        obj: Any,
+        batched: bool,
+        *,
+        iterate: Callable[[], Iterator[Any]],
+        one_shot: bool = False,
+        replay: _Replay | None = None,
+        transform: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.obj, self.batched, self.one_shot = obj, batched, one_shot
+        self._iterate, self._replay, self._transform = iterate, replay, transform
+
+    @classmethod
+    def of_function(cls, fn: Callable[[], Iterable[Any]], batched: bool) -> StreamSource:
+        return cls(fn, batched, iterate=lambda: iter(fn()))
+
+    @classmethod
+    def of_iterable(cls, obj: Iterable[Any], batched: bool) -> StreamSource:
+        return cls(obj, batched, iterate=lambda: iter(obj))
+
+    @classmethod
+    def of_iterator(cls, it: Iterator[Any], batched: bool) -> StreamSource:
+        replay = replay_of(it)
+        return cls(it, batched, iterate=lambda: replay, one_shot=True, replay=replay)
+
+    @property
+    def name(self) -> str:
+        qualname = getattr(self.obj, "__qualname__", None)
+        if callable(self.obj) and isinstance(qualname, str):
+            return qualname
+        return f"{type(self.obj).__module__}.{type(self.obj).__qualname__}"
+
+    def length(self) -> int | None:
+        return None
+
+    def task(self, conform: Callable[[Any, int], Any] | None) -> Task | None:
+        return None
+
+    def _map(self, elements: Iterator[Any]) -> Iterator[Any]:
+        return elements if self._transform is None else map(self._transform, elements)
 
     def iterate(self) -> Iterator[Any]:
-        return self.replay
+        return self._map(call_user(self._iterate, None))
 
-    def scan(self) -> Iterator[Any]:
-        return self.replay.scan()
+    def peek(self, n: int) -> Peek:
+        if self._replay is not None:
+            replay = self._replay
 
-    def peek(self, n: int) -> Any:
-        from tfbridge.sources._base import call_user
+            def produce(i: int) -> Any:
+                items = call_user(replay.peek, i, i + 1)
+                if len(items) <= i:
+                    raise StopIteration
+                return items[i] if self._transform is None else self._transform(items[i])
 
-        def produce(i: int) -> Any:
-            items = call_user(self.replay.peek, i, i + 1)
-            if len(items) <= i:
-                raise StopIteration
-            return items[i]
+            return timed(produce, range(n))
+        it = call_user(self._iterate, None)
+        try:
+            return timed(lambda i: self._one(call_user(next, i, it)), range(n))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
 
-        return self._timed(produce, list(range(n)))
+    def _one(self, element: Any) -> Any:
+        return element if self._transform is None else self._transform(element)
+
+    def infer(self, n: int, peek: Peek | None) -> Inference:
+        return infer_from_peek(self, peek if peek is not None else self.peek(n))
+
+    def with_label(self, label: Any) -> StreamSource:
+        split = functools.partial(split_label, label=label)
+        transform = split if self._transform is None else (lambda e, t=self._transform: split(t(e)))
+        return StreamSource(
+            self.obj, self.batched, iterate=self._iterate, one_shot=self.one_shot, replay=self._replay,
+            transform=transform,
+        )  # fmt: skip
+
+    def build(self, plan: BuildPlan) -> Built:
+        ds = _python.build_stream(plan, name=self.name, iterate=self.iterate, one_shot=self.one_shot)
+        return Built(ds)
+
+    def scan(self, runner: Runner | None = None, limit: int | None = None) -> Iterator[Any]:
+        """A pass that consumes nothing a later pass needs (a one-shot stream reads ahead into its replay)."""
+        it = self._map(self._replay.scan()) if self._replay is not None else self.iterate()
+        count = 0
+        while limit is None or count < limit:
+            try:
+                yield call_user(next, count, it)
+            except StopIteration:
+                return
+            count += 1
+
+    def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
+        return check_elements(self.scan(runner, limit), spec, limit)
+
+    def parts(self, n: int) -> list[StreamSource]:
+        return [self]

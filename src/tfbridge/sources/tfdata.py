@@ -1,79 +1,59 @@
 """tf.data datasets. The spec is the dataset's own ``element_spec``; whether an element is a batch is read
 from the pipeline: it is batched when it ends in a batching step (batch, padded_batch, ragged_batch,
-bucket_by_sequence_length), looking through steps that keep elements whole (map, prefetch, cache, ...)."""
+bucket_by_sequence_length), looking through steps that keep elements whole (map, prefetch, cache, ...).
+Elements stay in the graph: casts and shape fixes are a ``map``."""
 
 from __future__ import annotations
 
-import weakref
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from tfbridge import _nest
-from tfbridge import spec as _spec
-from tfbridge.errors import SpecInferenceError, TfBridgeError
-from tfbridge.sources._base import Native, Peek, call_user
+from tfbridge import _nest, _tf
+from tfbridge.errors import SpecInferenceError, SpecMismatchError, TfBridgeError
+from tfbridge.sources._base import BuildPlan, Built, Peek, Runner, Task, call_user, check_elements, timed
+from tfbridge.sources.labels import split_label
 
-_BATCHING = (
-    "_BatchDataset",
-    "_ParallelBatchDataset",
-    "_PaddedBatchDataset",
-    "_DenseToRaggedDataset",
-    "_DenseToSparseBatchDataset",
-    "_RebatchDataset",
-    "_MapAndBatchDataset",
-)
-_PASS_THROUGH = (
-    "_MapDataset",
-    "_ParallelMapDataset",
-    "_PrefetchDataset",
-    "_CacheDataset",
-    "_RepeatDataset",
-    "_ShuffleDataset",
-    "_TakeDataset",
-    "_SkipDataset",
-    "_FilterDataset",
-    "_OptionsDataset",
-    "_AssertCardinalityDataset",
-    "_ShardDataset",
-    "_IgnoreErrorsDataset",
-    "_ApplyOptionsDataset",
-    "_ModelDataset",
-    "_OptimizeDataset",
-    "_MaxIntraOpParallelismDataset",
-    "_PrivateThreadPoolDataset",
-)
+if TYPE_CHECKING:
+    from tfbridge.spec import Inference, Spec
+
+_MAX_HOPS = 1000
 
 
-_KNOWN: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+def is_tf_dataset(obj: Any) -> bool:
+    if not type(obj).__module__.startswith("tensorflow"):
+        return False
+    import tensorflow as tf
 
-
-def remember(dataset: Any, batched: bool) -> None:
-    """Record whether a dataset tfbridge built yields batches (its own internal steps would mislead)."""
-    _KNOWN[dataset] = batched
+    return isinstance(obj, tf.data.Dataset)
 
 
 def ends_in_batching(dataset: Any) -> bool:
+    """Whether the pipeline's elements are batches (see the module docstring)."""
     node, hops = dataset, 0
-    while node is not None and hops < 1000:
-        known = _KNOWN.get(node)
+    while node is not None and hops < _MAX_HOPS:
+        known = _tf.tagged_batched(node)
         if known is not None:
             return known
-        name = type(node).__name__
-        if name in _BATCHING:
+        kind = _tf.dataset_kind(node)
+        if kind in _tf.BATCHING_DATASETS:
             return True
-        if name == "_GroupByWindowDataset":  # bucket_by_sequence_length batches inside its windows
-            return True
-        if name == "_ZipDataset":  # batched when everything zipped is
-            parts = _nest.flatten(_nest.normalize(getattr(node, "_datasets", ())))[0]
+        if kind in ("_ZipDataset", "_ConcatenateDataset"):  # batched when every part is
+            parts = _tf.dataset_inputs(node)
             return bool(parts) and all(ends_in_batching(d) for d in parts)
-        if name == "_ConcatenateDataset":
-            return ends_in_batching(node._input_dataset) and ends_in_batching(node._dataset_to_concatenate)
-        if name == "_UnbatchDataset" or name not in _PASS_THROUGH:
+        if kind not in _tf.PASS_THROUGH_DATASETS:
             return False
-        node, hops = getattr(node, "_input_dataset", None), hops + 1
+        inputs = _tf.dataset_inputs(node)
+        node, hops = (inputs[0] if inputs else None), hops + 1
     return False
 
 
-class TFDataSource(Native):
+class TFDataSource:
+    """A tf.data.Dataset: its element_spec is the truth; elements never pass through Python."""
+
+    native_route = "a tf.data dataset runs in TensorFlow's own threads; no Python per element"
+    random_access = False
+    one_shot = False
+
     def __init__(self, dataset: Any, batched: bool | None) -> None:
         self.obj = self.dataset = dataset
         self.batched = ends_in_batching(dataset) if batched is None else batched
@@ -82,26 +62,135 @@ class TFDataSource(Native):
     def name(self) -> str:
         return f"tf.data.Dataset ({type(self.dataset).__name__.strip('_')})"
 
+    def length(self) -> int | None:
+        n = int(self.dataset.cardinality())
+        return n if n >= 0 else None
+
+    def task(self, conform: Callable[[Any, int], Any] | None) -> Task | None:
+        return None
+
     def peek(self, n: int) -> Peek:
         it = iter(self.dataset.take(n))
-        return self._timed(lambda i: call_user(next, i, it), list(range(n)))
+        return timed(lambda i: call_user(next, i, it), range(n))
 
-    def spec(self, peek: int) -> _spec.Spec:
+    def infer(self, n: int, peek: Peek | None) -> Inference:
+        from tfbridge.spec import Inference, Leaf, Spec, infer
+
         try:
-            static = _spec.Spec.from_signature(self.dataset.element_spec, batched=self.batched)
+            static = Spec.from_signature(self.dataset.element_spec, batched=self.batched)
         except TfBridgeError:
             # some field has unknown rank (e.g. after py_function): read it off sample elements
-            return super().spec(peek)
-        if self.batched:
-            for path, leaf in static.fields():
-                if leaf.rank == 0:
-                    msg = (
-                        f"the dataset is batched but {path} is a scalar ({leaf.describe()}).\n"
-                        "Hint: pass batched=False if each element is a single example."
-                    )
-                    raise SpecInferenceError(msg, path=path)
-            structure = _nest.map_structure(
-                lambda lf: _spec.Leaf((None,) + lf.shape[1:], lf.dtype, lf.kind, lf.ragged_rank), static.structure
+            samples = (peek or self.peek(n)).samples
+            if not samples:
+                msg = f"the source {self.name} is empty: there is no element to infer a spec from."
+                raise SpecInferenceError(msg) from None
+            return infer(samples, self.batched)
+        if not self.batched:
+            return Inference(static)
+        for path, leaf in static.fields():
+            if leaf.rank == 0:
+                msg = (
+                    f"the dataset is batched but {path} is a scalar ({leaf.describe()}).\n"
+                    "Hint: pass batched=False if each element is a single example."
+                )
+                raise SpecInferenceError(msg, path=path)
+        structure = _nest.map_structure(
+            lambda lf: Leaf((None, *lf.shape[1:]), lf.dtype, lf.kind, lf.ragged_rank), static.structure
+        )
+        return Inference(Spec(structure, True))
+
+    def with_label(self, label: Any) -> TFDataSource:
+        return TFDataSource(self.dataset.map(lambda *e: split_label(e[0] if len(e) == 1 else e, label)), self.batched)
+
+    def build(self, plan: BuildPlan) -> Built:
+        ds = _fit_to_spec(self.dataset, plan.spec)
+        if plan.shard is not None:
+            ds = ds.shard(*plan.shard)
+        return Built(ds)
+
+    def scan(self, runner: Runner | None = None, limit: int | None = None) -> Iterator[Any]:
+        return iter(self.dataset if limit is None else self.dataset.take(limit))
+
+    def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
+        return check_elements(self.scan(runner, limit), spec, limit)
+
+    def parts(self, n: int) -> list[TFDataSource]:
+        return [self]
+
+
+def _fit_to_spec(ds: Any, spec: Spec) -> Any:
+    """``ds`` with every field cast and shaped as ``spec`` says, in the graph; refuses what does not fit."""
+    import tensorflow as tf
+
+    want = spec.signature
+    if ds.element_spec == want:
+        return ds
+    have_leaves, _ = _nest.flatten(_nest.normalize(ds.element_spec))
+    want_leaves, want_tree = _nest.flatten(want)
+    if len(have_leaves) != len(want_leaves):
+        msg = (
+            f"the dataset's elements do not have the spec's structure.\nExpected: {want}\n"
+            f"Received: {ds.element_spec}"
+        )
+        raise TfBridgeError(msg[:2000])
+    paths = [p for p, _ in spec.fields()]
+    for path, have, wanted in zip(paths, have_leaves, want_leaves):
+        if type(have) is not type(wanted) or not _shape_fits(have.shape, wanted.shape):
+            msg = (
+                f"the dataset's {path} is {have}, which does not fit the spec's {wanted}.\n"
+                "Hint: pass a spec that matches the dataset, or map the dataset first."
             )
-            return _spec.Spec(structure, True)
-        return static
+            raise TfBridgeError(msg)
+        if _lossy(have.dtype, wanted.dtype):
+            msg = (
+                f"the dataset's {path} is {have.dtype.name} and the spec says {wanted.dtype.name}: casting inside "
+                "the graph would wrap or truncate values without a word.\n"
+                "Hint: give the spec the dataset's dtype, or cast in the dataset yourself (dataset.map) if the "
+                "values are known to fit."
+            )
+            raise SpecMismatchError(msg, path=path, expected=wanted.dtype.name, got=have.dtype.name)
+
+    def fix(*element: Any) -> Any:
+        whole = element[0] if len(element) == 1 else element
+        leaves, _ = _nest.flatten(_nest.normalize(whole))
+        out = []
+        for value, wanted in zip(leaves, want_leaves):
+            if isinstance(wanted, tf.TensorSpec):
+                if value.dtype != wanted.dtype:
+                    value = tf.cast(value, wanted.dtype)
+                if value.shape != wanted.shape:  # loosen static dims the spec leaves open (batch axis)
+                    value = tf.ensure_shape(_tf.loosen_shape(value, wanted.shape.rank), wanted.shape)
+            elif value.dtype != wanted.dtype:
+                if isinstance(value, tf.RaggedTensor):
+                    value = tf.cast(value, wanted.dtype)
+                else:
+                    value = tf.sparse.map_values(tf.cast, value, wanted.dtype)
+            out.append(value)
+        return _nest.unflatten(want_tree, out)
+
+    return ds.map(fix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _lossy(have: Any, want: Any) -> bool:
+    """A graph cast from ``have`` to ``want`` that can change values (float to int, narrower ints, to bool)."""
+    if have == want:
+        return False
+    if want.is_bool:
+        return True
+    if want.is_integer:
+        if not have.is_integer:
+            return not have.is_bool
+        return bool(
+            have.size > want.size
+            or (have.is_unsigned != want.is_unsigned and have.size >= want.size)
+            or (not have.is_unsigned and want.is_unsigned)
+        )
+    return bool(have == "string" or want == "string")
+
+
+def _shape_fits(have: Any, want: Any) -> bool:
+    if have.rank is None:
+        return True
+    if have.rank != want.rank:
+        return False
+    return all(w is None or h is None or h == w for h, w in zip(have.as_list(), want.as_list()))

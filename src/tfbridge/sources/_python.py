@@ -1,0 +1,201 @@
+"""The route of Python sources into tf.data: elements produced by an executor (indexed sources) or read in
+order (streams), each checked and converted where it is produced, entering tf.data through
+``from_generator`` with the spec's signature. Small elements of an indexed source travel in chunks.
+
+Each call of a generator by tf.data is one epoch: in order, or in a fresh permutation when shuffled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from tfbridge import _chunks, _nest
+from tfbridge._checks import find_stacklevel
+from tfbridge.errors import TfBridgeError, TfBridgeWarning
+from tfbridge.sources._base import BuildPlan, Runner, Task, call_user
+from tfbridge.validate import Conformer, to_tensors
+
+
+class IndexedTask:
+    """Produce (and conform) element ``i`` of an indexed object: picklable, for worker processes."""
+
+    def __init__(self, get: Callable[[int], Any], conform: Callable[[Any, int], Any] | None) -> None:
+        self.get, self.conform = get, conform
+
+    def __call__(self, index: int) -> Any:
+        element = call_user(self.get, index, int(index))
+        if self.conform is None:
+            return _nest.normalize(element)
+        return self.conform(element, int(index))
+
+
+def conformer_for(plan: BuildPlan) -> Conformer | None:
+    """Elements are checked unless validate="none"; ragged and sparse fields always need converting."""
+    dense = all(leaf.kind == "dense" for _, leaf in plan.spec.fields())
+    return Conformer(plan.spec) if plan.conform or not dense else None
+
+
+def from_generator(epochs: Callable[[], Iterator[Any]], plan: BuildPlan, chunk: bool) -> Any:
+    import tensorflow as tf
+
+    if plan.errors is not None:
+        epochs = _Catching(epochs, plan.errors)
+    signature = _chunks.chunk_signature(plan.spec.signature) if chunk else plan.spec.signature
+    ds = tf.data.Dataset.from_generator(epochs, output_signature=signature)
+    if not chunk:
+        return ds
+    # split chunks with from_tensor_slices, not unbatch(): TensorFlow 2.21's unbatch crashes the process on
+    # zero-size elements (e.g. shape (2, 0), or an empty batch)
+    as_tuple = isinstance(signature, tuple)  # tf.data passes a tuple's parts as separate arguments
+
+    def slices(*parts: Any) -> Any:
+        return tf.data.Dataset.from_tensor_slices(parts if as_tuple else parts[0])
+
+    return ds.flat_map(slices)
+
+
+def build_indexed(
+    plan: BuildPlan,
+    *,
+    name: str,
+    length: Callable[[], int],
+    task: Task,
+    indices: Sequence[int] | None,
+    on_epoch_begin: Callable[[], None],
+    on_epoch_end: Callable[[], None],
+) -> Any:
+    """The dataset of an indexed source: ``indices`` (None: every index, with epoch hooks) through the runner."""
+    import tensorflow as tf
+
+    assert plan.runner is not None
+    workers = max(plan.runner.workers, 1)
+    chunk = conformer_for(plan) is not None and _chunks.worth_chunking(
+        plan.spec, plan.bytes_per_element, plan.seconds_per_element / workers
+    )
+    epochs = _IndexedEpochs(plan, name, length, task, indices, chunk, on_epoch_begin, on_epoch_end)
+    ds = from_generator(epochs, plan, chunk)
+    if plan.errors is not None:  # a failed pass ends short, and must end without another error
+        return ds
+    return ds.apply(tf.data.experimental.assert_cardinality(epochs.count))
+
+
+def build_stream(plan: BuildPlan, *, name: str, iterate: Callable[[], Iterator[Any]], one_shot: bool) -> Any:
+    if one_shot:
+        warnings.warn(
+            f"{name} is a one-shot iterator: the dataset gives one epoch of it; later epochs are empty.\n"
+            "Hint: pass a generator function (the function, not its result) or a re-iterable for many epochs.",
+            TfBridgeWarning,
+            stacklevel=find_stacklevel(),
+        )
+    ds = from_generator(_StreamEpochs(iterate, conformer_for(plan), plan.timeout), plan, chunk=False)
+    if plan.shard is not None:  # a stream is read whole by every pipeline, each keeping its part
+        ds = ds.shard(*plan.shard)
+    return ds
+
+
+class _IndexedEpochs:
+    """Called by tf.data at the start of each pass: one epoch, in order or in a fresh permutation."""
+
+    def __init__(
+        self,
+        plan: BuildPlan,
+        name: str,
+        length: Callable[[], int],
+        task: Task,
+        indices: Sequence[int] | None,
+        chunk: bool,
+        on_epoch_begin: Callable[[], None],
+        on_epoch_end: Callable[[], None],
+    ) -> None:
+        assert plan.runner is not None
+        self.runner: Runner = plan.runner
+        self.name, self.length, self.task, self.indices, self.chunk = name, length, task, indices, chunk
+        self.shuffle, self.shard = plan.shuffle, plan.shard
+        self.begin, self.end = on_epoch_begin, on_epoch_end
+        self.seed = plan.seed if plan.seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+        self.epoch = 0
+        self.size = length()  # the dataset's cardinality is fixed to this
+        total = self.size if indices is None else len(indices)
+        self.count = total if plan.shard is None else len(range(plan.shard[1], total, plan.shard[0]))
+
+    def order(self, epoch: int, n: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self.seed, epoch]).permutation(n)
+
+    def _checked_length(self) -> int:
+        n = self.length()
+        if n != self.size:
+            msg = (
+                f"len() of the source {self.name} was {self.size} when the dataset was made and is {n} now, "
+                "but a dataset's length is fixed when it is made (Keras takes its steps per epoch from it).\n"
+                "Hint: make a new dataset with tb.to_dataset after the source's length changes, or keep __len__ "
+                "constant."
+            )
+            raise TfBridgeError(msg)
+        return n
+
+    def __call__(self) -> Iterator[Any]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        hooks = self.indices is None
+        if hooks:
+            self.begin()
+        order: Any = self.order(epoch, self._checked_length()) if self.indices is None else self.indices
+        if self.shard is not None:  # one permutation for all pipelines (same seed); each takes every k-th
+            order = order[self.shard[1] :: self.shard[0]]
+        with contextlib.closing(self.runner.imap(self.task, order)) as results:  # type: ignore[type-var]
+            if self.chunk:
+                yield from _chunks.chunked(results)
+            else:
+                for element in results:
+                    yield to_tensors(element)
+        if hooks:
+            self.end()
+
+
+class _Catching:
+    """A pass that ends at its first error, which it keeps in ``errors`` (``Dataset.save`` hangs when its input
+    fails, so materialize raises the error itself)."""
+
+    def __init__(self, epochs: Callable[[], Iterator[Any]], errors: list[BaseException]) -> None:
+        self.epochs, self.errors = epochs, errors
+
+    def __call__(self) -> Iterator[Any]:
+        try:
+            yield from self.epochs()
+        except Exception as exc:
+            self.errors.append(exc)
+
+
+class _StreamEpochs:
+    def __init__(self, iterate: Callable[[], Iterator[Any]], conform: Conformer | None, timeout: float | None) -> None:
+        self.iterate, self.conform, self.timeout = iterate, conform, timeout
+
+    def __call__(self) -> Iterator[Any]:
+        for element in self._elements():
+            yield to_tensors(element)
+
+    def _elements(self) -> Iterator[Any]:
+        from tfbridge._timeout import call_within
+
+        it = call_user(self.iterate, None)
+        for index in itertools.count():
+            try:
+                if self.timeout is None:
+                    element = call_user(next, index, it)
+                else:
+                    element = call_within(
+                        lambda index=index: call_user(next, index, it),  # type: ignore[misc]
+                        self.timeout,
+                        index,
+                        "the source's iterator had not produced it",
+                    )
+            except StopIteration:
+                return
+            yield _nest.normalize(element) if self.conform is None else self.conform(element, index)
