@@ -177,7 +177,7 @@ def test_infer_dtype_disagreement_names_path_dtypes_and_both_elements() -> None:
     ("source", "message"),
     [
         pytest.param([], "the source builtins.list is empty", id="empty-list"),
-        pytest.param(_empty_gen, "the source is empty", id="empty-generator-function"),
+        pytest.param(_empty_gen, "the source _empty_gen is empty", id="empty-generator-function"),
         pytest.param(Empty(), "is empty (len 0)", id="zero-length-pydataset"),
     ],
 )

@@ -100,13 +100,12 @@ def test_user_error_at_index_17_becomes_source_error_naming_17(executor: str) ->
 
 def test_source_error_from_a_worker_keeps_index_and_traceback() -> None:
     from tfbridge.executors import ProcessExecutor
-    from tfbridge.pipeline import _Task
     from tfbridge.sources import adapt
 
     ex = ProcessExecutor(2)
     try:
         with pytest.raises(tb.SourceError) as info:
-            list(ex.imap(_Task(adapt(RaisesAt(5)), None), range(10)))
+            list(ex.imap(adapt(RaisesAt(5)).task(None), range(10)))
         assert info.value.index == 5
         assert "corrupt record 5" in info.value.traceback and "__getitem__" in info.value.traceback
     finally:
@@ -125,7 +124,6 @@ class KillsItself:
 
 def test_worker_killed_mid_epoch_raises_worker_died_naming_the_element() -> None:
     from tfbridge.executors import ProcessExecutor
-    from tfbridge.pipeline import _Task
     from tfbridge.sources import adapt
 
     gc.collect()
@@ -133,7 +131,7 @@ def test_worker_killed_mid_epoch_raises_worker_died_naming_the_element() -> None
     ex = ProcessExecutor(2)
     try:
         with pytest.raises(tb.WorkerDiedError, match=r"SIGKILL while producing element 20") as info:
-            list(ex.imap(_Task(adapt(KillsItself()), None), range(40)))
+            list(ex.imap(adapt(KillsItself()).task(None), range(40)))
         assert info.value.index == 20
         assert set(_children()) <= before, "a broken pool is shut down at once"
     finally:
@@ -227,20 +225,20 @@ def test_unpicklable_source_with_process_executor_says_why() -> None:
 
 
 def test_auto_choice_reflects_cpu_time_waiting_and_picklability() -> None:
-    from tfbridge.executors import choose
+    from tfbridge.executors import Cost, choose
 
-    cpu = choose("indexed", wall_s=0.16, cpu_s=0.16, count=8, nbytes=8 * 16_000)
+    cpu = choose(Cost(0.16, 0.16, 8, 8 * 16_000))
     assert cpu.name == "process" and cpu.workers >= 2 and "CPU-bound" in cpu.reason
-    waiting = choose("indexed", wall_s=0.08, cpu_s=0.001, count=8)
+    waiting = choose(Cost(0.08, 0.001, 8))
     assert waiting.name == "thread" and waiting.workers >= 16
-    copying = choose("indexed", wall_s=0.08, cpu_s=0.08, count=8, nbytes=8 * 38_500_000)
+    copying = choose(Cost(0.08, 0.08, 8, 8 * 38_500_000))
     assert copying.name == "thread" and "big" in copying.reason
-    big_cpu = choose("indexed", wall_s=0.4, cpu_s=0.4, count=8, nbytes=8 * 38_500_000)
+    big_cpu = choose(Cost(0.4, 0.4, 8, 8 * 38_500_000))
     assert big_cpu.name == "process"
-    unpicklable = choose("indexed", 0.16, 0.16, 8, 1000, pickles=lambda: "the source does not pickle (lock)")
+    unpicklable = choose(Cost(0.16, 0.16, 8, 1000), pickles=lambda: "the source does not pickle (lock)")
     assert unpicklable.name == "thread" and "does not pickle" in unpicklable.reason
-    assert choose("indexed", 0.0001, 0.0001, 8).name == "serial"
-    assert choose("stream", 1.0, 1.0, 8).name == "serial"
+    assert choose(Cost(0.0001, 0.0001, 8)).name == "serial"
+    assert choose(Cost(1.0, 1.0, 8, sequential=True)).name == "serial"
 
 
 def test_source_defined_in_an_unguarded_main_script_runs_under_processes(tmp_path: Path) -> None:

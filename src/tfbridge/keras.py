@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfbridge import _nest, sources
+from tfbridge import _nest, _tf, sources
 from tfbridge._checks import short
 from tfbridge.errors import TfBridgeError
 from tfbridge.executors import ExecutorName, ExecutorOptions
@@ -36,6 +36,7 @@ def keras_inputs(
     sparse fields get ``ragged=True`` / ``sparse=True``. ``label`` splits label columns off a dict-shaped
     source first, so they do not become inputs.
     """
+    _tf.tf()  # says how to install TensorFlow when it is missing
     import keras
 
     if isinstance(source_or_spec, Spec):

@@ -182,7 +182,7 @@ def build(
     input_context: Any = None,
 ) -> tuple[tf.data.Dataset, Spec]:
     """:func:`to_dataset` with the spec it delivers (the tfbridge functions built on it need no second look)."""
-    import tensorflow as tf
+    tf = _tf.tf()
 
     check_int("batch_size", batch_size, optional=True)
     check_seed(seed)

@@ -37,8 +37,9 @@ class Leaf:
         return len(self.shape)
 
     def type_spec(self) -> Any:
-        import tensorflow as tf
+        from tfbridge._tf import tf as tensorflow
 
+        tf = tensorflow()
         dtype = tf.as_dtype(self.dtype)
         if self.kind == "ragged":
             return tf.RaggedTensorSpec(
