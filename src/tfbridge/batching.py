@@ -176,15 +176,9 @@ def pad_batch(
 
 def _all_lengths(lengths_ds: Any, verbose: bool | None) -> np.ndarray:
     """One pass over the lengths, with a progress bar for long passes."""
-    import sys
+    from tfbridge._progress import progress_bar
 
-    show = sys.stderr.isatty() if verbose is None else verbose
-    total = int(lengths_ds.cardinality())
-    bar = None
-    if show:
-        import keras
-
-        bar = keras.utils.Progbar(total if total > 0 else None, unit_name="example")
+    bar = progress_bar(verbose, int(lengths_ds.cardinality()), "example")
     out: list[np.ndarray] = []
     seen = 0
     for chunk in lengths_ds.batch(4096).as_numpy_iterator():

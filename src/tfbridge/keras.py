@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfbridge import _nest, _tf, sources
+from tfbridge import _moments, _nest, _tf, sources
+from tfbridge._progress import progress_bar
 from tfbridge._checks import short
 from tfbridge.errors import TfBridgeError
 from tfbridge.executors import ExecutorName, ExecutorOptions
@@ -87,8 +88,6 @@ def adapt_normalization(
     ``keras.layers.Masking`` does. ``label`` splits label columns off a dict-shaped source first;
     ``executor``/``workers`` say who produces a Python source's elements (as for ``to_dataset``). ``verbose`` shows a progress bar (None: when stderr is a terminal).
     """
-    import sys
-
     import keras
     import tensorflow as tf
 
@@ -130,11 +129,10 @@ def adapt_normalization(
     stats = ds.map(batch_stats, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     total = int(stats.cardinality())
     stats = stats.batch(_BATCHES_PER_MERGE).prefetch(2)  # merge many batches' moments per Python step
-    show = sys.stderr.isatty() if verbose is None else verbose
-    bar = keras.utils.Progbar(total if total > 0 else None, unit_name="batch") if show else None
+    bar = progress_bar(verbose, total, "batch")
     n, mean, m2, step = 0, None, None, 0
     for counts, means, m2s in stats.as_numpy_iterator():
-        n, mean, m2 = _merge_moments(n, mean, m2, *_combine_moments(counts, means, m2s))
+        n, mean, m2 = _moments.merge(n, mean, m2, *_moments.combine(counts, means, m2s))
         step += len(counts)
         if bar is not None:
             bar.update(step)
@@ -152,30 +150,6 @@ def adapt_normalization(
 
 
 _BATCHES_PER_MERGE = 64
-
-
-def _combine_moments(counts: Any, means: Any, m2s: Any) -> tuple[int, Any, Any]:
-    """(count, mean, sum of squared deviations) of many groups at once, exactly in float64."""
-    import numpy as np
-
-    n = int(counts.sum())
-    if n == 0:
-        return 0, None, None
-    weights = counts.astype(np.float64)[:, None]
-    mean = (weights * means).sum(0) / n
-    m2 = m2s.sum(0) + (weights * (means - mean) ** 2).sum(0)
-    return n, mean, m2
-
-
-def _merge_moments(n_a: int, mean_a: Any, m2_a: Any, n_b: int, mean_b: Any, m2_b: Any) -> tuple[int, Any, Any]:
-    """Chan et al.'s pairwise update of (count, mean, sum of squared deviations)."""
-    if n_b == 0:
-        return n_a, mean_a, m2_a
-    if n_a == 0:
-        return n_b, mean_b, m2_b
-    n = n_a + n_b
-    delta = mean_b - mean_a
-    return n, mean_a + delta * (n_b / n), m2_a + m2_b + delta * delta * (n_a * n_b / n)
 
 
 def _feature_selector(element: Any, path: str | None) -> Any:

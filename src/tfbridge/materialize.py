@@ -28,6 +28,7 @@ import numpy as np
 
 from tfbridge._checks import check_int, short
 from tfbridge import _tf, executors
+from tfbridge._progress import progress_bar
 from tfbridge.errors import TfBridgeError
 from tfbridge.executors import ExecutorName, ExecutorOptions
 from tfbridge.sources.labels import Label
@@ -107,7 +108,7 @@ def materialize(
     parts_dir.mkdir(parents=True, exist_ok=True)
     for stale in parts_dir.glob("*.tmp*"):  # half-written by an interrupted run: never read, written again
         shutil.rmtree(stale, ignore_errors=True)
-    bar = _progress(verbose, total)
+    bar = progress_bar(verbose, total, "element")
     written = 0
     errors: list[BaseException] = []
 
@@ -284,15 +285,6 @@ def _write_manifest(root: Path, content: dict[str, Any]) -> None:
     tmp = root / f"{MANIFEST}.tmp"
     tmp.write_text(json.dumps(content, indent=1, sort_keys=True))
     os.replace(tmp, root / MANIFEST)
-
-
-def _progress(verbose: bool | None, total: int | None) -> Any:
-    show = sys.stderr.isatty() if verbose is None else verbose
-    if not show:
-        return None
-    import keras
-
-    return keras.utils.Progbar(total, unit_name="element")
 
 
 def _advance(bar: Any, written: int) -> None:

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from tfbridge import pipeline
+from tfbridge import _moments, pipeline
 from tfbridge._checks import check_int
 from tfbridge._values import STRING, ValueProblem, describe
 from tfbridge.batching import bucket_boundaries
 from tfbridge.executors import ExecutorName, ExecutorOptions
 from tfbridge.sources.labels import Label
 from tfbridge.spec import CastFloats, Leaf, Spec, SpecBuilder, apply_float_policy, format_shape
-from tfbridge.validate import _split_nested
+from tfbridge.validate import ragged_parts
 
 SCHEMA_VERSION = 1
 _MAX_DISTINCT = 20
@@ -51,8 +51,7 @@ class FieldStats:
         except ValueProblem:
             return
         if d.kind == "ragged":
-            flat, splits = _split_nested(d.value, d.ragged_rank) if not hasattr(d.value, "flat_values") else (
-                d.value.flat_values.numpy(), [s.numpy() for s in d.value.nested_row_splits])
+            flat, splits = ragged_parts(d.value, d.ragged_rank)
             if splits:
                 row_lengths = np.diff(splits[0]) if batched else [len(splits[0]) - 1]
                 self.lengths.extend(int(n) for n in row_lengths)
@@ -92,13 +91,10 @@ class FieldStats:
         lo, hi = float(x.min()), float(x.max())
         self.min = lo if self.min is None else min(self.min, lo)
         self.max = hi if self.max is None else max(self.max, hi)
-        n_b, mean_b = x.size, float(x.mean())
-        m2_b = float(((x - mean_b) ** 2).sum())
-        n = self.count + n_b
-        delta = mean_b - self.mean
-        self.mean += delta * n_b / n
-        self.m2 += m2_b + delta * delta * self.count * n_b / n
-        self.count = n
+        mean_b = float(x.mean())
+        self.count, self.mean, self.m2 = _moments.merge(
+            self.count, self.mean, self.m2, x.size, mean_b, float(((x - mean_b) ** 2).sum())
+        )
 
     def to_dict(self, batch_size: int, buckets: int) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -188,11 +188,7 @@ class Conformer:
         return arr.astype(target, copy=False)
 
     def _ragged(self, value: Any, kind: str, have: str | None, leaf: Leaf, path: str, index: int | None) -> RaggedParts:
-        if type(value).__module__.startswith("tensorflow"):
-            flat = value.flat_values.numpy()
-            splits = [s.numpy() for s in value.nested_row_splits]
-        else:
-            flat, splits = _split_nested(value, leaf.ragged_rank, text=leaf.dtype == STRING)
+        flat, splits = ragged_parts(value, leaf.ragged_rank, text=leaf.dtype == STRING)
         if len(splits) > leaf.ragged_rank:
             self._mismatch(
                 index,
@@ -255,10 +251,12 @@ def _flat_leaf(leaf: Leaf) -> Leaf:
     return Leaf((None,) + leaf.shape[leaf.ragged_rank + 1 :], leaf.dtype)
 
 
-def _split_nested(value: Any, ragged_rank: int, text: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Flat values and row splits of a nested list (or dense array) down to ``ragged_rank``.
-
-    Text stays in an object array: numpy's fixed-width strings would drop trailing NUL characters."""
+def ragged_parts(value: Any, ragged_rank: int, text: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Flat values and row splits of a ragged value: a tf.RaggedTensor, or a nested list (or dense array) split
+    down to ``ragged_rank``. Text stays in an object array: numpy's fixed-width strings would drop trailing NUL
+    characters."""
+    if type(value).__module__.startswith("tensorflow"):
+        return value.flat_values.numpy(), [s.numpy() for s in value.nested_row_splits]
     if isinstance(value, np.ndarray) and value.dtype != object:
         return value, []
     level: list[Any] = list(value)
