@@ -14,6 +14,7 @@ the source changed (e.g. ``on_epoch_end`` reshuffled its index), and every worke
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
 import pickle
@@ -27,7 +28,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def dumps_task(task: Task) -> bytes:
     import cloudpickle
 
     try:
-        return cloudpickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+        payload: bytes = cloudpickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         msg = (
             f"the source cannot be sent to worker processes: {type(exc).__name__}: {exc}\n"
@@ -55,6 +56,7 @@ def dumps_task(task: Task) -> bytes:
             "the source, e.g. create them lazily in __getitem__."
         )
         raise TfBridgeError(msg) from exc
+    return payload
 
 
 class _Worker:
@@ -112,10 +114,8 @@ class _Worker:
         if self.outstanding:
             self.proc.kill()
         else:
-            try:
+            with contextlib.suppress(WorkerDiedError):
                 self.send(("stop",))
-            except WorkerDiedError:
-                pass
         self.conn.close()
 
     def join(self) -> None:
@@ -137,13 +137,10 @@ def _at_exit() -> None:
     leave Python. A TensorFlow thread still inside a pass once finalization begins would never come back (Python
     ends threads that ask for the GIL then) and TensorFlow's iterator teardown would wait for it forever."""
     executors = list(_LIVE)
+    for ex in executors:  # every pool is killed first, so the waits below overlap
+        ex.stop_for_exit()
     for ex in executors:
-        ex._exiting = True
-        for w in list(ex._pool):
-            w.proc.kill()
-    for ex in executors:
-        if ex._pass_thread not in (None, threading.get_ident()):
-            ex._pass_done.wait(_EXIT_WAIT_S)
+        ex.wait_for_pass(_EXIT_WAIT_S)
 
 
 class ProcessExecutor:
@@ -155,7 +152,8 @@ class ProcessExecutor:
         self.workers = workers
         self.timeout = timeout
         self.in_flight = in_flight or workers * _IN_FLIGHT_PER_WORKER
-        self.seed = seed if seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+        # a SeedSequence made without entropy draws an int
+        self.seed = seed if seed is not None else int(cast(int, np.random.SeedSequence().entropy) % (2**63))
         self._pool: list[_Worker] = []
         self._slot_fds: list[int] = []
         self._slots: list[SlotMap] = []
@@ -189,7 +187,10 @@ class ProcessExecutor:
             except (EOFError, OSError):
                 reason = w.death()
                 self._shutdown()
-                msg = f"worker process {w.wid} {reason} while starting.\nHint: run the source with executor='serial' to see its error."
+                msg = (
+                    f"worker process {w.wid} {reason} while starting.\n"
+                    "Hint: run the source with executor='serial' to see its error."
+                )
                 raise WorkerDiedError(msg) from None
 
     def _shutdown(self) -> None:
@@ -223,6 +224,19 @@ class ProcessExecutor:
             w.proc.kill()  # the pass sees its workers gone, raises, and shuts the pool down as it ends
         if self._pass_thread != threading.get_ident():
             self._pass_done.wait(_WORKER_JOIN_TIMEOUT_S)
+
+    def stop_for_exit(self) -> None:
+        """For the interpreter's exit: mark the executor exiting (a running pass ends at once, quietly) and kill
+        its workers. Does not wait: see :meth:`wait_for_pass`."""
+        self._exiting = True
+        for w in list(self._pool):
+            w.proc.kill()
+
+    def wait_for_pass(self, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds for a pass running in another thread to leave; returns at once when
+        no pass is running or the caller is the thread running it."""
+        if self._pass_thread not in (None, threading.get_ident()):
+            self._pass_done.wait(timeout)
 
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self._pool]
@@ -331,13 +345,13 @@ class ProcessExecutor:
                     for conn in wait(list(by_conn), timeout=_POLL_S):
                         if self._exiting:
                             return
-                        w = by_conn[conn]
+                        w = by_conn[cast(Connection, conn)]  # wait() returns the objects it was given
                         try:
                             self._receive(w, results)
                         except WorkerDiedError as exc:
                             dead[w] = exc
                             unusable.add(w)
-                            del by_conn[conn]
+                            del by_conn[cast(Connection, conn)]
                     if self.timeout is not None and index not in results:
                         self._check_deadline(index)
                 kind, payload, slot = results.pop(index)
