@@ -47,7 +47,7 @@ def _numpy_function_map(source: Any, signature: Any) -> Any:
 
     def load(i: Any) -> Any:
         out = tf.numpy_function(fetch, [i], [s.dtype for s in flat])
-        out = [tf.ensure_shape(t, s.shape) for t, s in zip(out, flat)]
+        out = [tf.ensure_shape(t, s.shape) for t, s in zip(out, flat, strict=True)]
         return tf.nest.pack_sequence_as(signature, out)
 
     return tf.data.Dataset.range(len(source)).map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
@@ -111,7 +111,8 @@ def run(repeats: int, window_s: float) -> tuple[list[tuple[Any, list[Measurement
     for workload in workloads.WORKLOADS:
         source = workload()
         choice = tb.inspect(source).executor
-        print(f"\n{workload.title}\n  auto picks: {choice['name']} x{choice['workers']} - {choice['reason']}", flush=True)
+        auto = f"{choice['name']} x{choice['workers']} - {choice['reason']}"
+        print(f"\n{workload.title}\n  auto picks: {auto}", flush=True)
         rows = []
         for name, make, group in methods(source, cores):
             m = measure(name, make, repeats=repeats, warmup=8, window_s=window_s, min_elements=24)
@@ -119,7 +120,8 @@ def run(repeats: int, window_s: float) -> tuple[list[tuple[Any, list[Measurement
             rows.append(m)
             gc.collect()
             low, high = m.spread
-            print(f"  {name:38s} {m.median:10.1f}/s  [{low:.1f} .. {high:.1f}]" + (f"  {m.error}" if m.error else ""), flush=True)
+            error = f"  {m.error}" if m.error else ""
+            print(f"  {name:38s} {m.median:10.1f}/s  [{low:.1f} .. {high:.1f}]{error}", flush=True)
         results.append((workload, rows, f"{choice['name']} x{choice['workers']}: {choice['reason']}"))
     return results, time.perf_counter() - started
 
@@ -170,7 +172,8 @@ def write(results: list[Any], seconds: float, repeats: int, window_s: float, ext
             f"{auto.median / best.median:.2f} |"
         )
     for workload, rows, choice in results:
-        lines += ["", f"## {workload.title}", "", f"`auto` chose {choice}", "", "| method | elements/s | spread | vs plain from_generator |", "|---|---:|---:|---:|"]
+        lines += ["", f"## {workload.title}", "", f"`auto` chose {choice}", ""]
+        lines += ["| method | elements/s | spread | vs plain from_generator |", "|---|---:|---:|---:|"]
         plain = _by(rows, "plain from_generator").median
         for m in rows:
             if m.error:
@@ -194,7 +197,7 @@ def chart(results: list[Any]) -> Path | None:
         return None
     fig, axes = plt.subplots(len(results), 1, figsize=(9, 3.2 * len(results)))
     colors = {"tfbridge": "#1f77b4", "usual": "#ff7f0e", "ceiling": "#999999"}
-    for ax, (workload, rows, _) in zip(axes, results):
+    for ax, (workload, rows, _) in zip(axes, results, strict=True):
         ok = [m for m in rows if not m.error]
         ax.barh([m.name for m in ok], [m.median for m in ok], color=[colors[m.group] for m in ok])  # type: ignore[attr-defined]
         ax.set_xscale("log")
@@ -215,7 +218,14 @@ def main() -> None:
     args = parser.parse_args()
     results, seconds = run(args.repeats, args.window)
     started = time.perf_counter()
-    extra = variable.section() + "\n" + scaling.section(args.repeats, args.window) + "\n## tf.data service: 1 and 2 local workers\n\n" + service.section() + "\n"
+    extra = (
+        variable.section()
+        + "\n"
+        + scaling.section(args.repeats, args.window)
+        + "\n## tf.data service: 1 and 2 local workers\n\n"
+        + service.section()
+        + "\n"
+    )
     seconds += time.perf_counter() - started
     print("\n" + write(results, seconds, args.repeats, args.window, extra))
     path = chart(results)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,10 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import tfbridge as tb  # noqa: E402
-from tfbridge._bench import Measurement, measure, plain_from_generator  # noqa: E402
+import workloads
 
-import workloads  # noqa: E402
+import tfbridge as tb
+from tfbridge._bench import Measurement, measure, plain_from_generator
 
 FINITE = 300
 

@@ -67,7 +67,8 @@ def boundaries_timing() -> str:
     lengths = _lengths(1_000_000, seed=1)
     start = time.perf_counter()
     tb.bucket_boundaries(lengths, 16)
-    return f"`bucket_boundaries` on 10^6 lengths ({len(np.unique(lengths))} distinct), k=16: {time.perf_counter() - start:.2f} s"
+    seconds = time.perf_counter() - start
+    return f"`bucket_boundaries` on 10^6 lengths ({len(np.unique(lengths))} distinct), k=16: {seconds:.2f} s"
 
 
 def normalization_rows() -> list[str]:
@@ -94,8 +95,12 @@ def normalization_rows() -> list[str]:
         got = np.asarray(getattr(layer, attr), dtype=np.float64).ravel()
         return float(np.max(np.abs(got - want) / np.abs(want)))
 
-    rows = ["| method | seconds (median of 3) | max rel. error of mean | max rel. error of variance |", "|---|---:|---:|---:|"]
-    for name, label in (("tfbridge", "`tb.adapt_normalization(ds)`"), ("keras", "`keras.layers.Normalization().adapt(ds)`")):
+    rows = [
+        "| method | seconds (median of 3) | max rel. error of mean | max rel. error of variance |",
+        "|---|---:|---:|---:|",
+    ]
+    methods = (("tfbridge", "`tb.adapt_normalization(ds)`"), ("keras", "`keras.layers.Normalization().adapt(ds)`"))
+    for name, label in methods:
         rows.append(
             f"| {label} | {statistics.median(times[name]):.2f} | {err(layers[name], 'mean', exact.mean(0)):.1e} | "
             f"{err(layers[name], 'variance', exact.var(0)):.1e} |"

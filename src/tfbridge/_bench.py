@@ -34,7 +34,6 @@ def _graph_puller(dataset: Any) -> Callable[[int], None]:
 
     iterator = iter(dataset)
 
-    @tf.function
     def pull(n: Any) -> Any:
         i = tf.constant(0)
         while i < n:
@@ -42,7 +41,8 @@ def _graph_puller(dataset: Any) -> Callable[[int], None]:
             i += 1
         return i
 
-    return lambda n: pull(tf.constant(n)) and None
+    graph_pull = tf.function(pull)  # not as a decorator: tf is untyped, and a decorator would untype pull
+    return lambda n: graph_pull(tf.constant(n)) and None
 
 
 def rate(make: Callable[[], Iterable[Any]], *, warmup: int, window_s: float, min_elements: int) -> float:

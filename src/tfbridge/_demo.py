@@ -77,8 +77,7 @@ def padded_sequences() -> None:
     labels = rng.integers(0, 2, 200)
 
     def examples() -> Any:
-        for s, label in zip(seqs, labels):
-            yield s, label
+        yield from zip(seqs, labels, strict=True)
 
     ds = tf.data.Dataset.from_generator(
         examples,
@@ -132,7 +131,7 @@ class _Float64Sequence:
     def __init__(self) -> None:
         import keras
 
-        class Seq(keras.utils.PyDataset):
+        class Seq(keras.utils.PyDataset):  # type: ignore[misc]  # keras is untyped
             def __init__(self) -> None:
                 super().__init__()
                 rng = np.random.default_rng(_RNG_SEED)

@@ -39,7 +39,7 @@ def _is_leaf(value: Any) -> bool:
 
 def normalize(tree: Any) -> Any:
     """Turn mappings that are not dicts (e.g. UserDict-based batch objects) into dicts, recursively."""
-    if isinstance(tree, dict) or isinstance(tree, (str, bytes)):
+    if isinstance(tree, (dict, str, bytes)):
         if isinstance(tree, dict):
             return {k: normalize(v) for k, v in tree.items()}
         return tree
@@ -83,10 +83,7 @@ def format_path(path: Path, root: Any = None) -> str:
     ``root`` is the whole element's structure (for the Keras names x / y / sample_weight).
     """
     keys = list(path)
-    if type(root) is tuple and 1 <= len(root) <= 3 and keys:
-        head = _ROOT_NAMES[keys.pop(0)]
-    else:
-        head = "x"
+    head = _ROOT_NAMES[keys.pop(0)] if type(root) is tuple and 1 <= len(root) <= 3 and keys else "x"
     return head + "".join(f"[{k!r}]" for k in keys)
 
 
@@ -118,14 +115,14 @@ def structure_difference(a: Any, b: Any, path: Path = ()) -> tuple[Path, str, st
         if set(a) != set(b):
             return path, describe_structure(a), describe_structure(b)
         for key in sorted(a, key=str):
-            found = structure_difference(a[key], b[key], path + (key,))
+            found = structure_difference(a[key], b[key], (*path, key))
             if found:
                 return found
         return None
     if len(a) != len(b):
         return path, describe_structure(a), describe_structure(b)
-    for i, (va, vb) in enumerate(zip(a, b)):
-        found = structure_difference(va, vb, path + (i,))
+    for i, (va, vb) in enumerate(zip(a, b, strict=True)):  # same length: checked above
+        found = structure_difference(va, vb, (*path, i))
         if found:
             return found
     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import itertools
 from typing import Any
 
 from tfbridge._deps import optional
@@ -29,7 +30,7 @@ def _png(fig: Any) -> str:
 def _length_plot(plt: Any, path: str, lengths: dict[str, Any]) -> str:
     edges, counts = lengths["histogram"]["edges"], lengths["histogram"]["counts"]
     fig, ax = plt.subplots(figsize=(7, 2.8))
-    widths = [b - a for a, b in zip(edges, edges[1:])]
+    widths = [b - a for a, b in itertools.pairwise(edges)]
     ax.bar(edges[:-1], counts, width=widths, align="edge", color="#1f77b4", edgecolor="white")
     pad = lengths.get("padding")
     if pad:
@@ -72,7 +73,9 @@ def render(report: Any) -> str:
     for f in d["fields"]:
         s = f["stats"]
         shape = "(" + ", ".join("None" if n is None else str(n) for n in f["shape"]) + ")"
-        nums = "".join(f"<td class='num'>{'' if s[k] is None else f'{s[k]:.4g}'}</td>" for k in ("min", "max", "mean", "std"))
+        nums = "".join(
+            f"<td class='num'>{'' if s[k] is None else f'{s[k]:.4g}'}</td>" for k in ("min", "max", "mean", "std")
+        )
         out.append(
             f"<tr><td>{e(f['path'])}</td><td>{e(f['dtype'])}</td><td>{e(f['delivered_dtype'])}</td>"
             f"<td>{e(shape)}</td><td>{e(f['kind'])}</td>{nums}<td class='num'>{s['nan']}</td>"
@@ -83,7 +86,8 @@ def render(report: Any) -> str:
     for f in d["fields"]:
         if f["lengths"]:
             out.append(f"<h2>Lengths of {e(f['path'])}</h2>")
-            out.append(f"<img alt='histogram of {e(f['path'])} lengths' src='{_length_plot(plt, f['path'], f['lengths'])}'>")
+            src = _length_plot(plt, f["path"], f["lengths"])
+            out.append(f"<img alt='histogram of {e(f['path'])} lengths' src='{src}'>")
     if notes:
         out.append("<h2>Notes</h2>")
         out += [f"<p class='note'>{e(n)}</p>" for n in notes]

@@ -6,7 +6,7 @@ Everything here is numpy-only unless the value itself is a TensorFlow or torch o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -35,7 +35,7 @@ def dtype_name(dtype: np.dtype) -> str:
     if dtype.kind in "USO":
         return STRING
     if dtype.kind in "biufc" or dtype.name == "bfloat16":
-        return dtype.name
+        return str(dtype.name)
     msg = f"dtype {dtype} has no TensorFlow equivalent"
     raise ValueProblem(msg)
 
@@ -132,7 +132,7 @@ def _ragged(rows: list[Any]) -> Described:
 
 def _dense_text(rows: Any, shape: tuple[int | None, ...]) -> np.ndarray:
     """An object array of the str/bytes objects in ``rows`` (nested lists and arrays of one shape)."""
-    out = np.empty(shape, dtype=object)  # type: ignore[arg-type]
+    out = np.empty(cast("tuple[int, ...]", shape), dtype=object)  # called only when no size is None
     flat = out.reshape(-1)
     position = 0
 

@@ -17,7 +17,8 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
-from tfbridge.errors import TfBridgeError, short
+from tfbridge._checks import short
+from tfbridge.errors import TfBridgeError
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -162,7 +163,7 @@ def _calls_python_message(found: list[tuple[str, str]]) -> str:
 def _is_dynamic(processing_mode: Any) -> bool:
     from tensorflow.data.experimental.service import ShardingPolicy
 
-    return processing_mode == "distributed_epoch" or processing_mode == ShardingPolicy.DYNAMIC
+    return bool(processing_mode == "distributed_epoch" or processing_mode == ShardingPolicy.DYNAMIC)
 
 
 def _unsplittable_op(graph: Any) -> str | None:
@@ -271,7 +272,10 @@ def _check_port(port: Any) -> None:
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
-            msg = f"port {port} is already in use on this machine.\nHint: pick another port, or port 0 for any free one."
+            msg = (
+                f"port {port} is already in use on this machine.\n"
+                "Hint: pick another port, or port 0 for any free one."
+            )
             raise TfBridgeError(msg) from exc
 
 

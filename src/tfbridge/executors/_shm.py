@@ -15,6 +15,7 @@ garbage) or *copied* (one copy out, the slot is free at once). The executor leas
 
 from __future__ import annotations
 
+import contextlib
 import io
 import mmap
 import os
@@ -76,10 +77,8 @@ class SlotMap:
 
     def close(self) -> None:
         if self.mm is not None:
-            try:
+            with contextlib.suppress(BufferError):  # a view is still exported; the mapping goes with the process
                 self.mm.close()
-            except BufferError:  # a view is still exported; the mapping goes with the process
-                pass
             self.mm = None
 
 

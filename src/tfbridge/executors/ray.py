@@ -14,6 +14,7 @@ variable that Ray itself reads).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -121,23 +122,21 @@ class RayExecutor:
                 yield value
         finally:
             for _, ref in pending:  # early stop: nobody will read these (running ones finish, unread)
-                try:
+                with contextlib.suppress(Exception):  # already finished or already gone
                     ray.cancel(ref)
-                except Exception:  # noqa: BLE001 - already finished or already gone
-                    pass
 
     def _fetch(self, ray: Any, index: int, ref: Any) -> Any:
         errors = ray.exceptions
         started = time.monotonic()
         while True:
-            ready, _ = ray.wait([ref], timeout=_FETCH_POLL_S if self.timeout is None else min(_FETCH_POLL_S, self.timeout))
+            poll_s = _FETCH_POLL_S if self.timeout is None else min(_FETCH_POLL_S, self.timeout)
+            ready, _ = ray.wait([ref], timeout=poll_s)
             if ready:
                 break
             if self.timeout is not None and time.monotonic() - started >= self.timeout:
-                try:
-                    ray.cancel(ref, force=True)  # a hung task holds its worker: only killing it frees it
-                except Exception:  # noqa: BLE001 - it may have just finished or gone
-                    pass
+                # a hung task holds its worker: only killing it frees it (it may have just finished or gone)
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
                 raise timeout_error(index, self.timeout, "its Ray task had not finished and has been cancelled")
         try:
             return ray.get(ref)

@@ -7,6 +7,7 @@ source becomes an error naming the element instead of a silent stall.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
 from tfbridge.executors._base import Task, call_within
@@ -25,7 +26,7 @@ class SerialExecutor:
             if timeout is None:
                 yield task(i)
             else:
-                yield call_within(lambda i=i: task(i), timeout, i, "the source's call for it had not returned")
+                yield call_within(partial(task, i), timeout, i, "the source's call for it had not returned")
 
     def close(self) -> None:
         pass

@@ -45,7 +45,7 @@ class ThreadExecutor:
                     started[position] = time.monotonic()
                 try:
                     outcome = (True, task(index))
-                except BaseException as exc:  # noqa: BLE001 - delivered at its position in the order
+                except BaseException as exc:  # delivered at its position in the order
                     outcome = (False, exc)
                 with cond:
                     done[position] = outcome
