@@ -1,5 +1,6 @@
 """tfbridge: turn any training-data source into correct, fast TensorFlow/Keras input."""
 
+from tfbridge.batching import bucket_boundaries, pad_batch
 from tfbridge.errors import (
     ElementTimeoutError,
     SourceError,
@@ -9,7 +10,6 @@ from tfbridge.errors import (
     TfBridgeWarning,
     WorkerDiedError,
 )
-from tfbridge.batching import bucket_boundaries, pad_batch
 from tfbridge.executors import ExecutorOptions
 from tfbridge.keras import adapt_normalization, keras_inputs
 from tfbridge.materialize import materialize

@@ -74,4 +74,4 @@ def chunked(elements: Iterable[Any]) -> Iterator[Any]:
 def _stack(group: list[list[np.ndarray]], treespec: Any) -> Any:
     # always a fresh copy, also for a chunk of one: a view of the source's own memory could be aliased by
     # TensorFlow, whose kernels may then reuse (write into) that buffer
-    return _nest.unflatten(treespec, [np.stack(column) for column in zip(*group)])
+    return _nest.unflatten(treespec, [np.stack(column) for column in zip(*group, strict=False)])

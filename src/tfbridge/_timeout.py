@@ -32,7 +32,7 @@ def call_within(fn: Callable[[], Any], timeout: float, index: int | None, where:
     def run() -> None:
         try:
             box["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread as is
+        except BaseException as exc:
             box["error"] = exc
         done.set()
 

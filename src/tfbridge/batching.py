@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -149,9 +150,12 @@ def pad_batch(
             raise TfBridgeError(msg)
         boundaries = bucket_boundaries(lengths, buckets)
     else:
-        boundaries = [int(b) for b in buckets]
-        if not boundaries or any(b <= a for a, b in zip(boundaries, boundaries[1:])) or boundaries[0] < 1:
-            msg = f"buckets must be an int or a non-empty list of increasing positive boundaries. Received: {short(buckets)}"
+        boundaries = [int(b) for b in buckets]  # type: ignore[union-attr]
+        if not boundaries or any(b <= a for a, b in itertools.pairwise(boundaries)) or boundaries[0] < 1:
+            msg = (
+                "buckets must be an int or a non-empty list of increasing positive boundaries. "
+                f"Received: {short(buckets)}"
+            )
             raise TfBridgeError(msg)
     if ragged:
         edges = tf.constant(boundaries, tf.int32)
@@ -203,7 +207,7 @@ def _call(fn: Callable[[Any], Any]) -> Callable[..., Any]:
 def _default_length(spec: Any) -> Callable[[Any], Any]:
     import tensorflow as tf
 
-    paths, leaves, _ = _nest.flatten_with_paths(_nest.normalize(spec))
+    leaves = _nest.flatten(_nest.normalize(spec))[0]
     for k, leaf in enumerate(leaves):
         dims = leaf.shape.as_list() if leaf.shape.rank is not None else []
         for d, n in enumerate(dims):
@@ -233,7 +237,7 @@ def _padding_values(spec: Any, pad_value: Any) -> Any:
     else:
         given = [pad_value] * len(leaves)
     out = []
-    for leaf, value in zip(leaves, given):
+    for leaf, value in zip(leaves, given, strict=False):
         if leaf.dtype == tf.string:
             value = b"" if isinstance(value, int) and value == 0 else value
         elif leaf.dtype == tf.bool and isinstance(value, (int, float)) and value in (0, 1):

@@ -167,7 +167,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         ),
         ("plain from_generator", lambda: plain_from_generator(src.obj, signature)),
     ]
-    warmup = max(1, min(8, len(src) // 4))
+    warmup = max(1, min(8, (src.length() or 4) // 4))
     rows = []
     for name, make in runs:
         m = measure(name, make, repeats=args.repeats, warmup=warmup, window_s=args.seconds, min_elements=1)
@@ -197,7 +197,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     manifest = json.loads((Path(args.path) / MANIFEST).read_text())
     print(
         f"tfbridge: wrote {manifest['elements_written']} elements to {args.path}; load them in order with "
-        f"load({str(args.path)!r}) after `from tfbridge.materialize import load`, or with tf.data.Dataset.load({str(args.path)!r}"
+        f"load({str(args.path)!r}) after `from tfbridge.materialize import load`, or with "
+        f"tf.data.Dataset.load({str(args.path)!r}"
         f"{'' if args.compression is None else f', compression={args.compression!r}'}) (shards interleaved)"
     )
     return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from tfbridge import _moments, _nest, _tf, sources
-from tfbridge._progress import progress_bar
 from tfbridge._checks import short
+from tfbridge._progress import progress_bar
 from tfbridge.errors import TfBridgeError
 from tfbridge.executors import ExecutorName, ExecutorOptions
 from tfbridge.sources.labels import Label
@@ -50,7 +50,7 @@ def keras_inputs(
     features = _nest.keras_split(spec.structure)[0]
     leaves, treespec = _nest.flatten(features)
     names = input_names(features)
-    out = [_input(keras, leaf, spec.batched, name) for leaf, name in zip(leaves, names)]
+    out = [_input(keras, leaf, spec.batched, name) for leaf, name in zip(leaves, names, strict=False)]
     return _nest.unflatten(treespec, out)
 
 
@@ -86,7 +86,8 @@ def adapt_normalization(
     string: that key of a dict of features). ``axis`` is the feature axis kept, as in Keras (None: one mean and
     variance over everything). ``mask_value`` skips timesteps whose features all equal it, as
     ``keras.layers.Masking`` does. ``label`` splits label columns off a dict-shaped source first;
-    ``executor``/``workers`` say who produces a Python source's elements (as for ``to_dataset``). ``verbose`` shows a progress bar (None: when stderr is a terminal).
+    ``executor``/``workers`` say who produces a Python source's elements (as for ``to_dataset``). ``verbose``
+    shows a progress bar (None: when stderr is a terminal).
     """
     import keras
     import tensorflow as tf
@@ -130,7 +131,9 @@ def adapt_normalization(
     total = int(stats.cardinality())
     stats = stats.batch(_BATCHES_PER_MERGE).prefetch(2)  # merge many batches' moments per Python step
     bar = progress_bar(verbose, total, "batch")
-    n, mean, m2, step = 0, None, None, 0
+    n, step = 0, 0
+    mean: Any = None
+    m2: Any = None
     for counts, means, m2s in stats.as_numpy_iterator():
         n, mean, m2 = _moments.merge(n, mean, m2, *_moments.combine(counts, means, m2s))
         step += len(counts)

@@ -20,14 +20,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tfbridge._checks import check_int, short
 from tfbridge import _tf, executors
+from tfbridge._checks import check_int, short
 from tfbridge._progress import progress_bar
 from tfbridge.errors import TfBridgeError
 from tfbridge.executors import ExecutorName, ExecutorOptions
@@ -94,7 +93,7 @@ def materialize(
     if total == 0:
         msg = f"the source {src.name} is empty: there is nothing to materialize.\nHint: check that it yields data."
         raise TfBridgeError(msg)
-    if src.native_route is not None and _infinite(src.obj):
+    if src.infinite:
         msg = (
             f"the dataset {src.name} is infinite (it repeats): materialize would never finish.\n"
             "Hint: materialize one pass (before .repeat()), or take a finite part with .take(n)."
@@ -165,12 +164,6 @@ def materialize(
     return load(root)
 
 
-def _infinite(dataset: Any) -> bool:
-    import tensorflow as tf
-
-    return bool(int(dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY))
-
-
 def load(path: str | os.PathLike[str]) -> tf.data.Dataset:
     """The data ``materialize`` wrote at ``path``, in source order, graph-native.
 
@@ -184,7 +177,10 @@ def load(path: str | os.PathLike[str]) -> tf.data.Dataset:
     try:
         manifest = json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
-        msg = f"{root} is not a complete tfbridge materialization ({exc}).\nHint: run tb.materialize(source, path) first."
+        msg = (
+            f"{root} is not a complete tfbridge materialization ({exc}).\n"
+            "Hint: run tb.materialize(source, path) first."
+        )
         raise TfBridgeError(msg) from None
     if not manifest.get("complete"):
         msg = f"{root} is an unfinished materialization.\nHint: run tb.materialize(source, path) again to finish it."
@@ -257,7 +253,7 @@ def _open(root: Path, wanted: dict[str, Any]) -> dict[str, Any]:
     manifest = root / MANIFEST
     if manifest.exists():
         try:
-            have = json.loads(manifest.read_text())
+            have: dict[str, Any] = json.loads(manifest.read_text())
         except (OSError, ValueError) as exc:
             msg = f"{root} has an unreadable {MANIFEST} ({exc}).\nHint: delete {root} to materialize afresh."
             raise TfBridgeError(msg) from None

@@ -94,7 +94,7 @@ def _choose(src: Source, options: ExecutorOptions, peeked: Peek | None, spec: Sp
         if options.name in ("process", "ray"):  # say now, not at the first element, when it cannot travel
             task = src.task(None)
             if task is not None:
-                executors.dumps_task(task)
+                executors.processes.dumps_task(task)
         return Choice(options.name, options.workers or 0, "as given")
     assert peeked is not None
     cost = Cost(peeked.wall_s, peeked.cpu_s, peeked.count, peeked.nbytes, sequential=not src.random_access)

@@ -76,7 +76,7 @@ class FieldStats:
             return
         if arr.dtype.kind in "biu" and self.distinct is not None:
             values, counts = np.unique(arr, return_counts=True)
-            self.distinct.update(dict(zip(values.tolist(), counts.tolist())))
+            self.distinct.update(dict(zip(values.tolist(), counts.tolist(), strict=False)))
             if len(self.distinct) > _MAX_DISTINCT:
                 self.distinct = None
         elif arr.dtype.kind not in "biu":
@@ -224,7 +224,8 @@ class Report:
                 if pad:
                     text += (
                         f"; padded/real with batches of {pad['batch_size']}: plain {pad['plain']:.2f}, "
-                        f"{pad['buckets']} buckets {pad['bucketed']:.2f} (tb.pad_batch(..., buckets={pad['boundaries']}))"
+                        f"{pad['buckets']} buckets {pad['bucketed']:.2f} "
+                        f"(tb.pad_batch(..., buckets={pad['boundaries']}))"
                     )
                 notes.append(text)
         for miss in self.peek_missed:
@@ -254,7 +255,7 @@ class Report:
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip())
         notes = self.notes()
         if notes:
             lines += ["", *notes]
@@ -301,14 +302,14 @@ def inspect(
         if not stats:
             stats = [FieldStats() for _ in values]
             spec_leaves = [leaf for _, leaf in p.spec.fields()]
-        for st, value, leaf in zip(stats, values, spec_leaves):
+        for st, value, leaf in zip(stats, values, spec_leaves, strict=False):
             st.add(value, leaf, src.batched)
     scanned_spec = builder.spec()
     spec = scanned_spec if full else p.spec
     delivered = apply_float_policy(spec, cast_floats)
     delivered_leaves = dict(delivered.fields())
     peek_missed = _peek_missed(p.spec, scanned_spec, builder) if full else []
-    shapes = p.inference.shapes if p.inference.shapes else dict(zip(builder.paths, builder.seen))
+    shapes = p.inference.shapes if p.inference.shapes else dict(zip(builder.paths, builder.seen, strict=False))
     fields = []
     for k, (path, leaf) in enumerate(spec.fields()):
         st = stats[k] if stats else FieldStats()
@@ -355,7 +356,7 @@ def _varying(
     leaf: Leaf,
     seen: list[tuple[int, tuple[int | None, ...]]],
     changes: dict[int, Any],
-    ranges: list[list[int]],
+    ranges: list[list[int | None]],
 ) -> list[dict[str, Any]]:
     """Dimensions that vary: sizes per sampled element (peek), or first change and range (full scan)."""
     out = []
@@ -366,7 +367,7 @@ def _varying(
         if not sizes and d in changes:
             first_el, first_size, el, other = changes[d]
             sizes = [[first_el, first_size], [el, other]]
-        values = {s for _, s in sizes}
+        values: set[int] = {s for _, s in sizes if s is not None}
         if len(values) > 1:
             low, high = (ranges[d] if d < len(ranges) and ranges[d][0] is not None else (min(values), max(values)))
             out.append({"dim": d, "min": low, "max": high, "sizes": sizes})
@@ -394,8 +395,8 @@ def _peek_missed(peeked: Spec, scanned: Spec, builder: SpecBuilder) -> list[dict
     scanned_leaves = dict(scanned.fields())
     for path, leaf in peeked.fields():
         full_leaf = scanned_leaves[path]
-        for d, (a, b) in enumerate(zip(leaf.shape, full_leaf.shape)):
+        for d, (a, b) in enumerate(zip(leaf.shape, full_leaf.shape, strict=False)):
             if a is not None and b is None:
-                first_el, first_size, el, other = builder.changes[path][d]
+                _, _, el, other = builder.changes[path][d]
                 missed.append({"path": path, "dim": d, "peek_size": a, "element": el, "size": other})
     return missed

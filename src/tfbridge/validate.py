@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from tfbridge import _nest
-from tfbridge._values import STRING, ValueProblem, describe
 from tfbridge._checks import short
+from tfbridge._values import STRING, ValueProblem, describe
 from tfbridge.errors import SpecMismatchError
 from tfbridge.spec import Leaf, Spec, format_shape, lists_as_tuples
 
@@ -41,7 +41,7 @@ def numpy_dtype(name: str) -> np.dtype:
     if name == "bfloat16":
         import ml_dtypes
 
-        return np.dtype(ml_dtypes.bfloat16)
+        return np.dtype(ml_dtypes.bfloat16)  # type: ignore[no-any-return]
     return np.dtype(name)
 
 
@@ -59,7 +59,7 @@ class Conformer:
         values, treespec = _nest.flatten(element)
         if treespec != self.treespec:
             self._structure_error(element, index)
-        out = [self._leaf(v, leaf, path, index) for v, leaf, path in zip(values, self.leaves, self.paths)]
+        out = [self._leaf(v, leaf, path, index) for v, leaf, path in zip(values, self.leaves, self.paths, strict=False)]
         if self.spec.batched:
             self._check_batch_sizes(out, index)
         return _nest.unflatten(self.out_treespec, out)
@@ -84,7 +84,7 @@ class Conformer:
 
     def _check_batch_sizes(self, out: list[Any], index: int | None) -> None:
         sizes = {}
-        for path, value in zip(self.paths, out):
+        for path, value in zip(self.paths, out, strict=False):
             if isinstance(value, np.ndarray):
                 sizes[path] = value.shape[0]
             elif isinstance(value, RaggedParts):
@@ -118,7 +118,7 @@ class Conformer:
                 f"shape {format_shape(d.shape)} (rank {len(d.shape)})",
                 _channels_hint(leaf.shape, d.shape) or "a field must have the same rank in every element.",
             )
-        for want, have in zip(leaf.shape, d.shape):
+        for want, have in zip(leaf.shape, d.shape, strict=False):
             if want is not None and have is not None and want != have:
                 self._mismatch(
                     index,
@@ -201,7 +201,7 @@ class Conformer:
             rows = len(flat)
             width = flat.shape[1] if flat.ndim > 1 else 0
             splits.append(np.arange(rows + 1, dtype=np.int64) * width)  # width 0: rows + 1 zeros
-            flat = flat.reshape((rows * width,) + flat.shape[2:])
+            flat = flat.reshape((rows * width, *flat.shape[2:]))
         flat = self._convert(flat, have if flat.size else None, _flat_leaf(leaf), path, index)
         return RaggedParts(flat, tuple(np.asarray(s, dtype=np.int64) for s in splits))
 
@@ -230,7 +230,7 @@ def _channels_hint(want: tuple[int | None, ...], have: tuple[int | None, ...]) -
     whose last axis alone differs (1, 3 or 4 on both sides), or that lacks the last axis altogether."""
     if len(want) < 3 or want[-1] not in _CHANNEL_COUNTS:
         return None
-    if not all(w is None or h is None or w == h for w, h in zip(want[:-1], have)):
+    if not all(w is None or h is None or w == h for w, h in zip(want[:-1], have, strict=False)):
         return None
     if len(have) == len(want) - 1:
         return (
@@ -248,7 +248,7 @@ def _channels_hint(want: tuple[int | None, ...], have: tuple[int | None, ...]) -
 
 
 def _flat_leaf(leaf: Leaf) -> Leaf:
-    return Leaf((None,) + leaf.shape[leaf.ragged_rank + 1 :], leaf.dtype)
+    return Leaf((None, *leaf.shape[leaf.ragged_rank + 1 :]), leaf.dtype)
 
 
 def ragged_parts(value: Any, ragged_rank: int, text: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -269,10 +269,8 @@ def ragged_parts(value: Any, ragged_rank: int, text: bool = False) -> tuple[np.n
             nxt.extend(item)
         level = nxt
     if not level:
-        flat = np.zeros((0,), np.float32)
-    else:
-        flat = np.array(level, dtype=object) if text else np.asarray(level)
-    return flat, splits
+        return np.zeros((0,), np.float32), splits
+    return (np.array(level, dtype=object) if text else np.asarray(level)), splits
 
 
 def to_tensors(element: Any) -> Any:

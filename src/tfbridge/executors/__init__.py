@@ -72,7 +72,8 @@ def choose(cost: Cost, pickles: Callable[[], str | None] = lambda: None) -> Choi
         return Choice("serial", 1, "a stream (generator/iterable) can only be read in order by one reader")
     per = cost.wall_s / max(cost.count, 1)
     if per < _CHEAP_ELEMENT_S:
-        return Choice("serial", 1, f"elements are cheap ({per * 1e3:.2f} ms each); workers would cost more than they save")
+        reason = f"elements are cheap ({per * 1e3:.2f} ms each); workers would cost more than they save"
+        return Choice("serial", 1, reason)
     share = cost.cpu_s / cost.wall_s if cost.wall_s > 0 else 1.0
     if share < _WAITING_SHARE:
         n = min(_MAX_LATENCY_WORKERS, max(8, round(per / _PER_ELEMENT_OVERHEAD_S)))

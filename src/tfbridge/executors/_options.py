@@ -60,7 +60,7 @@ def resolve(
     """
     if isinstance(executor, ExecutorOptions):
         given = {"workers": workers, "timeout": timeout, "ray_address": ray_address}
-        updates = {}
+        updates: dict[str, Any] = {}
         for key, value in given.items():
             if value is None:
                 continue

@@ -101,6 +101,11 @@ class Source(Protocol):
         """The source gives one pass only (an iterator)."""
         ...
 
+    @property
+    def infinite(self) -> bool:
+        """The source is known never to end (e.g. a repeating tf.data pipeline)."""
+        ...
+
     def length(self) -> int | None:
         """Elements per epoch, when known without reading them."""
         ...
@@ -133,7 +138,7 @@ class Source(Protocol):
         """Check the first ``limit`` elements (None: all) against ``spec``; return how many were checked."""
         ...
 
-    def parts(self, n: int) -> list[Source]:
+    def parts(self, n: int) -> Sequence[Source]:
         """Up to ``n`` disjoint sources that together hold every element, in order (one when it cannot split)."""
         ...
 

@@ -66,7 +66,7 @@ def build_indexed(
     name: str,
     length: Callable[[], int],
     task: Task,
-    indices: Sequence[int] | None,
+    indices: Sequence[int] | np.ndarray | None,
     on_epoch_begin: Callable[[], None],
     on_epoch_end: Callable[[], None],
 ) -> Any:
@@ -99,6 +99,11 @@ def build_stream(plan: BuildPlan, *, name: str, iterate: Callable[[], Iterator[A
     return ds
 
 
+def fresh_seed() -> int:
+    """A seed from the operating system's entropy, for runs that were given none."""
+    return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] % (2**63))
+
+
 class _IndexedEpochs:
     """Called by tf.data at the start of each pass: one epoch, in order or in a fresh permutation."""
 
@@ -108,7 +113,7 @@ class _IndexedEpochs:
         name: str,
         length: Callable[[], int],
         task: Task,
-        indices: Sequence[int] | None,
+        indices: Sequence[int] | np.ndarray | None,
         chunk: bool,
         on_epoch_begin: Callable[[], None],
         on_epoch_end: Callable[[], None],
@@ -118,7 +123,7 @@ class _IndexedEpochs:
         self.name, self.length, self.task, self.indices, self.chunk = name, length, task, indices, chunk
         self.shuffle, self.shard = plan.shuffle, plan.shard
         self.begin, self.end = on_epoch_begin, on_epoch_end
-        self.seed = plan.seed if plan.seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+        self.seed = plan.seed if plan.seed is not None else fresh_seed()
         self.epoch = 0
         self.size = length()  # the dataset's cardinality is fixed to this
         total = self.size if indices is None else len(indices)

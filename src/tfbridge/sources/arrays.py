@@ -67,11 +67,14 @@ class ArraysSource:
 
     random_access = True
     one_shot = False
+    infinite = False
 
     def __init__(self, obj: Any, columns: Any, batched: bool) -> None:
         self.obj, self.columns, self.batched = obj, columns, batched
         paths, leaves, _ = _nest.flatten_with_paths(columns)
-        lengths = {_nest.format_path(p, columns): len(a) if a.ndim else None for p, a in zip(paths, leaves)}
+        lengths = {
+            _nest.format_path(p, columns): len(a) if a.ndim else None for p, a in zip(paths, leaves, strict=True)
+        }
         if None in lengths.values() or len(set(lengths.values())) > 1:
             listing = ", ".join(f"{p}: {n if n is not None else 'a scalar'}" for p, n in lengths.items())
             msg = (
@@ -114,7 +117,7 @@ class ArraysSource:
             return self.rows.infer(n, peek)
         paths, leaves, treespec = _nest.flatten_with_paths(self.columns)
         out = []
-        for path, arr in zip(paths, leaves):
+        for path, arr in zip(paths, leaves, strict=False):
             where = _nest.format_path(path, self.columns)
             if arr.dtype == object:  # strings or ragged rows: read every row, the spec stays exact
                 try:
@@ -193,12 +196,12 @@ def _column_spec(spec: Spec, columns: Any) -> Spec:
 
     def column_leaf(leaf: Leaf, array: Any) -> Leaf:
         varies_first = leaf.kind == "dense" and leaf.rank >= 2 and leaf.shape[1] is None
-        if varies_first and getattr(array, "dtype", None) == object and None not in leaf.shape[2:]:
+        if varies_first and getattr(array, "dtype", None) == np.dtype(object) and None not in leaf.shape[2:]:
             return Leaf(leaf.shape, leaf.dtype, "ragged", 1)
         return leaf
 
     leaves, treespec = _nest.flatten(batched.structure)
-    return Spec(_nest.unflatten(treespec, [column_leaf(lf, a) for lf, a in zip(leaves, arrays)]), True)
+    return Spec(_nest.unflatten(treespec, [column_leaf(lf, a) for lf, a in zip(leaves, arrays, strict=False)]), True)
 
 
 def _dtype(arr: np.ndarray, where: str) -> str:

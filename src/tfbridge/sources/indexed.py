@@ -4,6 +4,7 @@ batches, user classes. Elements are produced by index through an executor (worke
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,7 @@ class IndexedSource:
     native_route = None
     random_access = True
     one_shot = False
+    infinite = False
 
     def __init__(
         self,
@@ -57,7 +59,7 @@ class IndexedSource:
         batched: bool,
         *,
         transform: Callable[[Any], Any] = _identity,
-        indices: Sequence[int] | None = None,
+        indices: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         self.obj, self.batched = obj, batched
         self.transform, self.indices = transform, indices
@@ -155,7 +157,7 @@ class IndexedSource:
         base = np.arange(size) if self.indices is None else np.asarray(self.indices)
         return [
             IndexedSource(self.obj, self.batched, transform=self.transform, indices=base[a:b])
-            for a, b in zip(bounds[:-1], bounds[1:])
+            for a, b in itertools.pairwise(bounds)
         ]
 
 

@@ -152,6 +152,7 @@ class StreamSource:
 
     native_route = None
     random_access = False
+    infinite = False  # not known without reading it
 
     def __init__(
         self,

@@ -66,6 +66,12 @@ class TFDataSource:
         n = int(self.dataset.cardinality())
         return n if n >= 0 else None
 
+    @property
+    def infinite(self) -> bool:
+        import tensorflow as tf
+
+        return bool(int(self.dataset.cardinality()) == int(tf.data.INFINITE_CARDINALITY))
+
     def task(self, conform: Callable[[Any, int], Any] | None) -> Task | None:
         return None
 
@@ -134,7 +140,7 @@ def _fit_to_spec(ds: Any, spec: Spec) -> Any:
         )
         raise TfBridgeError(msg[:2000])
     paths = [p for p, _ in spec.fields()]
-    for path, have, wanted in zip(paths, have_leaves, want_leaves):
+    for path, have, wanted in zip(paths, have_leaves, want_leaves, strict=False):
         if type(have) is not type(wanted) or not _shape_fits(have.shape, wanted.shape):
             msg = (
                 f"the dataset's {path} is {have}, which does not fit the spec's {wanted}.\n"
@@ -154,7 +160,7 @@ def _fit_to_spec(ds: Any, spec: Spec) -> Any:
         whole = element[0] if len(element) == 1 else element
         leaves, _ = _nest.flatten(_nest.normalize(whole))
         out = []
-        for value, wanted in zip(leaves, want_leaves):
+        for value, wanted in zip(leaves, want_leaves, strict=False):
             if isinstance(wanted, tf.TensorSpec):
                 if value.dtype != wanted.dtype:
                     value = tf.cast(value, wanted.dtype)
@@ -193,4 +199,4 @@ def _shape_fits(have: Any, want: Any) -> bool:
         return True
     if have.rank != want.rank:
         return False
-    return all(w is None or h is None or h == w for h, w in zip(have.as_list(), want.as_list()))
+    return all(w is None or h is None or h == w for h, w in zip(have.as_list(), want.as_list(), strict=False))

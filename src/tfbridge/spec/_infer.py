@@ -34,7 +34,7 @@ def infer(samples: Sequence[tuple[int, Any]], batched: bool) -> Inference:
     builder = SpecBuilder(batched)
     for index, element in samples:
         builder.add(index, element)
-    return Inference(builder.spec(), dict(zip(builder.paths, builder.seen)))
+    return Inference(builder.spec(), dict(zip(builder.paths, builder.seen, strict=False)))
 
 
 class SpecBuilder:
@@ -109,7 +109,7 @@ class SpecBuilder:
             if n is not None and low is not None and high is not None:
                 ranges[d][0], ranges[d][1] = min(low, n), max(high, n)
         first = self._first_shapes[k]
-        for d, (a, b) in enumerate(zip(first, shape)):
+        for d, (a, b) in enumerate(zip(first, shape, strict=False)):
             if a != b and d not in self.changes.get(path, {}):
                 self.changes.setdefault(path, {})[d] = (self.described_by[k], a, index, b)
 
@@ -182,6 +182,6 @@ def _merge(a: Leaf, b: Leaf, path: str, ia: int, ib: int) -> Leaf:
             "or pass spec= to convert every element to the dtypes you want."
         )
         raise SpecInferenceError(msg, path=path)
-    shape = tuple(x if x == y else None for x, y in zip(a.shape, b.shape))
+    shape = tuple(x if x == y else None for x, y in zip(a.shape, b.shape, strict=False))
     kind: Kind = "ragged" if "ragged" in kinds else a.kind
     return Leaf(shape, dtype, kind, max(a.ragged_rank, b.ragged_rank))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from typing import Any, Literal
 
 from tfbridge import _nest
@@ -138,7 +137,7 @@ class Spec:
     def fields(self) -> Iterator[tuple[str, Leaf]]:
         """(field path, Leaf) for every tensor, in flattening order."""
         paths, leaves, _ = _nest.flatten_with_paths(self.structure)
-        for path, leaf in zip(paths, leaves):
+        for path, leaf in zip(paths, leaves, strict=False):
             yield _nest.format_path(path, self.structure), leaf
 
     def __eq__(self, other: object) -> bool:
@@ -207,10 +206,10 @@ def apply_float_policy(spec: Spec, cast_floats: CastFloats) -> Spec:
     target = float_target(cast_floats)
     if target is None or target == "float64":
         return spec
-    return Spec(
-        _nest.map_structure(lambda leaf: replace(leaf, dtype=target) if leaf.dtype == "float64" else leaf, spec.structure),
-        spec.batched,
-    )
+    def cast(leaf: Leaf) -> Leaf:
+        return replace(leaf, dtype=target) if leaf.dtype == "float64" else leaf
+
+    return Spec(_nest.map_structure(cast, spec.structure), spec.batched)
 
 
 def add_batch_axis(spec: Spec) -> Spec:
