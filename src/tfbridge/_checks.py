@@ -93,9 +93,10 @@ def find_stacklevel() -> int:
     return level
 
 
-def worker_died_hint() -> str:
-    """The one hint for a worker that died without a Python error (process or Ray)."""
+def worker_died_hint(*, ray: bool = False) -> str:
+    """The one hint for a worker that died without a Python error (a process, or a Ray worker or node)."""
+    where = "its node went away; check the Ray dashboard/logs, or" if ray else "crashed in native code;"
     return (
         "Hint: a worker that dies without a Python error was usually killed by the system (out of memory?) or "
-        "crashed in native code; try fewer workers or executor='thread'."
+        f"{where} try fewer workers or executor='thread'."
     )

@@ -9,6 +9,7 @@ import itertools
 from typing import Any
 
 from tfbridge._deps import optional
+from tfbridge.spec import format_shape
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 70em; }
@@ -72,7 +73,7 @@ def render(report: Any) -> str:
     ]
     for f in d["fields"]:
         s = f["stats"]
-        shape = "(" + ", ".join("None" if n is None else str(n) for n in f["shape"]) + ")"
+        shape = format_shape(f["shape"])
         nums = "".join(
             f"<td class='num'>{'' if s[k] is None else f'{s[k]:.4g}'}</td>" for k in ("min", "max", "mean", "std")
         )

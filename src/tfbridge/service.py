@@ -17,6 +17,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
+from tfbridge import _tf
 from tfbridge._checks import short
 from tfbridge.errors import TfBridgeError
 
@@ -118,7 +119,7 @@ def _graph(dataset: tf.data.Dataset) -> Any:
 
     try:
         serialized = tf.raw_ops.DatasetToGraphV2(
-            input_dataset=dataset._variant_tensor,  # private, but the only handle on a dataset's graph
+            input_dataset=_tf.variant_tensor(dataset),
             external_state_policy=_POLICY_IGNORE,
             strip_device_assignment=True,
         )
@@ -129,9 +130,7 @@ def _graph(dataset: tf.data.Dataset) -> Any:
             "Hint: write the data once with `tb.materialize(source, path)` and distribute the loaded dataset."
         )
         raise TfBridgeError(msg) from exc
-    graph = tf.compat.v1.GraphDef()
-    graph.ParseFromString(serialized.numpy())
-    return graph
+    return _tf.graph_def(serialized.numpy())
 
 
 def _python_ops(graph: Any) -> list[tuple[str, str]]:
@@ -348,4 +347,4 @@ def address(server: Any) -> str:
     target = getattr(server, "target", None)
     if isinstance(target, str):
         return target
-    return f"{_PROTOCOL}://{server._address}"  # WorkerServer has no public address
+    return f"{_PROTOCOL}://{_tf.server_address(server)}"

@@ -15,6 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 from tfbridge._timeout import call_within, timeout_error
 
 Task = Callable[[int], Any]
+IN_FLIGHT_PER_WORKER = 2  # elements each worker holds: one being made, one waiting
 
 
 @runtime_checkable
@@ -31,4 +32,4 @@ class Executor(Protocol):
         ...
 
 
-__all__ = ["Executor", "Task", "call_within", "timeout_error"]
+__all__ = ["IN_FLIGHT_PER_WORKER", "Executor", "Task", "call_within", "timeout_error"]

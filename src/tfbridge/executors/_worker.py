@@ -28,7 +28,7 @@ def _seed_everything(seed: int) -> None:
 def serve(conn: Connection) -> None:
     from tfbridge.errors import TfBridgeError
     from tfbridge.executors._shm import SlotMap, dumps_result
-    from tfbridge.sources._base import source_error
+    from tfbridge.sources._base import remote_error
 
     hello = pickle.loads(conn.recv_bytes())
     sys.path[:] = hello["sys_path"]
@@ -59,11 +59,9 @@ def serve(conn: Connection) -> None:
             value = task(index)
             reply = ("ok", index, dumps_result(value, slots[slot], slot))
         except TfBridgeError as exc:
-            if exc.__cause__ is not None and type(exc).__name__ == "SourceError":
-                exc = source_error(exc.__cause__, index, remote=True)  # the chain does not cross processes
-            reply = ("err", index, _picklable(exc, index))
+            reply = ("err", index, _picklable(remote_error(exc, index), index))
         except Exception as exc:
-            reply = ("err", index, _picklable(source_error(exc, index, remote=True), index))
+            reply = ("err", index, _picklable(remote_error(exc, index), index))
         try:
             conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
         except (EOFError, OSError):

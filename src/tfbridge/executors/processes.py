@@ -32,11 +32,11 @@ from typing import Any, cast
 
 import numpy as np
 
+from tfbridge._checks import worker_died_hint
 from tfbridge.errors import TfBridgeError, WorkerDiedError
-from tfbridge.executors._base import Task, timeout_error
+from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, Task, timeout_error
 from tfbridge.executors._shm import SlotMap, create_slot, loads_result
 
-_IN_FLIGHT_PER_WORKER = 2
 _LEASED_SLOTS = 8  # results handed to TensorFlow without a copy, alive at once (prefetch buffers hold some)
 _WORKER_START_TIMEOUT_S = 120.0
 _WORKER_JOIN_TIMEOUT_S = 5.0
@@ -93,11 +93,7 @@ class _Worker:
                 else "between passes, before this pass handed it any element (none was lost; the next pass starts "
                 "new workers)"
             )
-            msg = (
-                f"worker process {self.wid} (pid {self.proc.pid}) {self.death()} {when}.\nHint: a worker that dies "
-                "without a Python error was usually killed by the system (out of memory?); try fewer workers or "
-                "executor='thread'."
-            )
+            msg = f"worker process {self.wid} (pid {self.proc.pid}) {self.death()} {when}.\n{worker_died_hint()}"
             raise WorkerDiedError(msg, index=index) from None
 
     def death(self) -> str:
@@ -151,7 +147,7 @@ class ProcessExecutor:
     ) -> None:
         self.workers = workers
         self.timeout = timeout
-        self.in_flight = in_flight or workers * _IN_FLIGHT_PER_WORKER
+        self.in_flight = in_flight or workers * IN_FLIGHT_PER_WORKER
         # a SeedSequence made without entropy draws an int
         self.seed = seed if seed is not None else int(cast(int, np.random.SeedSequence().entropy) % (2**63))
         self._pool: list[_Worker] = []
@@ -299,8 +295,7 @@ class ProcessExecutor:
             index = w.outstanding[0] if w.outstanding else None
             msg = (
                 f"worker process {w.wid} (pid {w.proc.pid}) {w.death()} while producing element {index}.\n"
-                "Hint: a worker that dies without a Python error was usually killed by the system "
-                "(out of memory?) or crashed in native code; try fewer workers or executor='thread'."
+                f"{worker_died_hint()}"
             )
             raise WorkerDiedError(msg, index=index) from None
         w.outstanding.remove(index)

@@ -24,10 +24,10 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from tfbridge._checks import worker_died_hint
 from tfbridge.errors import TfBridgeError, WorkerDiedError
-from tfbridge.executors._base import Task, timeout_error
+from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, Task, timeout_error
 
-_IN_FLIGHT_PER_WORKER = 2
 _FETCH_POLL_S = 0.1
 _TASKS_KEPT = 4
 
@@ -43,7 +43,7 @@ _TASKS: dict[bytes, Task] = {}  # in a Ray worker: tasks already unpickled, by d
 
 def _run(payload: tuple[bytes, list[str], bytes], index: int) -> Any:  # runs in a Ray worker
     from tfbridge.errors import SourceError
-    from tfbridge.sources import source_error
+    from tfbridge.sources._base import remote_error
 
     digest, driver_path, blob = payload
     task = _TASKS.get(digest)
@@ -57,9 +57,7 @@ def _run(payload: tuple[bytes, list[str], bytes], index: int) -> Any:  # runs in
     try:
         return task(index)
     except SourceError as exc:
-        if exc.__cause__ is not None:  # the chained original does not travel: put its traceback in the message
-            raise source_error(exc.__cause__, index, remote=True) from None
-        raise
+        raise remote_error(exc, index) from None
 
 
 class RayExecutor:
@@ -104,7 +102,7 @@ class RayExecutor:
 
         blob = dumps_task(task)
         task_ref = ray.put((hashlib.sha256(blob).digest(), list(sys.path), blob))
-        in_flight = self.workers * _IN_FLIGHT_PER_WORKER
+        in_flight = self.workers * IN_FLIGHT_PER_WORKER
         pending: deque[tuple[int, Any]] = deque()
         todo = iter(indices)
         try:
@@ -144,15 +142,14 @@ class RayExecutor:
             cause = exc.cause if getattr(exc, "cause", None) is not None else exc
             if isinstance(cause, TfBridgeError):
                 raise cause from None
-            from tfbridge.sources import source_error
+            from tfbridge.sources._base import remote_error
 
-            raise source_error(cause, index, remote=True) from None
+            raise remote_error(cause, index) from None
         except errors.RayError as exc:  # a lost worker, node or object; out of memory; Ray itself failing
             msg = (
                 f"the Ray worker producing element {index} was lost ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:200]}).\n"
-                "Hint: a worker that dies without a Python error was usually killed by the system (out of "
-                "memory?) or its node went away; check the Ray dashboard/logs, or use fewer workers."
+                f"{worker_died_hint(ray=True)}"
             )
             raise WorkerDiedError(msg, index=index) from None
 

@@ -14,9 +14,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tfbridge.executors._base import Task, timeout_error
-
-_IN_FLIGHT_PER_WORKER = 2
+from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, Task, timeout_error
 
 
 class ThreadExecutor:
@@ -24,7 +22,7 @@ class ThreadExecutor:
 
     def __init__(self, workers: int, in_flight: int | None = None, timeout: float | None = None) -> None:
         self.workers = workers
-        self.in_flight = in_flight or workers * _IN_FLIGHT_PER_WORKER
+        self.in_flight = in_flight or workers * IN_FLIGHT_PER_WORKER
         self.timeout = timeout
 
     def imap(self, task: Task, indices: Sequence[int]) -> Iterator[Any]:

@@ -171,6 +171,16 @@ def source_error(exc: BaseException, index: int | None, *, remote: bool = False)
     return SourceError(msg, index=index, traceback=tb)
 
 
+def remote_error(exc: BaseException, index: int | None) -> BaseException:
+    """What a worker in another process sends back for ``exc``: a SourceError whose chained original cannot
+    travel gets the original's traceback in its message; user exceptions become such a SourceError."""
+    if isinstance(exc, SourceError) and exc.__cause__ is not None:
+        return source_error(exc.__cause__, index, remote=True)
+    if isinstance(exc, TfBridgeError):
+        return exc
+    return source_error(exc, index, remote=True)
+
+
 def nbytes(element: Any) -> int:
     return sum(int(getattr(leaf, "nbytes", 0) or 0) for leaf in _nest.flatten(_nest.normalize(element))[0])
 
