@@ -196,9 +196,10 @@ def test_to_dataset_of_empty_generator_raises_spec_inference_error() -> None:
 
 def test_infer_batched_source_with_scalar_field_names_element_and_path() -> None:
     source = Batches([(np.ones((2, 3), np.float32), 1.0)])
+    assert not tb.infer_spec(source).batched  # by itself a scalar field means examples
 
     with pytest.raises(tb.SpecInferenceError) as info:
-        tb.infer_spec(source)
+        tb.infer_spec(source, batched=True)
 
     assert str(info.value).startswith(
         "element 0 at y: a batched source needs a batch axis on every field, but this field is a scalar. "
@@ -211,7 +212,7 @@ def test_infer_batch_whose_fields_have_different_batch_sizes_names_element_and_f
     source = Batches([_batch(), (np.ones((2, 3), np.float32), np.zeros((3,), np.int64))])
 
     with pytest.raises(tb.SpecInferenceError) as info:
-        tb.infer_spec(source)
+        tb.infer_spec(source, batched=True)
 
     assert str(info.value).startswith(
         "element 1: the fields of one batch have different batch sizes (x: 2, y: 3)."

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 import tfbridge as tb
-from tfbridge import executors
 from tests._sources import Listed
+from tfbridge import executors
 
 
 def _frame(n: int = 12) -> pd.DataFrame:

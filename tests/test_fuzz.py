@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tfbridge as tb
+from tfbridge.spec._json import _DTYPES as _SPEC_DTYPES
 
 settings.register_profile(
     "tfbridge-fuzz",
@@ -698,7 +699,7 @@ json_values = st.recursive(
 def leaf_json(draw: Any) -> dict[str, Any]:
     kind = draw(st.sampled_from(["tensor", "ragged", "sparse"]))
     shape = draw(st.lists(st.one_of(st.none(), st.integers(-2, 5), st.integers(2**62, 10**30)), max_size=4))
-    out: dict[str, Any] = {"type": kind, "shape": shape, "dtype": draw(st.sampled_from(sorted(tb.spec._DTYPES)))}
+    out: dict[str, Any] = {"type": kind, "shape": shape, "dtype": draw(st.sampled_from(sorted(_SPEC_DTYPES)))}
     if kind == "ragged":
         out["ragged_rank"] = draw(st.integers(-1, 4))
     return out

@@ -110,7 +110,8 @@ def test_snapshot_metadata_is_the_record_dataset_save_writes(tmp_path: object) -
 
 def test_missing_tensorflow_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "tensorflow", None)
-    with pytest.raises(tb.TfBridgeError, match=r'tfbridge needs TensorFlow, which is not installed\.\nHint: pip install "tfbridge\[cpu\]"'):
+    wanted = r'tfbridge needs TensorFlow, which is not installed\.\nHint: pip install "tfbridge\[cpu\]"'
+    with pytest.raises(tb.TfBridgeError, match=wanted):
         _tf.tf()
 
 

@@ -56,6 +56,22 @@ PASS_THROUGH_DATASETS = frozenset(
         "_PrivateThreadPoolDataset",
     }
 )
+# Steps that start a pipeline of single examples (a row, a record, a line, a number each).
+EXAMPLE_SOURCE_DATASETS = frozenset(
+    {
+        "_TensorSliceDataset",
+        "_RangeDataset",
+        "TFRecordDatasetV2",
+        "_TFRecordDataset",
+        "TextLineDatasetV2",
+        "_TextLineDataset",
+        "FixedLengthRecordDatasetV2",
+        "_FixedLengthRecordDataset",
+        "_UnbatchDataset",
+    }
+)
+# tf.data's own base class of the steps that keep every element's structure (shuffle, prefetch, take, filter...)
+_UNCHANGED_STRUCTURE_BASE = "UnaryUnchangedStructureDataset"
 _TAG = "_tfbridge_batched"  # set on the datasets tfbridge builds: whether an element is a batch
 
 
@@ -104,6 +120,13 @@ def dataset_kind(node: Any) -> str:
     return type(node).__name__
 
 
+def keeps_elements(node: Any) -> bool:
+    """Whether one step of a pipeline hands on elements whole (a batch stays a batch, an example an example)."""
+    if dataset_kind(node) in PASS_THROUGH_DATASETS:
+        return True
+    return any(klass.__name__ == _UNCHANGED_STRUCTURE_BASE for klass in type(node).__mro__)
+
+
 def dataset_inputs(node: Any) -> list[Any]:
     """The datasets one step of a pipeline reads from (none for a source step)."""
     kind = dataset_kind(node)
@@ -117,7 +140,7 @@ def dataset_inputs(node: Any) -> list[Any]:
         inner = getattr(node, "_input_dataset", None)
     except AttributeError as exc:
         raise changed(f"the inputs of tf.data's {kind}", exc) from None
-    if inner is None and kind in BATCHING_DATASETS | PASS_THROUGH_DATASETS:
+    if inner is None and (kind in BATCHING_DATASETS | PASS_THROUGH_DATASETS or keeps_elements(node)):
         raise changed(f"_input_dataset on tf.data's {kind}")
     return [] if inner is None else [inner]
 

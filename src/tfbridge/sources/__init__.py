@@ -19,13 +19,10 @@ from tfbridge.sources.arrays import ArraysSource, dataframe_columns, is_array_ne
 from tfbridge.sources.indexed import IndexedSource
 from tfbridge.sources.labels import Label, check_label, split_label
 from tfbridge.sources.stream import StreamSource
-from tfbridge.sources.tfdata import TFDataSource, ends_in_batching, is_tf_dataset
+from tfbridge.sources.tfdata import TFDataSource, ends_in_batching, is_tf_dataset, pipeline_batched
 
 if TYPE_CHECKING:
     from tfbridge.spec import Spec
-
-_PER_EXAMPLE_MODULES = ("torch", "datasets")  # map-style datasets there return one example per index
-
 
 def adapt(obj: Any, *, batched: bool | None = None, label: Label | None = None) -> Source:
     """The Source for ``obj``; ``batched`` overrules the kind's default; ``label`` splits dict elements."""
@@ -48,16 +45,47 @@ def _adapt(obj: Any, batched: bool | None) -> Source:
         return ArraysSource(obj, obj, bool(batched))
     if isinstance(obj, (str, bytes, dict)) or obj is None:
         return _not_a_source(obj)
+    if batched is None:
+        batched = convention(obj)  # None: no convention; the source decides from its elements
     if hasattr(obj, "__len__") and hasattr(obj, "__getitem__"):
-        per_example = type(obj).__module__.split(".")[0] in _PER_EXAMPLE_MODULES
-        return IndexedSource(obj, (not per_example) if batched is None else batched)
+        return IndexedSource(obj, batched)
     if isinstance(obj, Iterator):
-        return StreamSource.of_iterator(obj, True if batched is None else batched)
+        return StreamSource.of_iterator(obj, batched)
     if inspect.isgeneratorfunction(obj) or (callable(obj) and not isinstance(obj, type) and _takes_no_args(obj)):
-        return StreamSource.of_function(obj, True if batched is None else batched)
+        return StreamSource.of_function(obj, batched)
     if isinstance(obj, Iterable):
-        return StreamSource.of_iterable(obj, True if batched is None else batched)
+        return StreamSource.of_iterable(obj, batched)
     return _not_a_source(obj)
+
+
+# (top-level module, class name) -> whether an element of such an object is a batch, by that library's convention;
+# found in the object's class hierarchy, so user subclasses count, without importing the library
+_CONVENTIONS: dict[tuple[str, str], bool] = {
+    ("keras", "PyDataset"): True,
+    ("keras", "Sequence"): True,
+    ("torch", "DataLoader"): True,
+    ("torch", "Dataset"): False,
+    ("torch", "IterableDataset"): False,
+    ("datasets", "Dataset"): False,
+    ("datasets", "IterableDataset"): False,
+    ("grain", "MapDataset"): False,
+    ("grain", "IterDataset"): False,
+}
+
+
+def convention(obj: Any) -> bool | None:
+    """Whether ``obj``'s elements are batches by its library's convention (None: its kind has none).
+
+    A grain dataset whose own pipeline ends in a batch step (``BatchMapDataset``, ``BatchIterDataset``) yields
+    batches."""
+    for klass in type(obj).__mro__:
+        top = klass.__module__.split(".")[0]
+        found = _CONVENTIONS.get((top, klass.__name__))
+        if found is not None:
+            if top == "grain" and type(obj).__name__.startswith("Batch"):
+                return True
+            return found
+    return None
 
 
 def _takes_no_args(fn: Any) -> bool:
@@ -100,8 +128,10 @@ __all__ = [
     "Task",
     "adapt",
     "call_user",
+    "convention",
     "ends_in_batching",
     "infer_spec",
+    "pipeline_batched",
     "source_error",
     "split_label",
 ]

@@ -76,10 +76,14 @@ class Built:
 
 @runtime_checkable
 class Source(Protocol):
-    """One kind of source. ``obj`` is the user's object; ``batched`` whether an element is a batch."""
+    """One kind of source. ``obj`` is the user's object."""
 
     obj: Any
-    batched: bool
+
+    @property
+    def batched(self) -> bool:
+        """Whether an element is a batch."""
+        ...
 
     @property
     def name(self) -> str:
@@ -212,6 +216,57 @@ def infer_from_peek(source: Source, peek: Peek) -> Inference:
         )
         raise SpecInferenceError(msg)
     return infer(peek.samples, source.batched)
+
+
+_DECIDE_PEEK = 8  # elements read to decide batches-or-examples when the kind of source has no convention
+
+
+def decide_batched(
+    samples: Sequence[tuple[int, Any]],
+    name: str,
+    why: str = "the Keras convention for generators and __getitem__ sources",
+) -> bool:
+    """Batches or single examples, for a source whose kind has no convention, from its elements.
+
+    - a field without a leading axis (a scalar), or fields whose leading sizes differ within one element: examples;
+    - every field led by one size, and that size differs between elements (a short last batch): batches;
+    - every field led by the same size in every element: the data cannot tell. They are taken as batches (the
+      Keras convention for generators and ``__getitem__`` sources) and a TfBridgeWarning says so.
+    An empty peek decides nothing (batches); the empty source is reported where the spec is inferred.
+    """
+    import warnings
+
+    from tfbridge._checks import find_stacklevel
+    from tfbridge._values import ValueProblem, describe
+    from tfbridge.errors import TfBridgeWarning
+
+    leading: list[int | None] = []
+    for _, element in samples:
+        sizes: set[int | None] = set()
+        for value in _nest.flatten(_nest.normalize(element))[0]:
+            try:
+                shape = describe(value).shape
+            except ValueProblem:
+                return True  # the spec inference names the bad field
+            if not shape:
+                return False
+            sizes.add(shape[0])
+        if len(sizes) > 1:
+            return False
+        leading.extend(sizes)
+    known = {n for n in leading if n is not None}
+    if not samples or len(known) != 1:
+        return True
+    size = known.pop()
+    warnings.warn(
+        f"{name}: every field of every peeked element has a leading axis of {size}, so an element could be a batch "
+        f"of {size} or a single example; it is taken as a batch of {size} ({why}).\n"
+        "Hint: pass batched=False if each element is one example, or batched=True to confirm batches (and silence "
+        "this).",
+        TfBridgeWarning,
+        stacklevel=find_stacklevel(),
+    )
+    return True
 
 
 def check_elements(elements: Iterator[Any], spec: Spec, limit: int | None) -> int:

@@ -14,6 +14,7 @@ from tfbridge._checks import short
 from tfbridge.errors import SourceError, SpecInferenceError, TfBridgeError
 from tfbridge.sources import _python
 from tfbridge.sources._base import (
+    _DECIDE_PEEK,
     BuildPlan,
     Built,
     Peek,
@@ -21,6 +22,7 @@ from tfbridge.sources._base import (
     Task,
     call_user,
     check_elements,
+    decide_batched,
     infer_from_peek,
     timed,
 )
@@ -56,13 +58,22 @@ class IndexedSource:
     def __init__(
         self,
         obj: Any,
-        batched: bool,
+        batched: bool | None,
         *,
         transform: Callable[[Any], Any] = _identity,
         indices: Sequence[int] | np.ndarray | None = None,
     ) -> None:
-        self.obj, self.batched = obj, batched
+        self.obj, self._batched = obj, batched
         self.transform, self.indices = transform, indices
+        self._peeked: tuple[int, Peek] | None = None  # the last peek, reused: user code runs once per element
+
+    @property
+    def batched(self) -> bool:
+        """As given, or decided from the elements when the kind of object has no convention (``decide_batched``)."""
+        if self._batched is None:  # the elements the caller peeked decide, else a peek of our own
+            peeked = self._peeked[1] if self._peeked is not None else self.peek(_DECIDE_PEEK)
+            self._batched = decide_batched(peeked.samples, self.name)
+        return self._batched
 
     @property
     def name(self) -> str:
@@ -102,7 +113,9 @@ class IndexedSource:
         return sorted({int(i) for i in np.linspace(0, size - 1, min(n, size)).round()})
 
     def peek(self, n: int) -> Peek:
-        return timed(lambda i: call_user(self.get, self._position(i), i), self.peek_indices(n))
+        if self._peeked is None or self._peeked[0] != n:
+            self._peeked = (n, timed(lambda i: call_user(self.get, self._position(i), i), self.peek_indices(n)))
+        return self._peeked[1]
 
     def infer(self, n: int, peek: Peek | None) -> Inference:
         if self.length() == 0:
@@ -116,7 +129,7 @@ class IndexedSource:
     def with_label(self, label: Any) -> IndexedSource:
         split = functools.partial(split_label, label=label)
         transform = split if self.transform is _identity else _Compose(self.transform, split)
-        return IndexedSource(self.obj, self.batched, transform=transform, indices=self.indices)
+        return IndexedSource(self.obj, self._batched, transform=transform, indices=self.indices)
 
     # -- routes -----------------------------------------------------------------------------------------
     def build(self, plan: BuildPlan) -> Built:

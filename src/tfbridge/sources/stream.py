@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tfbridge.sources import _python
 from tfbridge.sources._base import (
+    _DECIDE_PEEK,
     BuildPlan,
     Built,
     Peek,
@@ -25,6 +26,7 @@ from tfbridge.sources._base import (
     Task,
     call_user,
     check_elements,
+    decide_batched,
     infer_from_peek,
     timed,
 )
@@ -157,26 +159,35 @@ class StreamSource:
     def __init__(
         self,
         obj: Any,
-        batched: bool,
+        batched: bool | None,
         *,
         iterate: Callable[[], Iterator[Any]],
         one_shot: bool = False,
         replay: _Replay | None = None,
         transform: Callable[[Any], Any] | None = None,
     ) -> None:
-        self.obj, self.batched, self.one_shot = obj, batched, one_shot
+        self.obj, self._batched, self.one_shot = obj, batched, one_shot
         self._iterate, self._replay, self._transform = iterate, replay, transform
+        self._peeked: tuple[int, Peek] | None = None  # the last peek, reused: a pass is started once for it
+
+    @property
+    def batched(self) -> bool:
+        """As given, or decided from the elements when the kind of object has no convention (``decide_batched``)."""
+        if self._batched is None:  # the elements the caller peeked decide, else a peek of our own
+            peeked = self._peeked[1] if self._peeked is not None else self.peek(_DECIDE_PEEK)
+            self._batched = decide_batched(peeked.samples, self.name)
+        return self._batched
 
     @classmethod
-    def of_function(cls, fn: Callable[[], Iterable[Any]], batched: bool) -> StreamSource:
+    def of_function(cls, fn: Callable[[], Iterable[Any]], batched: bool | None) -> StreamSource:
         return cls(fn, batched, iterate=lambda: iter(fn()))
 
     @classmethod
-    def of_iterable(cls, obj: Iterable[Any], batched: bool) -> StreamSource:
+    def of_iterable(cls, obj: Iterable[Any], batched: bool | None) -> StreamSource:
         return cls(obj, batched, iterate=lambda: iter(obj))
 
     @classmethod
-    def of_iterator(cls, it: Iterator[Any], batched: bool) -> StreamSource:
+    def of_iterator(cls, it: Iterator[Any], batched: bool | None) -> StreamSource:
         replay = replay_of(it)
         return cls(it, batched, iterate=lambda: replay, one_shot=True, replay=replay)
 
@@ -200,6 +211,11 @@ class StreamSource:
         return self._map(call_user(self._iterate, None))
 
     def peek(self, n: int) -> Peek:
+        if self._peeked is None or self._peeked[0] != n:
+            self._peeked = (n, self._peek(n))
+        return self._peeked[1]
+
+    def _peek(self, n: int) -> Peek:
         if self._replay is not None:
             replay = self._replay
 
@@ -228,7 +244,7 @@ class StreamSource:
         split = functools.partial(split_label, label=label)
         transform = split if self._transform is None else (lambda e, t=self._transform: split(t(e)))
         return StreamSource(
-            self.obj, self.batched, iterate=self._iterate, one_shot=self.one_shot, replay=self._replay,
+            self.obj, self._batched, iterate=self._iterate, one_shot=self.one_shot, replay=self._replay,
             transform=transform,
         )  # fmt: skip
 

@@ -1,7 +1,11 @@
-"""tf.data datasets. The spec is the dataset's own ``element_spec``; whether an element is a batch is read
-from the pipeline: it is batched when it ends in a batching step (batch, padded_batch, ragged_batch,
-bucket_by_sequence_length), looking through steps that keep elements whole (map, prefetch, cache, ...).
-Elements stay in the graph: casts and shape fixes are a ``map``."""
+"""tf.data datasets. The spec is the dataset's own ``element_spec``. Whether an element is a batch is read from
+the pipeline: batched when it ends in a batching step (batch, padded_batch, ragged_batch, rebatch,
+bucket_by_sequence_length), examples when it ends in a source of single examples (from_tensor_slices, range,
+TFRecord, text lines, unbatch), looking through every step that keeps elements whole (map, cache, prefetch,
+shuffle, repeat, take, skip, filter, options, ...). Where the steps cannot tell (from_generator, interleave,
+flat_map, from_tensors), a scalar field means examples, and otherwise the elements decide (with a warning when
+that is a guess). Datasets of datasets (``window()``) are refused. Elements stay in the graph: casts and shape
+fixes are a ``map``."""
 
 from __future__ import annotations
 
@@ -9,8 +13,20 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from tfbridge import _nest, _tf
+from tfbridge._checks import short
 from tfbridge.errors import SpecInferenceError, SpecMismatchError, TfBridgeError
-from tfbridge.sources._base import BuildPlan, Built, Peek, Runner, Task, call_user, check_elements, timed
+from tfbridge.sources._base import (
+    _DECIDE_PEEK,
+    BuildPlan,
+    Built,
+    Peek,
+    Runner,
+    Task,
+    call_user,
+    check_elements,
+    decide_batched,
+    timed,
+)
 from tfbridge.sources.labels import split_label
 
 if TYPE_CHECKING:
@@ -27,8 +43,9 @@ def is_tf_dataset(obj: Any) -> bool:
     return isinstance(obj, tf.data.Dataset)
 
 
-def ends_in_batching(dataset: Any) -> bool:
-    """Whether the pipeline's elements are batches (see the module docstring)."""
+def pipeline_batched(dataset: Any) -> bool | None:
+    """Whether the pipeline's elements are batches, read from its steps (see the module docstring); None when
+    the steps cannot tell (from_generator, interleave, flat_map, from_tensors, ...)."""
     node, hops = dataset, 0
     while node is not None and hops < _MAX_HOPS:
         known = _tf.tagged_batched(node)
@@ -37,14 +54,23 @@ def ends_in_batching(dataset: Any) -> bool:
         kind = _tf.dataset_kind(node)
         if kind in _tf.BATCHING_DATASETS:
             return True
-        if kind in ("_ZipDataset", "_ConcatenateDataset"):  # batched when every part is
-            parts = _tf.dataset_inputs(node)
-            return bool(parts) and all(ends_in_batching(d) for d in parts)
-        if kind not in _tf.PASS_THROUGH_DATASETS:
+        if kind in _tf.EXAMPLE_SOURCE_DATASETS:
             return False
+        if kind in ("_ZipDataset", "_ConcatenateDataset"):  # batched when every part is
+            parts = [pipeline_batched(d) for d in _tf.dataset_inputs(node)]
+            if parts and all(p is True for p in parts):
+                return True
+            return False if parts and all(p is not None for p in parts) else None
+        if not _tf.keeps_elements(node):
+            return None
         inputs = _tf.dataset_inputs(node)
         node, hops = (inputs[0] if inputs else None), hops + 1
-    return False
+    return None
+
+
+def ends_in_batching(dataset: Any) -> bool:
+    """Whether the pipeline's steps say its elements are batches (False also when they cannot tell)."""
+    return pipeline_batched(dataset) is True
 
 
 class TFDataSource:
@@ -56,7 +82,22 @@ class TFDataSource:
 
     def __init__(self, dataset: Any, batched: bool | None) -> None:
         self.obj = self.dataset = dataset
-        self.batched = ends_in_batching(dataset) if batched is None else batched
+        _refuse_nested(dataset)
+        self._batched = pipeline_batched(dataset) if batched is None else batched
+
+    @property
+    def batched(self) -> bool:
+        """As given, else from the pipeline's steps, else from the element spec and the elements (a scalar field:
+        examples; otherwise as ``decide_batched`` says, with a warning when it is a guess)."""
+        if self._batched is None:
+            leaves = _nest.flatten(_nest.normalize(self.dataset.element_spec))[0]
+            if any(leaf.shape.rank == 0 for leaf in leaves):
+                self._batched = False
+            else:
+                self._batched = decide_batched(
+                    self.peek(_DECIDE_PEEK).samples, self.name, "its steps do not say, so its elements decide"
+                )
+        return self._batched
 
     @property
     def name(self) -> str:
@@ -106,7 +147,8 @@ class TFDataSource:
         return Inference(Spec(structure, True))
 
     def with_label(self, label: Any) -> TFDataSource:
-        return TFDataSource(self.dataset.map(lambda *e: split_label(e[0] if len(e) == 1 else e, label)), self.batched)
+        labelled = self.dataset.map(lambda *e: split_label(e[0] if len(e) == 1 else e, label))
+        return TFDataSource(labelled, self.batched)
 
     def build(self, plan: BuildPlan) -> Built:
         ds = _fit_to_spec(self.dataset, plan.spec)
@@ -122,6 +164,20 @@ class TFDataSource:
 
     def parts(self, n: int) -> list[TFDataSource]:
         return [self]
+
+
+def _refuse_nested(dataset: Any) -> None:
+    import tensorflow as tf
+
+    for leaf in _nest.flatten(_nest.normalize(dataset.element_spec))[0]:
+        if isinstance(leaf, tf.data.DatasetSpec):
+            msg = (
+                "the elements of this dataset are datasets themselves (as window() and group_by_window() without "
+                "a reduce make them): tensors are needed to train on.\n"
+                "Hint: turn each window into a tensor first, e.g. ds.window(n).flat_map(lambda w: w.batch(n)), or "
+                f"use ds.batch(n). Received: element_spec={short(dataset.element_spec)}"
+            )
+            raise TfBridgeError(msg)
 
 
 def _fit_to_spec(ds: Any, spec: Spec) -> Any:
