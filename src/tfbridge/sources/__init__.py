@@ -36,9 +36,44 @@ def adapt(obj: Any, *, batched: bool | None = None, label: Label | None = None) 
     return source.with_label(label)
 
 
+# top-level module of a class in the object's hierarchy -> the module that reads such objects. Each has
+# ``adapt(obj, batched) -> Source | None`` (None: not an object it reads) and is imported only for its objects.
+_LIBRARY_ADAPTERS = {
+    "datasets": "tfbridge.sources.hf",
+    "torch": "tfbridge.sources.torch",
+    "grain": "tfbridge.sources.grain",
+    "polars": "tfbridge.sources.columns",
+    "pyarrow": "tfbridge.sources.columns",
+}
+
+
+def _library_source(obj: Any, batched: bool | None) -> Source | None:
+    import importlib
+
+    tried: set[str] = set()
+    for klass in type(obj).__mro__:
+        module = _LIBRARY_ADAPTERS.get(klass.__module__.split(".")[0])
+        if module is None or module in tried:
+            continue
+        tried.add(module)
+        try:
+            adapter = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the adapter exists and failed to import: that is a bug to see
+                raise
+            continue  # no adapter for that library yet: the generic kinds read it
+        source: Source | None = adapter.adapt(obj, batched)
+        if source is not None:
+            return source
+    return None
+
+
 def _adapt(obj: Any, batched: bool | None) -> Source:
     if is_tf_dataset(obj):
         return TFDataSource(obj, batched)
+    library = _library_source(obj, batched)
+    if library is not None:
+        return library
     if is_dataframe(obj):
         return ArraysSource(obj, dataframe_columns(obj), bool(batched))
     if is_array_nest(obj):
