@@ -133,3 +133,22 @@ def test_label_on_records_of_a_generator_and_a_bad_label() -> None:
         tb.infer_spec(records, batched=False, label=[])
     with pytest.raises(tb.TfBridgeError, match=r"label column\(s\) \['z'\] not found"):
         tb.infer_spec(records, batched=False, label="z")
+
+
+def test_an_executor_a_stream_or_pipeline_cannot_use_is_named_not_ignored() -> None:
+    import tensorflow as tf
+
+    def batches() -> Any:
+        for i in range(3):
+            yield np.full((2, 3), i)
+
+    with pytest.warns(tb.TfBridgeWarning, match=r"executor='process' is not used for batches: a stream can only be "
+                      r"read in order, by one reader: it is read in the tf.data thread\.\nHint: to produce elements "
+                      r"in parallel, give an indexed source"):
+        ds = tb.to_dataset(batches, batched=True, executor="process")
+    assert [int(b[0, 0]) for b in ds.as_numpy_iterator()] == [0, 1, 2]
+    with pytest.warns(tb.TfBridgeWarning, match=r"executor='thread' is not used for tf.data.Dataset \(RangeDataset\): "
+                      r"a tf.data dataset runs in TensorFlow's own threads"):
+        tb.to_dataset(tf.data.Dataset.range(3), executor="thread")
+    with pytest.warns(tb.TfBridgeWarning, match=r"in-memory arrays are gathered by tf.data itself"):
+        tb.to_dataset(np.zeros((4, 2)), executor=tb.ExecutorOptions("process", workers=2))

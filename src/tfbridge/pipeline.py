@@ -7,14 +7,15 @@ arguments, the spec after the float policy, the one executor a dataset runs on, 
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from tfbridge import _tf, executors, sources
-from tfbridge._checks import check_choice, check_int, check_seconds, check_seed, short
-from tfbridge.errors import TfBridgeError
+from tfbridge._checks import check_choice, check_int, check_seconds, check_seed, find_stacklevel, short
+from tfbridge.errors import TfBridgeError, TfBridgeWarning
 from tfbridge.executors import Choice, Cost, ExecutorName, ExecutorOptions
 from tfbridge.sources import BuildPlan, Peek, Source
 from tfbridge.sources.labels import Label
@@ -89,7 +90,14 @@ def plan(
 
 def _choose(src: Source, options: ExecutorOptions, peeked: Peek | None, spec: Spec) -> Choice:
     if src.native_route is not None:
+        if options.name not in ("auto", "serial"):
+            _unused_executor(src, options, f"{src.native_route}, so there is nothing for it to run")
         return Choice("native", 0, src.native_route)
+    if options.name not in ("auto", "serial") and not src.random_access:
+        _unused_executor(
+            src, options, "a stream can only be read in order, by one reader: it is read in the tf.data thread"
+        )
+        return Choice("serial", 1, "a stream (generator/iterable) can only be read in order by one reader")
     if options.name != "auto":
         if options.name in ("process", "ray"):  # say now, not at the first element, when it cannot travel
             task = src.task(None)
@@ -102,6 +110,16 @@ def _choose(src: Source, options: ExecutorOptions, peeked: Peek | None, spec: Sp
     if options.workers is not None and choice.name != "serial":
         choice = Choice(choice.name, options.workers, choice.reason + f" (workers={options.workers} as given)")
     return choice
+
+
+def _unused_executor(src: Source, options: ExecutorOptions, what: str) -> None:
+    warnings.warn(
+        f"executor={options.name!r} is not used for {src.name}: {what}.\n"
+        "Hint: to produce elements in parallel, give an indexed source (__len__/__getitem__, a map-style dataset), "
+        "or parallelise inside tf.data (dataset.map(f, num_parallel_calls=tf.data.AUTOTUNE)).",
+        TfBridgeWarning,
+        stacklevel=find_stacklevel(),
+    )
 
 
 def make_runner(p: Plan, seed: int | None = None) -> executors.Executor | None:
