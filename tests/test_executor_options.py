@@ -142,7 +142,7 @@ def test_an_executor_a_stream_or_pipeline_cannot_use_is_named_not_ignored() -> N
         for i in range(3):
             yield np.full((2, 3), i)
 
-    with pytest.warns(tb.TfBridgeWarning, match=r"executor='process' is not used for batches: a stream can only be "
+    with pytest.warns(tb.TfBridgeWarning, match=r"executor='process' is not used for .*batches: a stream can only be "
                       r"read in order, by one reader: it is read in the tf.data thread\.\nHint: to produce elements "
                       r"in parallel, give an indexed source"):
         ds = tb.to_dataset(batches, batched=True, executor="process")
