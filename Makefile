@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: demo test lint bench soak install clean report-check
+.PHONY: demo test test-backends lint bench soak install clean report-check
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Keras on its JAX and torch backends (each in its own interpreter): not part of `make test`, which has no jax.
+test-backends: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt jax
+	$(PY) -m pytest -q tests/test_backends.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks scripts

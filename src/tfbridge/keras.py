@@ -50,8 +50,33 @@ def keras_inputs(
     features = _nest.keras_split(spec.structure)[0]
     leaves, treespec = _nest.flatten(features)
     names = input_names(features)
+    _check_backend(keras.backend.backend(), features)
     out = [_input(keras, leaf, spec.batched, name) for leaf, name in zip(leaves, names, strict=False)]
     return _nest.unflatten(treespec, out)
+
+
+def _check_backend(backend: str, features: Any) -> None:
+    """Keras's JAX and torch backends take dense and sparse inputs only: say so here, not deep inside fit."""
+    if backend == "tensorflow":
+        return
+    paths, leaves, _ = _nest.flatten_with_paths(features)
+    for path, leaf in zip(paths, leaves, strict=True):
+        where = _nest.format_path(path, features)
+        if leaf.kind == "ragged":
+            msg = (
+                f"the feature {where} is ragged ({leaf.describe()}), and Keras on the {backend} backend has no ragged "
+                "inputs.\nHint: pad it to dense batches with tb.pad_batch(source, batch_size) (optionally bucketed), "
+                "or use the tensorflow backend."
+            )
+            raise TfBridgeError(msg)
+        if leaf.dtype == "string":
+            msg = (
+                f"the feature {where} holds strings, which Keras on the {backend} backend cannot take as input.\n"
+                "Hint: turn text into numbers inside the tf.data pipeline before the model (e.g. "
+                "dataset.map with a keras.layers.StringLookup or TextVectorization adapted beforehand), or use the "
+                "tensorflow backend."
+            )
+            raise TfBridgeError(msg)
 
 
 def _input(keras: Any, leaf: Leaf, batched: bool, name: str | None) -> Any:
