@@ -12,10 +12,11 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
-from tfbridge.errors import TfBridgeError
+from tfbridge.errors import TfBridgeError, TfBridgeWarning
 
 EXIT_USAGE = 2
 _SERVICE_STOP_TIMEOUT_S = 10.0
@@ -33,22 +34,7 @@ def load_target(target: str) -> Any:
         msg = f"TARGET must be MODULE:OBJECT or FILE.py:OBJECT. Received: {target!r}"
         raise TargetError(msg)
     if module_part.endswith(".py") or os.sep in module_part:
-        path = Path(module_part)
-        if not path.is_file():
-            msg = f"no such file: {module_part}"
-            raise TargetError(msg)
-        sys.path.insert(0, str(path.resolve().parent))
-        spec = importlib.util.spec_from_file_location(f"_tfbridge_target_{path.stem}", path)
-        if spec is None or spec.loader is None:
-            msg = f"cannot load {module_part} as Python"
-            raise TargetError(msg)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            msg = f"{module_part} raised {type(exc).__name__} while loading: {exc}"
-            raise TargetError(msg) from exc
+        module = _load_file(module_part)
     else:
         sys.path.insert(0, os.getcwd())
         try:
@@ -72,6 +58,48 @@ def load_target(target: str) -> Any:
             msg = f"calling {attr}() to get the source raised {type(exc).__name__}: {exc}"
             raise TargetError(msg) from exc
     return obj
+
+
+def _load_file(name: str) -> Any:
+    """Import FILE.py as the module its name says, from its directory (added at the end of sys.path, so it
+    shadows nothing), so that worker processes and Ray workers, which get this sys.path, import the same module to
+    unpickle its sources."""
+    path = Path(name)
+    if not path.is_file():
+        msg = f"no such file: {name}"
+        raise TargetError(msg)
+    where = path.resolve()
+    if str(where.parent) not in sys.path:
+        sys.path.append(str(where.parent))
+    stem = path.stem
+    found = importlib.util.find_spec(stem) if stem.isidentifier() else None
+    if found is not None and found.origin is not None and Path(found.origin).resolve() == where:
+        try:
+            return importlib.import_module(stem)
+        except Exception as exc:
+            msg = f"{name} raised {type(exc).__name__} while loading: {exc}"
+            raise TargetError(msg) from exc
+    # the file's name is taken (e.g. a standard module): load it privately; threads and serial work, but worker
+    # processes could not import it by name
+    private = f"_tfbridge_target_{''.join(c if c.isalnum() else '_' for c in stem)}"
+    warnings.warn(
+        f"{name} is loaded as {private!r} because the module name {stem!r} is taken; worker processes "
+        "(--executor process or ray) cannot import it under that name.\nHint: rename the file.",
+        TfBridgeWarning,
+        stacklevel=2,
+    )
+    spec = importlib.util.spec_from_file_location(private, path)
+    if spec is None or spec.loader is None:
+        msg = f"cannot load {name} as Python"
+        raise TargetError(msg)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[private] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        msg = f"{name} raised {type(exc).__name__} while loading: {exc}"
+        raise TargetError(msg) from exc
+    return module
 
 
 def _is_factory(obj: Any) -> bool:
