@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DEMO   := $(VENV)/.installed-demo
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: demo test test-backends lint bench soak install clean report-check
@@ -14,9 +15,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,cpu,dev]'
 	touch $(STAMP)
 
+# The demo needs tfbridge and TensorFlow only (not the test, lint and adapter libraries).
+$(DEMO): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[cpu]'
+	touch $(DEMO)
+
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO)
 	$(VENV)/bin/tfbridge demo
 
 test: $(STAMP)
