@@ -119,6 +119,8 @@ def convention(obj: Any) -> bool | None:
         if found is not None:
             if top == "grain" and type(obj).__name__.startswith("Batch"):
                 return True
+            if top == "torch" and klass.__name__ == "DataLoader" and getattr(obj, "batch_size", 1) is None:
+                return False  # a loader made with batch_size=None hands out single examples
             return found
     return None
 
