@@ -179,7 +179,7 @@ def describe(value: Any) -> Described:
     if _from_module(value, "tensorflow"):
         return _describe_tf(value)
     if _from_module(value, "torch"):
-        return describe(value.detach().cpu().numpy())
+        return describe(torch_to_numpy(value))
     if _from_module(value, "scipy.sparse"):
         coo = value.tocoo()
         return Described(coo, "sparse", tuple(coo.shape), dtype_name(coo.dtype))
@@ -231,3 +231,47 @@ def _describe_tf(value: Any) -> Described:
         return _describe_tf(tf.convert_to_tensor(value))
     msg = f"a {type(value).__qualname__} is not a tensor"
     raise ValueProblem(msg)
+
+
+def torch_to_numpy(tensor: Any) -> Any:
+    """A numpy array of ``tensor`` with its dtype, or a :class:`NoNumpyTensor` saying why there is none."""
+    import torch
+
+    t = tensor.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    try:
+        return t.resolve_conj().resolve_neg().numpy()
+    except (TypeError, RuntimeError) as exc:  # a dtype or layout numpy has no equivalent of
+        name = str(t.dtype).removeprefix("torch.")
+        bits = {1: torch.uint8, 2: torch.int16}.get(t.element_size())
+        if t.layout == torch.strided and bits is not None:
+            import ml_dtypes
+
+            kind = getattr(ml_dtypes, name, None)
+            if kind is not None:  # bfloat16, float8_*: the same bits under ml_dtypes' numpy dtype
+                return t.view(bits).numpy().view(kind)
+        return NoNumpyTensor(t, exc)
+
+
+class NoNumpyTensor:
+    """Stands for a torch tensor numpy cannot hold. Any conversion to an array (``np.asarray``) raises
+    ``ValueProblem``, which the spec and the checks report as "element i at path: <why>" with a hint."""
+
+    def __init__(self, tensor: Any, reason: BaseException) -> None:
+        self.dtype, self.shape = str(tensor.dtype), tuple(tensor.shape)
+        why = str(reason).split("\n")[0]
+        if str(tensor.layout) != "torch.strided":
+            fix = ".to_dense()"
+        else:
+            fix = ".to(torch.complex64)" if tensor.dtype.is_complex else ".to(torch.float32)"
+        self.text = (
+            f"a torch.Tensor of dtype {tensor.dtype} (layout {tensor.layout}) has no numpy equivalent "
+            f"({type(reason).__name__}: {why}); convert it in the dataset, e.g. with {fix}"
+        )
+
+    def __array__(self, *args: Any, **kwargs: Any) -> Any:
+        raise ValueProblem(self.text)
+
+    def __repr__(self) -> str:
+        return f"torch.Tensor(shape={self.shape}, dtype={self.dtype})"

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tfbridge import _nest
+from tfbridge._values import torch_to_numpy
 from tfbridge.errors import TfBridgeError
 from tfbridge.sources._base import BuildPlan, Built, Source
 from tfbridge.sources.indexed import IndexedSource
@@ -75,53 +76,7 @@ def _leaf_to_numpy(value: Any) -> Any:
 
     if not isinstance(value, torch.Tensor):
         return value
-    return tensor_to_numpy(value)
-
-
-def tensor_to_numpy(tensor: Any) -> Any:
-    """A numpy array of ``tensor`` with its dtype, or a :class:`NoNumpyTensor` saying why there is none."""
-    import torch
-
-    t = tensor.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    try:
-        return t.resolve_conj().resolve_neg().numpy()
-    except (TypeError, RuntimeError) as exc:  # a dtype or layout numpy has no equivalent of
-        name = str(t.dtype).removeprefix("torch.")
-        bits = {1: torch.uint8, 2: torch.int16}.get(t.element_size())
-        if t.layout == torch.strided and bits is not None:
-            import ml_dtypes
-
-            kind = getattr(ml_dtypes, name, None)
-            if kind is not None:  # bfloat16, float8_*: the same bits under ml_dtypes' numpy dtype
-                return t.view(bits).numpy().view(kind)
-        return NoNumpyTensor(t, exc)
-
-
-class NoNumpyTensor:
-    """Stands for a torch tensor numpy cannot hold. Any conversion to an array (``np.asarray``) raises
-    ``ValueProblem``, which the spec and the checks report as "element i at path: <why>" with a hint."""
-
-    def __init__(self, tensor: Any, reason: BaseException) -> None:
-        self.dtype, self.shape = str(tensor.dtype), tuple(tensor.shape)
-        why = str(reason).split("\n")[0]
-        if str(tensor.layout) != "torch.strided":
-            fix = ".to_dense()"
-        else:
-            fix = ".to(torch.complex64)" if tensor.dtype.is_complex else ".to(torch.float32)"
-        self.text = (
-            f"a torch.Tensor of dtype {tensor.dtype} (layout {tensor.layout}) has no numpy equivalent "
-            f"({type(reason).__name__}: {why}); convert it in the dataset, e.g. with {fix}"
-        )
-
-    def __array__(self, *args: Any, **kwargs: Any) -> Any:
-        from tfbridge._values import ValueProblem
-
-        raise ValueProblem(self.text)
-
-    def __repr__(self) -> str:
-        return f"torch.Tensor(shape={self.shape}, dtype={self.dtype})"
+    return torch_to_numpy(value)
 
 
 # -- DataLoader ------------------------------------------------------------------------------------------------
