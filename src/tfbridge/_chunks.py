@@ -5,6 +5,9 @@ Python source near 2,000 elements/s however fast it is. Consecutive dense elemen
 stacked into a chunk on the Python side and split again by tf.data's ``unbatch`` in C++. A chunk is cut when the
 shape changes (a short last batch), when it is full, or when it has waited long enough, so a slow source still
 delivers its first element promptly.
+
+Text travels in chunks too: a string leaf is an object array of ``str``/``bytes`` (stacking copies pointers, not
+the text), and TensorFlow converts a chunk of strings in one call instead of one call per element.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ def chunk_signature(signature: Any) -> Any:
 
 
 def chunked(elements: Iterable[Any]) -> Iterator[Any]:
-    """Stack consecutive same-shaped elements (nests of ndarrays) into chunks with a leading axis."""
+    """Stack consecutive same-shaped elements (conformed dense nests: ndarrays, numpy scalars, and the ``bytes``
+    a scalar tf.string tensor gives) into chunks with a leading axis."""
     group: list[list[np.ndarray]] = []
     shapes: list[tuple[int, ...]] = []
     treespec = None
@@ -58,6 +62,7 @@ def chunked(elements: Iterable[Any]) -> Iterator[Any]:
                 yield _stack(group, treespec)
             raise
         leaves, spec = _nest.flatten(element)
+        leaves = [_as_array(leaf) for leaf in leaves]
         leaf_shapes = [leaf.shape for leaf in leaves]
         if group and (leaf_shapes != shapes or len(group) >= CHUNK_MAX_ELEMENTS or size >= CHUNK_MAX_BYTES
                       or time.perf_counter() - started >= CHUNK_MAX_WAIT_S):
@@ -66,12 +71,37 @@ def chunked(elements: Iterable[Any]) -> Iterator[Any]:
         if not group:
             shapes, treespec, started = leaf_shapes, spec, time.perf_counter()
         group.append(leaves)
-        size += sum(leaf.nbytes for leaf in leaves)
+        size += sum(_nbytes(leaf) for leaf in leaves)
     if group:
         yield _stack(group, treespec)
+
+
+def _as_array(leaf: Any) -> np.ndarray:
+    """A conformed dense leaf as an ndarray: text stays Python objects (numpy's fixed-width strings would drop
+    trailing NUL bytes and cannot hold arbitrary bytes as text)."""
+    if isinstance(leaf, np.ndarray):
+        return leaf
+    if isinstance(leaf, (str, bytes)):
+        return np.array(leaf, dtype=object)
+    return np.asarray(leaf)
+
+
+def _nbytes(leaf: np.ndarray) -> int:
+    """Bytes a leaf holds, counting the text of a string leaf (an object array holds only pointers itself)."""
+    if leaf.dtype != object:
+        return leaf.nbytes
+    return leaf.nbytes + sum(len(v) for v in leaf.flat if isinstance(v, (str, bytes)))
 
 
 def _stack(group: list[list[np.ndarray]], treespec: Any) -> Any:
     # always a fresh copy, also for a chunk of one: a view of the source's own memory could be aliased by
     # TensorFlow, whose kernels may then reuse (write into) that buffer
-    return _nest.unflatten(treespec, [np.stack(column) for column in zip(*group, strict=False)])
+    return _nest.unflatten(treespec, [_stack_column(column) for column in zip(*group, strict=False)])
+
+
+def _stack_column(column: tuple[np.ndarray, ...]) -> np.ndarray:
+    first = column[0].dtype
+    if first.kind in "USO" and any(leaf.dtype != first for leaf in column):
+        # str and bytes of one string field (numpy would decode bytes as ASCII text, or fail): as objects
+        return np.stack([leaf.astype(object) for leaf in column])
+    return np.stack(column)

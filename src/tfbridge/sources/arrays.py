@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tfbridge import _nest
-from tfbridge._checks import short
 from tfbridge.errors import SpecInferenceError, TfBridgeError
 from tfbridge.sources._base import BuildPlan, Built, Peek, Runner, Task
 from tfbridge.sources.indexed import IndexedSource
@@ -40,13 +39,32 @@ def is_dataframe(obj: Any) -> bool:
 
 
 def dataframe_columns(df: Any) -> dict[str, np.ndarray]:
-    columns = {}
-    for name in df.columns:
-        if not isinstance(name, str):
-            msg = f"DataFrame column names must be strings to become dict keys. Received: {short(name)}"
-            raise TfBridgeError(msg)
-        columns[name] = df[name].to_numpy()
-    return columns
+    """A pandas DataFrame as a dict of numpy columns, keyed by column name (strings, each once).
+
+    Columns of numpy dtypes are taken as they are (object columns hold strings or per-row arrays and are read
+    row by row); a missing value (None, NaN, NA) in an object column is refused. Extension dtypes — Arrow-backed
+    (``pd.ArrowDtype``, ``"string[pyarrow]"``), nullable (``"Int64"``, ``"boolean"``, ``"Float64"``), categorical —
+    are converted as Arrow columns are (``sources.columns``): missing values are refused, never made NaN."""
+    from tfbridge.sources import columns as arrow
+
+    names = list(df.columns)
+    arrow.check_column_names(arrow.PANDAS, names)
+    out = {}
+    for i, name in enumerate(names):
+        series = df.iloc[:, i]
+        if not isinstance(series.dtype, np.dtype):
+            out[name] = arrow.pandas_column(series, name)
+            continue
+        if series.dtype.kind in "mM":  # dates and durations: no tensor, as in every other kind of table
+            raise arrow.unsupported_type(arrow.PANDAS, name, str(series.dtype), "temporal")
+        values = series.to_numpy()
+        if values.dtype == object:  # None, NA, NaT; a float NaN among numbers is a number
+            absent = [v for v in values[series.isna().to_numpy()] if not isinstance(v, (float, np.floating))]
+            if absent:
+                kind = "text" if any(isinstance(v, (str, bytes)) for v in values) else "other"
+                raise arrow.missing_values(arrow.PANDAS, name, len(absent), len(values), kind)
+        out[name] = values
+    return out
 
 
 class _Rows:
