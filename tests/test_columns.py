@@ -218,11 +218,6 @@ def test_validate_and_inspect_read_a_table(source: Any) -> None:
     assert "x['tokens']" in str(report) and "string" in str(report)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ArraysSource.check conforms whole columns to add_batch_axis(spec), not to _column_spec(spec, columns), "
-    "so a column of ragged rows (pandas token lists too) fails validate; fix in ArraysSource.check",
-)
 def test_validate_reads_a_list_column_of_ragged_rows() -> None:
     assert tb.validate(_arrow_table()) == N
 

@@ -259,6 +259,12 @@ def ragged_parts(value: Any, ragged_rank: int, text: bool = False) -> tuple[np.n
         return value.flat_values.numpy(), [s.numpy() for s in value.nested_row_splits]
     if isinstance(value, np.ndarray) and value.dtype != object:
         return value, []
+    if ragged_rank == 1 and not text and len(value) and all(
+        isinstance(row, np.ndarray) and row.dtype != object for row in value
+    ):  # rows that are arrays already (token id lists of a DataFrame or Arrow column): no per-value Python
+        rows = list(value)
+        lengths = np.fromiter((len(row) for row in rows), np.int64, len(rows))
+        return np.concatenate(rows), [np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)]
     level: list[Any] = list(value)
     splits: list[np.ndarray] = []
     for _ in range(ragged_rank):

@@ -162,14 +162,14 @@ class ArraysSource:
         return self.rows.scan(None, limit)
 
     def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
-        from tfbridge.spec import add_batch_axis
         from tfbridge.validate import Conformer
 
         if self.batched:
             return self.rows.check(spec, limit, runner)
         n = self._len if limit is None else min(limit, self._len)
+        head = _nest.map_structure(lambda a: a[:n], self.columns)
         try:  # all rows at once, as one batch; row by row only to name the first that breaks the spec
-            Conformer(add_batch_axis(spec))(_nest.map_structure(lambda a: a[:n], self.columns), None)
+            Conformer(_column_spec(spec, head))(head, None)
         except TfBridgeError:
             self.rows.check(spec, n)
             raise
