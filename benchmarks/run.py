@@ -23,6 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import hf  # noqa: E402
 import numpy as np  # noqa: E402
 import scaling  # noqa: E402
 import service  # noqa: E402
@@ -225,6 +226,7 @@ def main() -> None:
         + "\n## tf.data service: 1 and 2 local workers\n\n"
         + service.section()
         + "\n"
+        + "\n" + hf.section(args.repeats)
     )
     seconds += time.perf_counter() - started
     print("\n" + write(results, seconds, args.repeats, args.window, extra))
