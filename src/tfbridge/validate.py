@@ -263,8 +263,8 @@ def ragged_parts(value: Any, ragged_rank: int, text: bool = False) -> tuple[np.n
         isinstance(row, np.ndarray) and row.dtype != object for row in value
     ):  # rows that are arrays already (token id lists of a DataFrame or Arrow column): no per-value Python
         rows = list(value)
-        lengths = np.fromiter((len(row) for row in rows), np.int64, len(rows))
-        return np.concatenate(rows), [np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)]
+        row_lengths = np.fromiter((len(row) for row in rows), np.int64, len(rows))
+        return np.concatenate(rows), [np.concatenate([[0], np.cumsum(row_lengths)]).astype(np.int64)]
     level: list[Any] = list(value)
     splits: list[np.ndarray] = []
     for _ in range(ragged_rank):
