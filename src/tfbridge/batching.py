@@ -125,6 +125,12 @@ def pad_batch(
                 "Hint: pass a generator function or a re-iterable, or explicit boundaries (buckets=[...])."
             )
             raise TfBridgeError(msg)
+        if buckets is None and not ragged:  # padded where the source can (rows gathered in the graph)
+            padded, _ = build(
+                dataset_or_source, batched=False, label=label, executor=executor, workers=workers,
+                batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder,
+            )  # fmt: skip
+            return padded
         ds, _ = build(dataset_or_source, batched=False, label=label, executor=executor, workers=workers)
     spec = ds.element_spec
     for leaf in _nest.flatten(_nest.normalize(spec))[0]:
@@ -134,7 +140,9 @@ def pad_batch(
                 "Hint: batch ragged fields with dataset.ragged_batch(batch_size) instead."
             )
             raise TfBridgeError(msg)
-    padding = None if ragged else _padding_values(spec, pad_value)
+    from tfbridge.pipeline import padding_values
+
+    padding = None if ragged else padding_values(spec, pad_value)
     if buckets is None:
         if ragged:
             return ds.ragged_batch(batch_size, drop_remainder=drop_remainder)
@@ -222,32 +230,3 @@ def _default_length(spec: Any) -> Callable[[Any], Any]:
         "Hint: pass length_fn= to say how long an element is, or drop buckets=."
     )
     raise TfBridgeError(msg)
-
-
-def _padding_values(spec: Any, pad_value: Any) -> Any:
-    import tensorflow as tf
-
-    norm = _nest.normalize(spec)
-    leaves, treespec = _nest.flatten(norm)
-    if isinstance(pad_value, (tuple, list, dict)):
-        given, given_tree = _nest.flatten(_nest.normalize(pad_value))
-        if given_tree != treespec:
-            msg = f"pad_value must be a scalar or have the structure of the elements. Received: {short(pad_value)}"
-            raise TfBridgeError(msg)
-    else:
-        given = [pad_value] * len(leaves)
-    out = []
-    for leaf, value in zip(leaves, given, strict=False):
-        if leaf.dtype == tf.string:
-            value = b"" if isinstance(value, int) and value == 0 else value
-        elif leaf.dtype == tf.bool and isinstance(value, (int, float)) and value in (0, 1):
-            value = bool(value)
-        try:
-            out.append(tf.constant(value, dtype=leaf.dtype))
-        except (TypeError, ValueError) as exc:
-            msg = (
-                f"pad_value {short(value)} does not fit a field of dtype {leaf.dtype.name}: {exc}\n"
-                "Hint: give pad_value per field, e.g. pad_value={'tokens': 0, 'mask': False}."
-            )
-            raise TfBridgeError(msg) from None
-    return _nest.unflatten(treespec, out)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from tfbridge import _tf, executors, sources
+from tfbridge import _nest, _tf, executors, sources
 from tfbridge._checks import check_choice, check_int, check_seconds, check_seed, find_stacklevel, short
 from tfbridge.errors import TfBridgeError, TfBridgeWarning
 from tfbridge.executors import Choice, Cost, ExecutorName, ExecutorOptions
@@ -198,8 +198,13 @@ def build(
     validate: Validate = "peek",
     batch_size: int | None = None,
     input_context: Any = None,
+    pad_value: Any = None,
+    drop_remainder: bool = False,
 ) -> tuple[tf.data.Dataset, Spec]:
-    """:func:`to_dataset` with the spec it delivers (the tfbridge functions built on it need no second look)."""
+    """:func:`to_dataset` with the spec it delivers (the tfbridge functions built on it need no second look).
+
+    With ``batch_size`` and ``pad_value``, each batch is padded to its longest example (``pad_batch`` without
+    buckets): sources that gather rows in the graph pad there, others through ``padded_batch``."""
     tf = _tf.tf()
 
     check_int("batch_size", batch_size, optional=True)
@@ -218,8 +223,15 @@ def build(
         validate=validate,
         label=label,
     )
-    if batch_size is not None:
+    if batch_size is not None and pad_value is None:
         _check_batchable(p.spec, p.source)
+    padding = None
+    if pad_value is not None:
+        if batch_size is None:
+            msg = "pad_value is for batches: pass batch_size too (or use tb.pad_batch)."
+            raise TfBridgeError(msg)
+        _check_paddable(p.spec, p.source)
+        padding = padding_values(p.spec.signature, pad_value)
     if shuffle and not p.source.random_access:
         msg = (
             f"shuffle=True needs random access, but the source {p.source.name} is a stream "
@@ -242,6 +254,8 @@ def build(
                 seed=seed,
                 shard=shard,
                 batch_size=batch_size,
+                drop_remainder=drop_remainder,
+                padding=padding,
                 timeout=p.options.timeout,
                 seconds_per_element=p.seconds_per_element,
                 bytes_per_element=p.bytes_per_element,
@@ -254,8 +268,12 @@ def build(
     ds = built.dataset
     out_spec = p.spec
     if batch_size is not None:
-        if not built.batched_by_source:
-            ds = ds.batch(batch_size)
+        if built.batched_by_source:
+            pass
+        elif padding is not None:
+            ds = ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
+        else:
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         from tfbridge.spec import add_batch_axis
 
         out_spec = add_batch_axis(p.spec)
@@ -290,6 +308,24 @@ def _shard_of(context: Any, shuffle: bool, seed: int | None) -> tuple[int, int] 
     return (num, pid) if num > 1 else None
 
 
+def _check_paddable(spec: Spec, src: Source) -> None:
+    if spec.batched:
+        msg = (
+            f"pad_batch needs a source of single examples, but {src.name} is taken as batched.\n"
+            "Hint: pass batched=False if each element is one example."
+        )
+        raise TfBridgeError(msg)
+    for _, leaf in spec.fields():
+        if leaf.kind != "dense":
+            name = "RaggedTensorSpec" if leaf.kind == "ragged" else "SparseTensorSpec"
+            msg = (
+                f"pad_batch pads dense tensors; this dataset has a {name}.\n"
+                "Hint: batch ragged fields with dataset.ragged_batch(batch_size) instead, or pad_batch(..., "
+                "ragged=True)."
+            )
+            raise TfBridgeError(msg)
+
+
 def _check_batchable(spec: Spec, src: Source) -> None:
     if spec.batched:
         msg = (
@@ -306,6 +342,37 @@ def _check_batchable(spec: Spec, src: Source) -> None:
                 "example (optionally bucketed)."
             )
             raise TfBridgeError(msg)
+
+
+def padding_values(spec: Any, pad_value: Any) -> Any:
+    """Padding constants for each field of ``spec`` (a signature nest): ``pad_value`` for every field, or a
+    nest like the elements; 0 pads strings with b"" and booleans with False."""
+    import tensorflow as tf
+
+    norm = _nest.normalize(spec)
+    leaves, treespec = _nest.flatten(norm)
+    if isinstance(pad_value, (tuple, list, dict)):
+        given, given_tree = _nest.flatten(_nest.normalize(pad_value))
+        if given_tree != treespec:
+            msg = f"pad_value must be a scalar or have the structure of the elements. Received: {short(pad_value)}"
+            raise TfBridgeError(msg)
+    else:
+        given = [pad_value] * len(leaves)
+    out = []
+    for leaf, value in zip(leaves, given, strict=False):
+        if leaf.dtype == tf.string:
+            value = b"" if isinstance(value, int) and value == 0 else value
+        elif leaf.dtype == tf.bool and isinstance(value, (int, float)) and value in (0, 1):
+            value = bool(value)
+        try:
+            out.append(tf.constant(value, dtype=leaf.dtype))
+        except (TypeError, ValueError) as exc:
+            msg = (
+                f"pad_value {short(value)} does not fit a field of dtype {leaf.dtype.name}: {exc}\n"
+                "Hint: give pad_value per field, e.g. pad_value={'tokens': 0, 'mask': False}."
+            )
+            raise TfBridgeError(msg) from None
+    return _nest.unflatten(treespec, out)
 
 
 def validate_source(

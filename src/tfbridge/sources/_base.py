@@ -60,6 +60,8 @@ class BuildPlan:
     seed: int | None = None
     shard: tuple[int, int] | None = None  # (number of input pipelines, this one's id)
     batch_size: int | None = None  # a source that can batch by index does; others leave it to the pipeline
+    drop_remainder: bool = False
+    padding: Any = None  # with batch_size: pad each batch to its longest with these values (a nest like the spec)
     timeout: float | None = None
     seconds_per_element: float = 0.0  # measured in the peek (chunking reads it)
     bytes_per_element: float = 0.0

@@ -180,28 +180,91 @@ class ArraysSource:
 
 
 def _gather(src: ArraysSource, plan: BuildPlan) -> Any:
+    from tfbridge.validate import Conformer
+
+    return gather_rows(Conformer(_column_spec(plan.spec, src.columns))(src.columns, None), src.length(), plan)
+
+
+GATHER_BLOCK_ROWS = 256  # examples (not batches) are gathered this many at a time, then split by tf.data
+
+
+def gather_rows(conformed: Any, length: int, plan: BuildPlan) -> Any:
+    """Rows of whole columns (conformed to their column spec) gathered by index inside tf.data: shuffled and
+    sharded by index; batches gathered at once (and, with ``plan.padding``, each padded to its longest row);
+    examples gathered a block at a time and split by tf.data (one by one costs about three times as much)."""
     import tensorflow as tf
 
-    from tfbridge.validate import Conformer, to_tensors
+    from tfbridge.validate import to_tensors
 
-    columns = Conformer(_column_spec(plan.spec, src.columns))(src.columns, None)
     # eager tensors are captured as inputs of the map function, never embedded in the graph as constants
     tensors = tf.nest.map_structure(
         lambda v: v if isinstance(v, (tf.RaggedTensor, tf.SparseTensor)) else tf.convert_to_tensor(v),
-        to_tensors(columns),
+        to_tensors(conformed),
     )
-    order = tf.data.Dataset.range(src.length())
+    order = tf.data.Dataset.range(length)
     if plan.shuffle:
-        order = order.shuffle(src.length(), seed=plan.seed, reshuffle_each_iteration=True)
+        order = order.shuffle(length, seed=plan.seed, reshuffle_each_iteration=True)
     if plan.shard is not None:  # the same permutation everywhere (one seed), then every pipeline its own part
         order = order.shard(*plan.shard)
+    count = length if plan.shard is None else len(range(plan.shard[1], length, plan.shard[0]))
+
+    def pick(i: Any) -> Any:
+        return tf.nest.map_structure(lambda t: tf.gather(t, i), tensors)
+
     if plan.batch_size is not None:
-        order = order.batch(plan.batch_size)
-    return order.map(
-        lambda i: tf.nest.map_structure(lambda t: tf.gather(t, i), tensors),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
+        batches = order.batch(plan.batch_size, drop_remainder=plan.drop_remainder)
+        if plan.padding is None:
+            return batches.map(pick, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        pads = tf.nest.flatten(plan.padding)
+
+        def padded(i: Any) -> Any:
+            rows = tf.nest.flatten(pick(i))
+            out = [
+                r.to_tensor(default_value=p) if isinstance(r, tf.RaggedTensor) else r
+                for r, p in zip(rows, pads, strict=True)
+            ]
+            return tf.nest.pack_sequence_as(plan.spec.signature, out)
+
+        return batches.map(padded, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    blocks = order.batch(GATHER_BLOCK_ROWS).map(pick, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return split_blocks(blocks, plan.spec).apply(tf.data.experimental.assert_cardinality(count))
+
+
+def split_blocks(blocks: Any, spec: Spec) -> Any:
+    """Examples of a dataset of blocks (whole columns of a few examples each), split inside tf.data: with
+    ``from_tensor_slices`` in a ``flat_map``, not ``unbatch()`` (TensorFlow 2.21's unbatch crashes the process on
+    zero-size elements); varying dense fields, held as ragged columns, come out dense again."""
+    import tensorflow as tf
+
+    as_tuple = isinstance(blocks.element_spec, tuple)  # tf.data passes a tuple's parts as separate arguments
+    densify = _densify(spec)
+    examples = blocks.flat_map(lambda *parts: tf.data.Dataset.from_tensor_slices(parts if as_tuple else parts[0]))
+    if densify is None:
+        return examples
+    return examples.map(lambda *e: densify(e if as_tuple else e[0]))
+
+
+def _densify(spec: Spec) -> Callable[[Any], Any] | None:
+    """For dense fields whose size varies (held as ragged columns): a function that gives those fields of an
+    element back as dense tensors of the spec's shape; None when there are none."""
+    import tensorflow as tf
+
+    leaves = [leaf for _, leaf in spec.fields()]
+    if not any(leaf.kind == "dense" and None in leaf.shape for leaf in leaves):
+        return None
+
+    def dense(value: Any, leaf: Leaf) -> Any:
+        if leaf.kind != "dense":
+            return value
+        if isinstance(value, tf.RaggedTensor):
+            value = value.to_tensor()
+        return tf.ensure_shape(value, leaf.shape)
+
+    def densify(element: Any) -> Any:
+        flat = [dense(v, leaf) for v, leaf in zip(tf.nest.flatten(element), leaves, strict=True)]
+        return tf.nest.pack_sequence_as(element, flat)
+
+    return densify
 
 
 def _column_spec(spec: Spec, columns: Any) -> Spec:

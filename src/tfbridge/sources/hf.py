@@ -53,7 +53,7 @@ from tfbridge import _nest
 from tfbridge._checks import short
 from tfbridge.errors import SpecInferenceError, TfBridgeError
 from tfbridge.sources._base import BuildPlan, Built, Peek, Runner, Task, infer_from_peek, nbytes
-from tfbridge.sources.arrays import ArraysSource
+from tfbridge.sources.arrays import ArraysSource, gather_rows, split_blocks
 from tfbridge.sources.indexed import IndexedSource
 from tfbridge.sources.labels import Label, split_label
 from tfbridge.sources.stream import StreamSource
@@ -66,7 +66,6 @@ MEMORY_FRACTION = 0.25  # of the RAM this process may use: the most Arrow data r
 BLOCK_BYTES = 4 * 1024 * 1024  # a block of the block route holds about this much Arrow data
 BLOCK_ROWS = (64, 16_384)  # ... and this many examples at least and at most
 FORMATTED_BLOCK_ROWS = 256  # examples per block when datasets formats them (transforms, decoding)
-GATHER_BLOCK_ROWS = 256  # in memory, examples (not batches) are gathered this many at a time
 
 
 def memory_budget() -> int:
@@ -625,7 +624,7 @@ class HFArraysSource(ArraysSource):
     def build(self, plan: BuildPlan) -> Built:
         if self.batched:
             return super().build(plan)
-        return Built(_gather(self._conformed(plan.spec), self.length(), plan), plan.batch_size is not None)
+        return Built(gather_rows(self._conformed(plan.spec), self.length(), plan), plan.batch_size is not None)
 
     def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
         if self.batched:
@@ -658,72 +657,6 @@ def _column_spec(spec: Spec) -> Spec:
     from tfbridge.spec import Spec
 
     return Spec(_nest.map_structure(_column_leaf, spec.structure), batched=True)
-
-
-def _densify(spec: Spec) -> Callable[[Any], Any] | None:
-    """For dense fields whose size varies (held as ragged columns): a function that gives those fields of an
-    element back as dense tensors of the spec's shape; None when there are none."""
-    import tensorflow as tf
-
-    leaves = [leaf for _, leaf in spec.fields()]
-    if not any(leaf.kind == "dense" and None in leaf.shape for leaf in leaves):
-        return None
-
-    def dense(value: Any, leaf: Leaf) -> Any:
-        if leaf.kind != "dense":
-            return value
-        if isinstance(value, tf.RaggedTensor):
-            value = value.to_tensor()
-        return tf.ensure_shape(value, leaf.shape)
-
-    def densify(element: Any) -> Any:
-        flat = [dense(v, leaf) for v, leaf in zip(tf.nest.flatten(element), leaves, strict=True)]
-        return tf.nest.pack_sequence_as(element, flat)
-
-    return densify
-
-
-def _split_blocks(blocks: Any, spec: Spec) -> Any:
-    """Examples of a dataset of blocks (whole columns of a few examples each), split inside tf.data: with
-    ``from_tensor_slices`` in a ``flat_map``, not ``unbatch()`` (TensorFlow 2.21's unbatch crashes the process on
-    zero-size elements); varying dense fields, held as ragged columns, come out dense again."""
-    import tensorflow as tf
-
-    as_tuple = isinstance(blocks.element_spec, tuple)  # tf.data passes a tuple's parts as separate arguments
-    densify = _densify(spec)
-
-    examples = blocks.flat_map(lambda *parts: tf.data.Dataset.from_tensor_slices(parts if as_tuple else parts[0]))
-    if densify is None:
-        return examples
-    return examples.map(lambda *e: densify(e if as_tuple else e[0]))
-
-
-def _gather(conformed: Any, length: int, plan: BuildPlan) -> Any:
-    """Rows of whole columns gathered by index inside tf.data, as ArraysSource does; examples are gathered a
-    block at a time and split by tf.data (gathering them one by one costs about three times as much)."""
-    import tensorflow as tf
-
-    from tfbridge.validate import to_tensors
-
-    # eager tensors are captured as inputs of the map function, never embedded in the graph as constants
-    tensors = tf.nest.map_structure(
-        lambda v: v if isinstance(v, (tf.RaggedTensor, tf.SparseTensor)) else tf.convert_to_tensor(v),
-        to_tensors(conformed),
-    )
-    order = tf.data.Dataset.range(length)
-    if plan.shuffle:
-        order = order.shuffle(length, seed=plan.seed, reshuffle_each_iteration=True)
-    if plan.shard is not None:  # the same permutation everywhere (one seed), then every pipeline its own part
-        order = order.shard(*plan.shard)
-    count = length if plan.shard is None else len(range(plan.shard[1], length, plan.shard[0]))
-
-    def pick(i: Any) -> Any:
-        return tf.nest.map_structure(lambda t: tf.gather(t, i), tensors)
-
-    if plan.batch_size is not None:
-        return order.batch(plan.batch_size).map(pick, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    blocks = order.batch(GATHER_BLOCK_ROWS).map(pick, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return _split_blocks(blocks, plan.spec).apply(tf.data.experimental.assert_cardinality(count))
 
 
 # -- the block route ---------------------------------------------------------------------------------------------
@@ -818,7 +751,7 @@ class HFBlockSource:
         if plan.errors is not None:
             epochs = _Catching(epochs, plan.errors)
         blocks = tf.data.Dataset.from_generator(epochs, output_signature=column_spec.signature)
-        ds = _split_blocks(blocks, plan.spec)
+        ds = split_blocks(blocks, plan.spec)
         if plan.errors is None:  # a failed pass ends short, and must end without another error
             ds = ds.apply(tf.data.experimental.assert_cardinality(count))
         return Built(ds)
