@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
+from _leaks import children
 from _sources import Deterministic
 
 import tfbridge as tb
@@ -128,14 +128,13 @@ def test_worker_killed_mid_epoch_raises_worker_died_naming_the_element() -> None
     from tfbridge.pipeline import _Task
     from tfbridge.sources import adapt
 
-    gc.collect()
-    before = set(_children())
+    before = children()
     ex = ProcessExecutor(2)
     try:
         with pytest.raises(tb.WorkerDiedError, match=r"SIGKILL while producing element 20") as info:
             list(ex.imap(_Task(adapt(KillsItself()), None), range(40)))
         assert info.value.index == 20
-        assert set(_children()) <= before, "a broken pool is shut down at once"
+        assert children() <= before, "a broken pool is shut down at once"
     finally:
         ex.close()
 
@@ -147,44 +146,14 @@ def test_worker_killed_inside_a_pipeline_surfaces_as_worker_died_error() -> None
             pass
 
 
-def _children() -> list[int]:
-    me, out = os.getpid(), []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            if int(fields[1]) == me and fields[0] != "Z":
-                out.append(int(entry.name))
-    return out
-
-
-def _shared_memory() -> set[str]:
-    mine = set()
-    for fd in Path("/proc/self/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if "tfbridge" in target:
-            mine.add(target)
-    return mine | {p.name for p in Path("/dev/shm").iterdir()}
-
-
 def test_break_after_three_batches_then_gc_leaves_no_process_or_shared_memory() -> None:
-    gc.collect()
-    before, before_shm = set(_children()), _shared_memory()
+    before = children()
     ds = tb.to_dataset(Deterministic(), executor="process", workers=2)
     for i, _ in enumerate(ds):
         if i == 2:
             break
-    assert len(set(_children()) - before) == 2, "the pool lives while the dataset does"
-    del ds, _
-    gc.collect()
-    assert set(_children()) <= before
-    assert _shared_memory() <= before_shm
+    assert len(children() - before) == 2, "the pool lives while the dataset does"
+    del ds, _  # the nothing_left_behind fixture checks that nothing (shared memory included) is left
 
 
 def test_on_epoch_end_reshuffle_reaches_the_workers() -> None:

@@ -1,14 +1,12 @@
 """Fault injection, for every executor: user errors, killed and hung workers, early stops, lying lengths,
-``model.fit`` with ``steps_per_epoch``. After every test the ``nothing_left_behind`` fixture checks (not assumes)
-that no child process, shared-memory slot (memfd descriptor or mapping, /dev/shm entry) or tfbridge thread
-outlives it."""
+``model.fit`` with ``steps_per_epoch``. After every test the ``nothing_left_behind`` fixture (conftest.py) checks
+(not assumes) that no child process, shared-memory slot (memfd descriptor or mapping, /dev/shm entry) or
+tfbridge thread outlives it."""
 
 from __future__ import annotations
 
-import gc
 import os
 import re
-import select
 import signal
 import threading
 import time
@@ -31,85 +29,12 @@ from _fault_sources import (
     Slowish,
     element,
 )
+from _leaks import alive, children, wait_exit
 
 import tfbridge as tb
 
 EXECUTORS = ["serial", "thread", "process"]
 SIZES = ["small", "big"]  # small elements are chunked on their way into tf.data; big ones go one by one
-_LEFT_BEHIND_WAIT_S = 20.0
-
-
-# ---- what a test may leave behind ------------------------------------------------------------------------
-
-
-def _children() -> set[int]:
-    """Child processes of this process (zombies included: an unreaped worker is a leak too)."""
-    out: set[int] = set()
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            out.update(int(pid) for pid in (task / "children").read_text().split())
-        except OSError:  # the thread ended meanwhile
-            continue
-    return out
-
-
-def _memfds() -> set[str]:
-    fds = set()
-    for fd in Path("/proc/self/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("/memfd:"):
-            fds.add(f"{fd.name}->{target}")
-    return fds
-
-
-def _slot_mappings() -> int:
-    return sum("memfd:tfbridge" in line for line in Path("/proc/self/maps").read_text().splitlines())
-
-
-def _dev_shm() -> set[str]:
-    return {p.name for p in Path("/dev/shm").iterdir()}
-
-
-def _threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("tfbridge")}
-
-
-def _wait_exit(pid: int, timeout_s: float) -> bool:
-    """Wait (without reaping) until ``pid`` has exited; False if it is still running after ``timeout_s``."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout_s)  # a pidfd turns readable when the process exits
-        return bool(readable)
-    finally:
-        os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    return not _wait_exit(pid, 0)
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    gc.collect()
-    children, memfds, mappings, shm, threads = _children(), _memfds(), _slot_mappings(), _dev_shm(), _threads()
-    yield
-    gc.collect()  # the test's datasets are gone: their executors close
-    deadline = time.monotonic() + _LEFT_BEHIND_WAIT_S
-    for pid in _children() - children:  # a stopped pool joins its workers; give a straggler time to exit
-        _wait_exit(pid, max(0.0, deadline - time.monotonic()))
-    for t in _threads() - threads:  # pool threads leave once told to stop; a released hung call returns
-        t.join(max(0.0, deadline - time.monotonic()))
-    assert _children() - children == set(), "a child process outlived the test"
-    assert _memfds() - memfds == set(), "a shared-memory slot descriptor stayed open"
-    assert _slot_mappings() <= mappings, "a shared-memory slot stayed mapped"
-    assert _dev_shm() - shm == set(), "a /dev/shm segment was left"
-    assert [t.name for t in _threads() - threads] == [], "a tfbridge thread outlived the test"
 
 
 def _first(x: Any) -> int:
@@ -175,20 +100,20 @@ def test_worker_sigkilled_mid_epoch_names_its_element_after_every_earlier_one_an
     assert err is not None
     assert "WorkerDiedError: worker process" in str(err)
     assert f"(pid {killed[0]}) was killed by SIGKILL while producing element 23" in str(err)
-    assert not _alive(killed[0])
+    assert not alive(killed[0])
     assert _consume(ds) == (list(range(40)), None), "a fresh pool serves the next epoch"
 
 
 @pytest.mark.timeout(90)
 def test_workers_sigkilled_between_epochs_fail_one_pass_with_worker_died_then_the_next_is_whole() -> None:
-    before = _children()
+    before = children()
     ds = tb.to_dataset(FailsOnceAt(12, -1, Path("/nonexistent")), executor="process", workers=2, peek=1)
     assert _consume(ds) == (list(range(12)), None)
-    workers = _children() - before
+    workers = children() - before
     assert len(workers) == 2
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
-        assert _wait_exit(pid, 30)
+        assert wait_exit(pid, 30)
     got, err = _consume(ds)
     assert got == [] and err is not None
     assert "WorkerDiedError: worker process" in str(err) and "was killed by SIGKILL between passes" in str(err)
@@ -225,7 +150,7 @@ def test_hung_element_with_timeout_is_element_timeout_error_naming_it_and_the_ne
         assert "Hint: look for a hang in the source at that element" in str(err)
         assert waited < 30, "the timeout ends the wait, not the hang"
         if executor == "process":
-            assert not _alive(int(found.group(1))), "the hung worker was stopped"
+            assert not alive(int(found.group(1))), "the hung worker was stopped"
         fixed.touch()
         assert _consume(ds) == (list(range(30)), None)
     finally:
