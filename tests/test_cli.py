@@ -1,7 +1,8 @@
 """The command line on small target modules: `tfbridge` and `python -m tfbridge` run as subprocesses where the
 process is what is checked (exit status, exactly one stderr line, no traceback, the two entry points agreeing);
-commands whose output is what is checked run through ``tfbridge.cli.main`` in this process, which spares a
-TensorFlow start-up per command. Identical subprocess runs are made once per module."""
+commands whose output is what is checked (inspect, code, materialize writing) run through ``tfbridge.cli.main``
+in this process, which spares a TensorFlow start-up per command. Identical subprocess runs are made once per
+module."""
 
 from __future__ import annotations
 
@@ -162,11 +163,11 @@ def _without_timing(report: dict[str, Any]) -> dict[str, Any]:
 # ---- inspect -------------------------------------------------------------------------------------------
 
 
-def test_inspect_file_target_prints_fields_dtypes_float_cast_and_short_last_batch(project: Path) -> None:
-    result = _run(["inspect", "mysrc.py:short_last"], project)
+def test_inspect_file_target_prints_fields_dtypes_float_cast_and_short_last_batch(in_process: Any) -> None:
+    status, out, err = in_process(["inspect", "mysrc.py:short_last"])
 
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    assert status == 0, err
+    lines = out.splitlines()
     assert lines[0].startswith("source:") and "ShortLast" in lines[0] and "batched" in lines[0]
     rows = {line.split()[0]: line for line in lines if line.startswith(("x[", "y "))}
     assert "float64 -> float32" in rows["x['score']"] and "(None, 3)" in rows["x['score']"]
@@ -180,7 +181,7 @@ def test_inspect_file_target_prints_fields_dtypes_float_cast_and_short_last_batc
     sizes = "4 at element 0, 4 at element 1, 4 at element 2, 4 at element 3, 2 at element 4"
     for path in ("x['score']", "x['tokens']", "y"):
         assert f"{path}: batch size varies from 2 to 4 ({sizes}) -> None" in lines
-    assert "Traceback" not in result.stdout + result.stderr
+    assert "Traceback" not in out + err
 
 
 def test_inspect_json_has_stable_keys_and_a_spec_that_round_trips(project: Path) -> None:
@@ -396,13 +397,17 @@ def test_materialize_bad_arguments_exit_2_with_usage(project: Path, args: list[s
     assert not (project / "out").exists()
 
 
-def test_materialize_writes_the_source_and_says_how_many_elements_and_where(project: Path, tmp_path: Path) -> None:
-    target = f"{project / 'mysrc.py'}:arrays"
-    result = _run(["materialize", target, "out", "--executor", "serial", "--shards", "2"], tmp_path)
+def test_materialize_writes_the_source_and_says_how_many_elements_and_where(
+    project: Path, in_process: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, out, err = in_process(
+        ["materialize", f"{project / 'mysrc.py'}:arrays", "out", "--executor", "serial", "--shards", "2"]
+    )
 
-    assert result.returncode == 0, result.stderr
+    assert status == 0, err
     # The progress bar comes first; the summary is the last line.
-    assert result.stdout.splitlines()[-1] == (
+    assert out.splitlines()[-1] == (
         "tfbridge: wrote 10 elements to out; load them in order with load('out') after `from tfbridge.materialize "
         "import load`, "
         "or with tf.data.Dataset.load('out') (shards interleaved)"

@@ -397,10 +397,11 @@ def test_no_dispatcher_at_the_address_fails_fast_with_a_hint() -> None:
 
 @pytest.mark.timeout(60)
 def test_worker_and_dispatcher_processes_exit_0_on_sigterm_and_sigint(tmp_path: Path) -> None:
-    servers = [_start(["dispatcher", "--port", "0", "--work-dir", str(tmp_path / "journal")], tmp_path)]
+    port = _free_port()
+    servers = [_start(["dispatcher", "--port", str(port), "--work-dir", str(tmp_path / "journal")], tmp_path)]
     try:
-        address = servers[0].wait_listening()
-        servers.append(_start(["worker", "--dispatcher", address, "--host", "127.0.0.1"], tmp_path))
+        servers.append(_start(["worker", "--dispatcher", f"grpc://localhost:{port}", "--host", "127.0.0.1"], tmp_path))
+        assert servers[0].wait_listening() == f"grpc://localhost:{port}"
         assert servers[1].wait_listening().startswith("grpc://127.0.0.1:")
         for server, role, sig in ((servers[1], "worker", signal.SIGTERM), (servers[0], "dispatcher", signal.SIGINT)):
             server.proc.send_signal(sig)  # at once: the handlers are in place before the line is printed
