@@ -36,6 +36,8 @@ from _leaks import alive, children, wait_exit
 
 import tfbridge as tb
 
+pytestmark = pytest.mark.timeout(90)  # tests that need longer say so
+
 EXECUTORS = ["serial", "thread", "process"]
 SIZES = ["small", "big"]  # small elements are chunked on their way into tf.data; big ones go one by one
 _NEVER = Path("/nonexistent")  # FailsOnceAt(..., bad=-1, fixed=_NEVER): a source that never fails
