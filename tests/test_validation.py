@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
-from _sources import GRAY_VALUE, Counting, ImageFolder, PairFolder
+from _sources import GRAY_VALUE, Counting, ImageFolder, Listed, PairFolder
 
 import tfbridge as tb
 
@@ -49,6 +49,14 @@ def test_element_spec_equals_the_given_spec_and_elements_are_converted() -> None
     assert ds.element_spec == spec.signature
     x, y = next(iter(ds))
     assert x.dtype == tf.float16 and y.dtype == tf.int32
+
+
+def test_a_given_float64_spec_is_delivered_as_given_not_cast_to_floatx() -> None:
+    """Found by fuzzing: a bool element under a float64 spec inferred from other samples."""
+    spec = tb.infer_spec(Listed([0.0]), batched=False)
+    ds = tb.to_dataset(Listed([False]), spec=spec, executor="serial", validate="all", peek=1)
+    assert ds.element_spec == spec.signature == tf.TensorSpec((), tf.float64)
+    assert [x.numpy() for x in ds] == [0.0]
 
 
 def test_element_spec_equals_the_inferred_spec_without_float_policy() -> None:
