@@ -92,3 +92,38 @@ class Snapshot:
         if self.threads - before.threads:
             out.append(f"tfbridge threads outlived the test: {sorted(t.name for t in self.threads - before.threads)}")
         return out
+
+
+def pool_holders() -> list[str]:
+    """For a failure message: each dataset whose process pool is still running, and what holds that dataset
+    (gc's referrers; none means a reference from C code, e.g. TensorFlow's)."""
+    import gc
+    import types
+    import weakref
+
+    try:
+        from tfbridge.executors.processes import ProcessExecutor
+    except ImportError:
+        return []
+    out = []
+    for fin in list(weakref.finalize._registry):  # type: ignore[attr-defined]  # to_dataset's finalize(dataset, ex.close)
+        info = fin.peek()
+        if info is None:
+            continue
+        dataset, func = info[0], info[1]
+        executor = getattr(func, "__self__", None)
+        del info
+        if not isinstance(executor, ProcessExecutor) or not executor.pids():
+            continue
+        here = types.FrameType
+        refs = [r for r in gc.get_referrers(dataset) if not (isinstance(r, here) and r.f_code is pool_holders.__code__)]
+        names = []
+        for r in refs:
+            name = type(r).__name__
+            if isinstance(r, types.FrameType):
+                name += f" of {r.f_code.co_name} ({r.f_code.co_filename}:{r.f_lineno})"
+            elif isinstance(r, dict):
+                name += f" with keys {list(r)[:5]}"
+            names.append(name)
+        out.append(f"{type(dataset).__name__} with live workers {executor.pids()} held by {names or 'nothing gc sees'}")
+    return out

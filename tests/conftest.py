@@ -32,7 +32,7 @@ from collections.abc import Iterator
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
-from _leaks import Snapshot, wait_exit
+from _leaks import Snapshot, pool_holders, wait_exit
 
 _LEFT_BEHIND_WAIT_S = 20.0
 _POLL_S = 0.2
@@ -53,4 +53,5 @@ def nothing_left_behind() -> Iterator[None]:
         for t in now.threads - before.threads:  # pool threads leave once told to stop; a released call returns
             t.join(step)
         left = Snapshot.take().new_since(before)
-    assert not left, "left behind by the test: " + "; ".join(left)
+    if left:
+        pytest.fail("left behind by the test: " + "; ".join(left + pool_holders()), pytrace=False)
