@@ -1,9 +1,10 @@
-"""Sources for the fault-injection tests. Kept free of TensorFlow so that worker processes, which import the
-module to unpickle a source, start in a fraction of a second."""
+"""Sources for the fault-injection tests (every executor, Ray included). Kept free of TensorFlow so that worker
+processes and Ray workers, which import the module to unpickle a source, start in a fraction of a second."""
 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+_KILLED_WAIT_S = 10.0
 BIG_LENGTH = 40_000  # int64: 320 KB, above the chunking limit and the shared-memory inline limit
 
 
@@ -33,19 +35,50 @@ class FailsOnceAt:
         return element(i, self.big)
 
 
-class BlocksOnceAt:
-    """Element ``at`` (until ``fixed`` exists) writes its process id into the FIFO ``tell`` and blocks for good;
-    the element before it takes a while."""
+class CountsEpochs(FailsOnceAt):
+    """A FailsOnceAt whose state changes at every epoch end (so the process executor sends it to its workers
+    again at the start of each pass)."""
 
-    def __init__(self, n: int, at: int, tell: Path, fixed: Path, big: bool = False) -> None:
-        self.n, self.at, self.tell, self.fixed, self.big = n, at, str(tell), str(fixed), big
+    def __init__(self, n: int, bad: int, fixed: Path, big: bool = False) -> None:
+        super().__init__(n, bad, fixed, big)
+        self.epochs = 0
+
+    def on_epoch_end(self) -> None:
+        self.epochs += 1
+
+
+class KillsItselfAt:
+    """``n`` elements; the process producing element ``at`` kills itself with SIGKILL."""
+
+    def __init__(self, n: int, at: int) -> None:
+        self.n, self.at = n, at
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        if i == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return element(i, False)
+
+
+class BlocksOnceAt:
+    """Element ``at`` (until ``fixed`` exists) writes its process id into the FIFO ``tell`` and blocks for good.
+    The element before it is still being made when that worker dies: it waits until ``killed`` exists (for at
+    most ``_KILLED_WAIT_S``, in case one worker holds both)."""
+
+    def __init__(self, n: int, at: int, tell: Path, fixed: Path, killed: Path, big: bool = False) -> None:
+        self.n, self.at, self.tell, self.fixed, self.killed = n, at, str(tell), str(fixed), str(killed)
+        self.big = big
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> Any:
         if i == self.at - 1 and not os.path.exists(self.fixed):
-            time.sleep(1.0)  # slow work: still running on another worker when the one at ``at`` dies
+            deadline = time.monotonic() + _KILLED_WAIT_S
+            while not os.path.exists(self.killed) and time.monotonic() < deadline:
+                time.sleep(0.01)  # polls a file another process writes
         if i == self.at and not os.path.exists(self.fixed):
             with open(self.tell, "w") as fifo:
                 fifo.write(str(os.getpid()))
@@ -129,3 +162,38 @@ class Batches:
 
     def on_epoch_end(self) -> None:
         self.ends += 1
+
+
+class _AwayFromHome:
+    """Misbehaves at element ``at`` only away from the process that made it (the peek runs there; Ray's workers
+    are elsewhere). Elements are float32 (2,) arrays holding their index."""
+
+    def __init__(self, n: int, at: int) -> None:
+        self.n, self.at = n, at
+        self.home = os.getpid()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        if i == self.at and os.getpid() != self.home:
+            self.misbehave(i)
+        return np.full((2,), i, np.float32)
+
+    def misbehave(self, i: int) -> None:
+        raise NotImplementedError
+
+
+class RaisesAway(_AwayFromHome):
+    def misbehave(self, i: int) -> None:
+        raise ValueError(f"corrupt record {i}")
+
+
+class DiesAway(_AwayFromHome):
+    def misbehave(self, i: int) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class HangsAway(_AwayFromHome):
+    def misbehave(self, i: int) -> None:
+        threading.Event().wait()  # for good: the executor has to cancel or kill it

@@ -1,4 +1,8 @@
-"""The command line: `tfbridge` and `python -m tfbridge` run as subprocesses on small target modules."""
+"""The command line on small target modules: `tfbridge` and `python -m tfbridge` run as subprocesses where the
+process is what is checked (exit status, exactly one stderr line, no traceback, the two entry points agreeing);
+commands whose output is what is checked (inspect, code, materialize writing) run through ``tfbridge.cli.main``
+in this process, which spares a TensorFlow start-up per command. Identical subprocess runs are made once per
+module."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,7 @@ import pytest
 import tensorflow as tf
 
 import tfbridge as tb
+from tfbridge import cli
 
 _TIMEOUT_S = 120
 _CONSOLE_SCRIPT = Path(sys.executable).parent / "tfbridge"
@@ -70,20 +76,72 @@ def broken():
 _BADMOD = 'raise RuntimeError("import exploded")\n'
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    (tmp_path / "mysrc.py").write_text(textwrap.dedent(_MYSRC))
-    (tmp_path / "plain.py").write_text(textwrap.dedent(_PLAIN))
-    (tmp_path / "badmod.py").write_text(_BADMOD)
-    return tmp_path
+# Wider: 10,000 examples of length 10 but one of length 12 at 9,000, which a spread peek misses.
+_DATA = """
+import numpy as np
+
+class Wider:
+    def __len__(self):
+        return 10_000
+    def __getitem__(self, i):
+        return np.zeros((12 if i == 9000 else 10,), np.float32), i % 3
+
+source = Wider()
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The target modules, shared by the module's tests (which never write into it; commands that write are
+    given their own directory)."""
+    root = tmp_path_factory.mktemp("project")
+    (root / "mysrc.py").write_text(textwrap.dedent(_MYSRC))
+    (root / "plain.py").write_text(textwrap.dedent(_PLAIN))
+    (root / "badmod.py").write_text(_BADMOD)
+    (root / "data.py").write_text(_DATA)
+    return root
+
+
+_READ_ONLY = ("inspect", "code")
+_RUNS: dict[tuple[str, tuple[str, ...], bool], subprocess.CompletedProcess[str]] = {}
 
 
 def _run(args: list[str], cwd: Path, *, module: bool = False) -> subprocess.CompletedProcess[str]:
+    """The command as a subprocess; an inspect or code command already run in ``cwd`` is not run again."""
+    key = (str(cwd), tuple(args), module)
+    if key in _RUNS:
+        return _RUNS[key]
     head = [sys.executable, "-m", "tfbridge"] if module else [str(_CONSOLE_SCRIPT)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run(
+    result = subprocess.run(
         head + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=_TIMEOUT_S, check=False
     )
+    if args[0] in _READ_ONLY:
+        _RUNS[key] = result
+    return result
+
+
+@pytest.fixture
+def in_process(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Any]:
+    """``run(args) -> (status, stdout, stderr)``: ``tfbridge.cli.main`` in this process, in the project directory;
+    the sys.path entries and target modules it loads are dropped afterwards."""
+    monkeypatch.chdir(project)
+    path, modules = sys.path[:], set(sys.modules)
+
+    def run(args: list[str]) -> tuple[int, str, str]:
+        status = cli.main(args)
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    try:
+        yield run
+    finally:
+        sys.path[:] = path
+        for name in set(sys.modules) - modules:
+            if name in ("mysrc", "plain", "data") or name.startswith("_tfbridge_target_"):
+                del sys.modules[name]
 
 
 def _load(path: Path) -> Any:
@@ -105,11 +163,11 @@ def _without_timing(report: dict[str, Any]) -> dict[str, Any]:
 # ---- inspect -------------------------------------------------------------------------------------------
 
 
-def test_inspect_file_target_prints_fields_dtypes_float_cast_and_short_last_batch(project: Path) -> None:
-    result = _run(["inspect", "mysrc.py:short_last"], project)
+def test_inspect_file_target_prints_fields_dtypes_float_cast_and_short_last_batch(in_process: Any) -> None:
+    status, out, err = in_process(["inspect", "mysrc.py:short_last"])
 
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    assert status == 0, err
+    lines = out.splitlines()
     assert lines[0].startswith("source:") and "ShortLast" in lines[0] and "batched" in lines[0]
     rows = {line.split()[0]: line for line in lines if line.startswith(("x[", "y "))}
     assert "float64 -> float32" in rows["x['score']"] and "(None, 3)" in rows["x['score']"]
@@ -123,7 +181,7 @@ def test_inspect_file_target_prints_fields_dtypes_float_cast_and_short_last_batc
     sizes = "4 at element 0, 4 at element 1, 4 at element 2, 4 at element 3, 2 at element 4"
     for path in ("x['score']", "x['tokens']", "y"):
         assert f"{path}: batch size varies from 2 to 4 ({sizes}) -> None" in lines
-    assert "Traceback" not in result.stdout + result.stderr
+    assert "Traceback" not in out + err
 
 
 def test_inspect_json_has_stable_keys_and_a_spec_that_round_trips(project: Path) -> None:
@@ -150,11 +208,11 @@ def test_inspect_json_has_stable_keys_and_a_spec_that_round_trips(project: Path)
     assert delivered.signature == tb.to_dataset(source).element_spec
 
 
-def test_inspect_json_of_in_memory_arrays_is_one_example_per_row(project: Path) -> None:
-    result = _run(["inspect", "mysrc:arrays", "--json"], project)
+def test_inspect_json_of_in_memory_arrays_is_one_example_per_row(in_process: Any) -> None:
+    status, out, err = in_process(["inspect", "mysrc:arrays", "--json"])
 
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    assert status == 0, err
+    report = json.loads(out)
     assert report["batched"] is False
     assert [(f["path"], f["dtype"], f["delivered_dtype"], f["shape"]) for f in report["fields"]] == [
         ("x", "float64", "float32", [3]),
@@ -179,16 +237,32 @@ def test_python_dash_m_bad_target_fails_like_the_console_script(project: Path) -
     assert module.stdout == script.stdout == ""
 
 
+def test_inspect_full_scan_finds_what_the_peek_missed_and_writes_html(
+    in_process: Any, tmp_path: Path
+) -> None:
+    html = tmp_path / "r.html"
+    status, out, err = in_process(
+        ["inspect", "data.py:source", "--batched", "no", "--full", "--json", "--html", str(html)]
+    )
+
+    assert status == 0, err
+    data = json.loads(out)
+    assert data["peek_missed"][0]["element"] == 9000
+    assert html.exists() and f"wrote {html}" in err
+
+
 # ---- code ----------------------------------------------------------------------------------------------
 
 
-def test_code_module_target_prints_code_defining_the_datasets_output_signature(project: Path) -> None:
-    result = _run(["code", "mysrc:short_last"], project)
+def test_code_module_target_prints_code_defining_the_datasets_output_signature(
+    project: Path, in_process: Any
+) -> None:
+    status, out, err = in_process(["code", "mysrc:short_last"])
 
-    assert result.returncode == 0, result.stderr
-    assert "# x['score']: float64 in the data, float32 here (cast_floats='floatx')." in result.stdout
+    assert status == 0, err
+    assert "# x['score']: float64 in the data, float32 here (cast_floats='floatx')." in out
     namespace: dict[str, Any] = {}
-    exec(compile(result.stdout, "<tfbridge code>", "exec"), namespace)  # noqa: S102 - our own output
+    exec(compile(out, "<tfbridge code>", "exec"), namespace)  # noqa: S102 - our own output
     source = _load(project / "mysrc.py").short_last
     assert namespace["output_signature"] == tb.to_dataset(source).element_spec
     inputs = namespace["inputs"]
@@ -198,23 +272,23 @@ def test_code_module_target_prints_code_defining_the_datasets_output_signature(p
     assert all(isinstance(t, keras.KerasTensor) for t in inputs.values())
 
 
-def test_code_factory_target_is_called_and_its_source_matches_to_dataset(project: Path) -> None:
-    result = _run(["code", "mysrc:make"], project)
+def test_code_factory_target_is_called_and_its_source_matches_to_dataset(project: Path, in_process: Any) -> None:
+    status, out, err = in_process(["code", "mysrc:make"])
 
-    assert result.returncode == 0, result.stderr
+    assert status == 0, err
     namespace: dict[str, Any] = {}
-    exec(compile(result.stdout, "<tfbridge code>", "exec"), namespace)  # noqa: S102 - our own output
+    exec(compile(out, "<tfbridge code>", "exec"), namespace)  # noqa: S102 - our own output
     source = _load(project / "mysrc.py").make()
     assert namespace["output_signature"] == tb.to_dataset(source).element_spec
     assert set(namespace["inputs"]) == {"tokens", "score"}
 
 
-def test_code_generator_function_casts_float64_and_keeps_int64(project: Path) -> None:
-    result = _run(["code", "mysrc:gen"], project)
+def test_code_generator_function_casts_float64_and_keeps_int64(in_process: Any) -> None:
+    status, out, err = in_process(["code", "mysrc:gen"])
 
-    assert result.returncode == 0, result.stderr
+    assert status == 0, err
     namespace: dict[str, Any] = {}
-    exec(compile(result.stdout, "<tfbridge code>", "exec"), namespace)  # noqa: S102 - our own output
+    exec(compile(out, "<tfbridge code>", "exec"), namespace)  # noqa: S102 - our own output
     assert namespace["output_signature"] == (
         tf.TensorSpec(shape=(None, 2), dtype=tf.float32),
         tf.TensorSpec(shape=(None,), dtype=tf.int64),
@@ -323,17 +397,22 @@ def test_materialize_bad_arguments_exit_2_with_usage(project: Path, args: list[s
     assert not (project / "out").exists()
 
 
-def test_materialize_writes_the_source_and_says_how_many_elements_and_where(project: Path) -> None:
-    result = _run(["materialize", "mysrc:arrays", "out", "--executor", "serial", "--shards", "2"], project)
+def test_materialize_writes_the_source_and_says_how_many_elements_and_where(
+    project: Path, in_process: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, out, err = in_process(
+        ["materialize", f"{project / 'mysrc.py'}:arrays", "out", "--executor", "serial", "--shards", "2"]
+    )
 
-    assert result.returncode == 0, result.stderr
+    assert status == 0, err
     # The progress bar comes first; the summary is the last line.
-    assert result.stdout.splitlines()[-1] == (
+    assert out.splitlines()[-1] == (
         "tfbridge: wrote 10 elements to out; load them in order with load('out') after `from tfbridge.materialize "
         "import load`, "
         "or with tf.data.Dataset.load('out') (shards interleaved)"
     )
-    got = list(tf.data.Dataset.load(str(project / "out")).as_numpy_iterator())
+    got = list(tf.data.Dataset.load(str(tmp_path / "out")).as_numpy_iterator())
     arrays = _load(project / "mysrc.py").arrays
     assert [int(y) for _, y in got] == arrays[1].tolist()
     np.testing.assert_array_equal(np.stack([x for x, _ in got]), arrays[0].astype(np.float32))

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
+from _checks import check_error, object_array
+from _sources import Listed
 from _sources import (
     Listed as Batches,  # ready-made batches, batched by the Keras convention
 )
@@ -69,11 +71,17 @@ def _iterate(ds: Any) -> None:
 # ---- the exception tree --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "cls", [tb.SpecInferenceError, tb.SpecMismatchError, tb.SourceError, tb.WorkerDiedError]
-)
-def test_every_error_class_subclasses_tfbridge_error(cls: type) -> None:
-    assert issubclass(cls, tb.TfBridgeError)
+_ERROR_NAMES = [name for name in tb.__all__ if name.endswith("Error") and name != "TfBridgeError"]
+
+
+def test_the_error_classes_are_the_expected_ones() -> None:
+    expected = ["ElementTimeoutError", "SourceError", "SpecInferenceError", "SpecMismatchError", "WorkerDiedError"]
+    assert sorted(_ERROR_NAMES) == expected
+
+
+@pytest.mark.parametrize("name", _ERROR_NAMES)
+def test_every_error_class_subclasses_tfbridge_error(name: str) -> None:
+    assert issubclass(getattr(tb, name), tb.TfBridgeError)
     assert issubclass(tb.TfBridgeError, Exception)
 
 
@@ -219,6 +227,46 @@ def test_infer_batch_whose_fields_have_different_batch_sizes_names_element_and_f
     )
 
 
+@pytest.mark.parametrize(
+    ("element", "message"),
+    [
+        pytest.param((), r"^element 0 at x: holds no tensor, only empty tuples", id="no-tensor-at-all"),
+        pytest.param(2**63, r"^element 0 at x: a Python int of 64 bits does not fit int64", id="int-beyond-int64"),
+        pytest.param([2**63, -1], r"^element 0 at x: a Python int of 64 bits does not fit int64", id="list-to-float64"),
+        pytest.param([2**70], r"^element 0 at x: a Python int of 71 bits does not fit int64", id="list-to-object"),
+        pytest.param(object_array([2**70]), r"a Python int of 71 bits does not fit int64", id="object-array-int"),
+        pytest.param([["a"], [1, 2]], r"^element 0 at x: a list mixing strings and numbers", id="ragged-text-and-ints"),
+        pytest.param([["a", 1]], r"^element 0 at x: a list mixing strings and numbers", id="nested-text-and-ints"),
+        pytest.param([False, []], r"^element 0 at x: nested lists of unequal depth", id="scalar-before-list"),
+        pytest.param(
+            object_array([[None], [1, 2]]), r"a builtins.NoneType inside a list or object array", id="object-none"
+        ),
+        pytest.param(
+            {1: np.zeros(2), "a": np.zeros(2)}, r"^the dict at x has keys of types that do not sort", id="mixed-keys"
+        ),
+    ],
+)
+def test_values_without_a_tensorflow_dtype_raise_spec_inference_error_naming_the_field(
+    element: Any, message: str
+) -> None:
+    """Each once escaped as a raw ValueError/TypeError/OverflowError or became strings (found by fuzzing)."""
+    with pytest.raises(tb.SpecInferenceError, match=message) as info:
+        tb.to_dataset(Listed([element]), batched=False, executor="serial")
+    check_error(info.value)
+    assert info.value.path == "x"
+
+
+def test_a_column_of_dates_is_named_with_a_hint() -> None:
+    dates = {"when": np.arange(3).astype("datetime64[D]"), "y": np.zeros(3)}
+    with pytest.raises(tb.SpecInferenceError) as info:
+        tb.infer_spec(dates)
+    assert str(info.value) == (
+        "column x['when']: dtype datetime64[D] has no TensorFlow equivalent.\n"
+        "Hint: convert such columns (e.g. dates) to numbers or strings first."
+    )
+    assert info.value.path == "x['when']"
+
+
 # ---- SpecMismatchError from validate --------------------------------------------------------------------
 
 
@@ -331,29 +379,6 @@ def test_spec_mismatch_while_iterating_surfaces_as_op_error_naming_class_and_ind
     assert "SpecMismatchError: element 13 at x: expected shape (None, 3), got shape (2, 4)." in message
 
 
-@pytest.mark.parametrize("executor", ["serial", "thread"])
-def test_source_error_while_iterating_names_element_and_original_exception(executor: str) -> None:
-    ds = tb.to_dataset(RaisesAt17([_batch()] * 24), executor=executor, peek=2)
-
-    with pytest.raises(tf.errors.OpError) as info:
-        _iterate(ds)
-
-    message = str(info.value)
-    assert "SourceError: element 17: ValueError: corrupt record 17" in message
-    assert "__getitem__" in message  # the original traceback travels with it
-
-
-def test_source_error_while_iterating_a_generator_function_names_its_fifth_element() -> None:
-    ds = tb.to_dataset(_gen_raising_at_fifth, peek=2)
-
-    with pytest.raises(tf.errors.OpError) as info:
-        _iterate(ds)
-
-    message = str(info.value)
-    assert "SourceError: element 4: ValueError: generator broke at its 5th element" in message
-    assert "_gen_raising_at_fifth" in message
-
-
 # ---- SourceError before iterating ---------------------------------------------------------------------
 
 
@@ -393,11 +418,6 @@ def test_to_dataset_peek_hitting_a_raising_element_raises_source_error_directly(
     ("kwargs", "message"),
     [
         pytest.param(
-            {"executor": "bogus"},
-            "executor must be one of 'serial', 'thread', 'process', 'ray', 'auto'. Received: 'bogus'",
-            id="executor",
-        ),
-        pytest.param(
             {"executor": "thread", "workers": 0},
             "workers must be a positive int or None. Received: 0",
             id="workers-thread",
@@ -434,6 +454,25 @@ def test_to_dataset_bad_argument_names_it_and_what_was_received(kwargs: dict[str
 
     assert type(info.value) is tb.TfBridgeError
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(_batches(), id="indexed"),
+        pytest.param(np.zeros((4, 2)), id="arrays"),
+        pytest.param(tf.data.Dataset.range(3), id="tf.data"),
+        pytest.param(_gen_raising_at_fifth, id="generator-function"),
+    ],
+)
+def test_unknown_executor_is_refused_naming_the_choices_for_every_kind_of_source(source: Any) -> None:
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.to_dataset(source, executor="bogus", peek=2)
+
+    assert type(info.value) is tb.TfBridgeError
+    assert str(info.value).startswith(
+        "executor must be one of 'serial', 'thread', 'process', 'ray', 'auto'. Received: 'bogus'"
+    )
 
 
 def test_infer_spec_peek_zero_names_peek_and_what_was_received() -> None:
@@ -491,14 +530,9 @@ def test_to_dataset_label_naming_a_missing_dataframe_column_lists_the_columns() 
     with pytest.raises(tb.TfBridgeError) as info:
         tb.to_dataset(df, label="c")
 
-    assert str(info.value).startswith("label column(s) ['c'] not found. The element has the columns ['a', 'b'].")
-
-
-def test_to_dataset_label_naming_a_missing_dataframe_column_says_what_was_received() -> None:
-    df = pd.DataFrame({"a": [1.0, 2.0], "b": [1, 2]})
-
-    with pytest.raises(tb.TfBridgeError, match=r"Received: label='c'"):
-        tb.to_dataset(df, label="c")
+    message = str(info.value)
+    assert message.startswith("label column(s) ['c'] not found. The element has the columns ['a', 'b'].")
+    assert "Received: label='c'" in message
 
 
 @pytest.mark.parametrize(
@@ -574,6 +608,9 @@ def _tensor(shape: Any = (None, 3), dtype: Any = "float32") -> dict[str, Any]:
                      id="unknown-type"),
         pytest.param(_spec_json({"type": "tuple", "items": []}), r"nest of tfbridge Leaf objects", id="no-leaves"),
         pytest.param(
+            _spec_json(_tensor(shape=[2**63])), r'"shape" must be a list of non-negative', id="dim-beyond-int64"
+        ),
+        pytest.param(
             _spec_json({"type": "ragged", "shape": [None, None], "dtype": "int32", "ragged_rank": 5}),
             r'"ragged_rank" must be an integer from 1 to rank - 1',
             id="ragged-rank",
@@ -590,7 +627,7 @@ def test_spec_from_json_rejects_invalid_input_with_tfbridge_error(text: Any, mes
         tb.Spec.from_json(text)
 
     assert type(info.value) is tb.TfBridgeError
-    assert str(info.value).startswith(("Spec.from_json", "a Spec is built from"))
+    assert str(info.value).startswith("Spec.from_json: "), "every refusal says where it comes from"
 
 
 def test_spec_from_json_rejects_10000_levels_of_nesting_with_tfbridge_error() -> None:
@@ -624,19 +661,3 @@ def test_tf_data_source_with_a_narrowing_spec_is_refused_not_wrapped() -> None:
         tb.to_dataset(floats, spec=tb.Spec.from_signature(tf.TensorSpec((2,), tf.int32), batched=False))
     widened = tb.to_dataset(ds, spec=tb.Spec.from_signature(tf.TensorSpec((3,), tf.float64), batched=False))
     assert next(iter(widened)).numpy().tolist() == [1.0, 300.0, -200.0]
-
-
-def test_stopiteration_inside_getitem_is_a_source_error_not_the_end() -> None:
-    class Stops:
-        def __len__(self) -> int:
-            return 20
-
-        def __getitem__(self, i: int) -> Any:
-            if i == 12:
-                raise StopIteration
-            return np.zeros((2, 2))
-
-    for executor in ("serial", "thread"):
-        with pytest.raises(tf.errors.OpError, match="SourceError: element 12: StopIteration"):
-            for _ in tb.to_dataset(Stops(), executor=executor, peek=1):
-                pass

@@ -1,115 +1,46 @@
-"""Fault injection, for every executor: user errors, killed and hung workers, early stops, lying lengths,
-``model.fit`` with ``steps_per_epoch``. After every test the ``nothing_left_behind`` fixture checks (not assumes)
-that no child process, shared-memory slot (memfd descriptor or mapping, /dev/shm entry) or tfbridge thread
-outlives it."""
+"""Faults, for every executor (serial, thread, process; Ray's own are in test_ray.py): user code raising, worker
+processes killed (mid-epoch, between epochs, by Ctrl-C), hung elements, early stops, lying lengths. Each fault
+comes at its element, after every earlier element (each once), and the next epoch is whole. After every test the
+``nothing_left_behind`` fixture (conftest.py) checks that no child process, shared-memory slot or tfbridge
+thread outlives it."""
 
 from __future__ import annotations
 
-import gc
+import contextlib
 import os
 import re
-import select
 import signal
+import subprocess
+import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from _fault_sources import (
-    Batches,
     BlocksOnceAt,
+    CountsEpochs,
     FailsOnceAt,
     HangsOnceAt,
+    KillsItselfAt,
     LyingLength,
     Shrinking,
     Slowish,
     element,
 )
+from _leaks import alive, children, wait_exit
 
 import tfbridge as tb
 
+pytestmark = pytest.mark.timeout(90)  # tests that need longer say so
+
 EXECUTORS = ["serial", "thread", "process"]
 SIZES = ["small", "big"]  # small elements are chunked on their way into tf.data; big ones go one by one
-_LEFT_BEHIND_WAIT_S = 20.0
-
-
-# ---- what a test may leave behind ------------------------------------------------------------------------
-
-
-def _children() -> set[int]:
-    """Child processes of this process (zombies included: an unreaped worker is a leak too)."""
-    out: set[int] = set()
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            out.update(int(pid) for pid in (task / "children").read_text().split())
-        except OSError:  # the thread ended meanwhile
-            continue
-    return out
-
-
-def _memfds() -> set[str]:
-    fds = set()
-    for fd in Path("/proc/self/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("/memfd:"):
-            fds.add(f"{fd.name}->{target}")
-    return fds
-
-
-def _slot_mappings() -> int:
-    return sum("memfd:tfbridge" in line for line in Path("/proc/self/maps").read_text().splitlines())
-
-
-def _dev_shm() -> set[str]:
-    return {p.name for p in Path("/dev/shm").iterdir()}
-
-
-def _threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("tfbridge")}
-
-
-def _wait_exit(pid: int, timeout_s: float) -> bool:
-    """Wait (without reaping) until ``pid`` has exited; False if it is still running after ``timeout_s``."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        readable, _, _ = select.select([fd], [], [], timeout_s)  # a pidfd turns readable when the process exits
-        return bool(readable)
-    finally:
-        os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    return not _wait_exit(pid, 0)
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    gc.collect()
-    children, memfds, mappings, shm, threads = _children(), _memfds(), _slot_mappings(), _dev_shm(), _threads()
-    yield
-    gc.collect()  # the test's datasets are gone: their executors close
-    deadline = time.monotonic() + _LEFT_BEHIND_WAIT_S
-    for pid in _children() - children:  # a stopped pool joins its workers; give a straggler time to exit
-        _wait_exit(pid, max(0.0, deadline - time.monotonic()))
-    for t in _threads() - threads:  # pool threads leave once told to stop; a released hung call returns
-        t.join(max(0.0, deadline - time.monotonic()))
-    assert _children() - children == set(), "a child process outlived the test"
-    assert _memfds() - memfds == set(), "a shared-memory slot descriptor stayed open"
-    assert _slot_mappings() <= mappings, "a shared-memory slot stayed mapped"
-    assert _dev_shm() - shm == set(), "a /dev/shm segment was left"
-    assert [t.name for t in _threads() - threads] == [], "a tfbridge thread outlived the test"
+_NEVER = Path("/nonexistent")  # FailsOnceAt(..., bad=-1, fixed=_NEVER): a source that never fails
 
 
 def _first(x: Any) -> int:
@@ -147,6 +78,53 @@ def test_user_error_at_23_delivers_0_to_22_once_then_names_23_and_the_next_epoch
     assert _consume(ds) == (list(range(40)), None)
 
 
+def _gen_raising_at_fifth() -> Iterator[Any]:
+    for i in range(10):
+        if i == 4:
+            raise ValueError("generator broke at its 5th element")
+        yield element(i, False)
+
+
+def test_user_error_in_a_generator_function_names_its_element_and_the_function() -> None:
+    got, err = _consume(tb.to_dataset(_gen_raising_at_fifth, peek=2))
+    assert got == [0, 1, 2, 3]
+    assert err is not None
+    assert "SourceError: element 4: ValueError: generator broke at its 5th element" in str(err)
+    assert "_gen_raising_at_fifth" in str(err)
+
+
+class _StopsAt12:
+    def __len__(self) -> int:
+        return 20
+
+    def __getitem__(self, i: int) -> Any:
+        if i == 12:
+            raise StopIteration
+        return element(i, False)
+
+
+@pytest.mark.parametrize("executor", ["serial", "thread"])
+def test_stop_iteration_inside_getitem_is_a_source_error_not_the_end(executor: str) -> None:
+    got, err = _consume(tb.to_dataset(_StopsAt12(), executor=executor, peek=1))
+    assert got == list(range(12))
+    assert err is not None and "SourceError: element 12: StopIteration" in str(err)
+
+
+@pytest.mark.timeout(60)
+def test_process_executor_source_error_keeps_index_and_traceback_across_the_process_boundary() -> None:
+    from tfbridge.executors import ProcessExecutor
+    from tfbridge.sources import adapt
+
+    ex = ProcessExecutor(2)
+    try:
+        with pytest.raises(tb.SourceError) as info:
+            list(ex.imap(adapt(FailsOnceAt(10, 5, _NEVER), batched=True).task(None), range(10)))
+        assert info.value.index == 5
+        assert "corrupt record 5" in info.value.traceback and "__getitem__" in info.value.traceback
+    finally:
+        ex.close()
+
+
 # ---- a worker process killed -------------------------------------------------------------------------------
 
 
@@ -155,9 +133,10 @@ def test_user_error_at_23_delivers_0_to_22_once_then_names_23_and_the_next_epoch
 def test_worker_sigkilled_mid_epoch_names_its_element_after_every_earlier_one_and_the_next_epoch_is_whole(
     size: str, tmp_path: Path
 ) -> None:
-    tell, fixed = tmp_path / "pid", tmp_path / "fixed"
+    tell, fixed, killed_mark = tmp_path / "pid", tmp_path / "fixed", tmp_path / "killed"
     os.mkfifo(tell)
-    ds = tb.to_dataset(BlocksOnceAt(40, 23, tell, fixed, size == "big"), executor="process", workers=2, peek=1)
+    source = BlocksOnceAt(40, 23, tell, fixed, killed_mark, size == "big")
+    ds = tb.to_dataset(source, executor="process", workers=2, peek=1)
     killed: list[int] = []
 
     def kill_the_worker_at_23() -> None:
@@ -165,7 +144,9 @@ def test_worker_sigkilled_mid_epoch_names_its_element_after_every_earlier_one_an
             pid = int(fifo.read())
         fixed.touch()
         os.kill(pid, signal.SIGKILL)
+        assert wait_exit(pid, 30)
         killed.append(pid)
+        killed_mark.touch()  # element 22, on the other worker, was still being made until now
 
     killer = threading.Thread(target=kill_the_worker_at_23, daemon=True, name="test-killer")
     killer.start()
@@ -175,25 +156,47 @@ def test_worker_sigkilled_mid_epoch_names_its_element_after_every_earlier_one_an
     assert err is not None
     assert "WorkerDiedError: worker process" in str(err)
     assert f"(pid {killed[0]}) was killed by SIGKILL while producing element 23" in str(err)
-    assert not _alive(killed[0])
+    assert not alive(killed[0])
     assert _consume(ds) == (list(range(40)), None), "a fresh pool serves the next epoch"
 
 
 @pytest.mark.timeout(90)
-def test_workers_sigkilled_between_epochs_fail_one_pass_with_worker_died_then_the_next_is_whole() -> None:
-    before = _children()
-    ds = tb.to_dataset(FailsOnceAt(12, -1, Path("/nonexistent")), executor="process", workers=2, peek=1)
+@pytest.mark.parametrize("source_changes", [False, True], ids=["same-source", "source-changed-by-on-epoch-end"])
+def test_workers_sigkilled_between_epochs_fail_one_pass_with_worker_died_then_the_next_is_whole(
+    source_changes: bool,
+) -> None:
+    """The next pass finds its workers dead when it sends them the epoch's seed, or (when on_epoch_end changed
+    the source) the source itself."""
+    before = children()
+    source = CountsEpochs(12, -1, _NEVER) if source_changes else FailsOnceAt(12, -1, _NEVER)
+    ds = tb.to_dataset(source, executor="process", workers=2, peek=1)
     assert _consume(ds) == (list(range(12)), None)
-    workers = _children() - before
+    workers = children() - before
     assert len(workers) == 2
     for pid in workers:
         os.kill(pid, signal.SIGKILL)
-        assert _wait_exit(pid, 30)
+        assert wait_exit(pid, 30)
     got, err = _consume(ds)
     assert got == [] and err is not None
     assert "WorkerDiedError: worker process" in str(err) and "was killed by SIGKILL between passes" in str(err)
-    assert "element None" not in str(err)
+    assert "none was lost" in str(err) and "element None" not in str(err)
     assert _consume(ds) == (list(range(12)), None)
+
+
+@pytest.mark.timeout(60)
+def test_process_executor_worker_killed_raises_worker_died_with_its_index_and_stops_the_pool_at_once() -> None:
+    from tfbridge.executors import ProcessExecutor
+    from tfbridge.sources import adapt
+
+    before = children()
+    ex = ProcessExecutor(2)
+    try:
+        with pytest.raises(tb.WorkerDiedError, match=r"SIGKILL while producing element 20") as info:
+            list(ex.imap(adapt(KillsItselfAt(40, 20), batched=True).task(None), range(40)))
+        assert info.value.index == 20
+        assert children() <= before, "a broken pool is shut down (its workers reaped) at once"
+    finally:
+        ex.close()
 
 
 # ---- a hung element -----------------------------------------------------------------------------------------
@@ -225,7 +228,7 @@ def test_hung_element_with_timeout_is_element_timeout_error_naming_it_and_the_ne
         assert "Hint: look for a hang in the source at that element" in str(err)
         assert waited < 30, "the timeout ends the wait, not the hang"
         if executor == "process":
-            assert not _alive(int(found.group(1))), "the hung worker was stopped"
+            assert not alive(int(found.group(1))), "the hung worker was stopped"
         fixed.touch()
         assert _consume(ds) == (list(range(30)), None)
     finally:
@@ -347,84 +350,96 @@ def test_len_that_changes_between_epochs_is_a_tfbridge_error_naming_both_lengths
     assert "expected to contain" not in text, "not TensorFlow's cardinality error"
 
 
-# ---- model.fit with steps_per_epoch -------------------------------------------------------------------------
+# ---- Ctrl-C in a training script --------------------------------------------------------------------------
 
 
-class _Recording(keras.Model):
-    """Records the label id of every batch its train step sees (graph mode, as fit runs it)."""
+def _set_child_subreaper(on: bool) -> None:
+    """While on, orphaned grandchildren are re-parented to this process, so the test can wait for them."""
+    import ctypes
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.dense = keras.layers.Dense(1)
-        self.seen: list[Any] = []
-
-    def call(self, x: Any) -> Any:
-        return self.dense(x)
-
-    def train_step(self, data: Any) -> Any:
-        _, y = data
-
-        def note(y: Any) -> Any:
-            self.seen.append(int(y.numpy()[0, 0]))
-            return np.float32(0)
-
-        return {"loss": tf.py_function(note, [y], tf.float32)}
+    pr_set_child_subreaper = 36
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(pr_set_child_subreaper, int(on), 0, 0, 0) == 0
 
 
-class _EpochMarks(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        self.model.seen.append("|")
+_CTRL_C_SCRIPT = """
+import numpy as np
+import tfbridge as tb
+
+class Slow:
+    def __len__(self):
+        return 10**6
+    def __getitem__(self, i):
+        s = 0
+        for k in range(200_000):
+            s += k
+        return np.zeros((4, 4), np.float32)
+
+ds = tb.to_dataset(Slow(), executor="process", workers=2)
+for n, _ in enumerate(ds):
+    if n == 3:
+        from tfbridge.executors import processes
+        import gc
+        pools = [o for o in gc.get_objects() if isinstance(o, processes.ProcessExecutor)]
+        print("WORKERS", *[p for pool in pools for p in pool.pids()], flush=True)
+"""
 
 
-def _fit(ds: Any, steps: int, epochs: int) -> tuple[list[Any], int]:
-    model = _Recording()
-    model.compile("sgd", "mse")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model.fit(ds, steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=[_EpochMarks()])
-    return model.seen, sum("ran out of data" in str(w.message) for w in caught)
+@pytest.mark.timeout(150)
+def test_ctrl_c_in_a_training_script_leaves_no_worker_behind(tmp_path: Path) -> None:
+    script = tmp_path / "loop.py"
+    script.write_text(_CTRL_C_SCRIPT)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
 
+    def as_in_a_terminal() -> None:  # background jobs inherit an ignored SIGINT; a terminal's do not
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-def _in_memory(known_length: bool) -> Any:
-    x = np.repeat(np.arange(10, dtype=np.float32)[:, None, None], 2, 1) * np.ones((1, 2, 3), np.float32)
-    y = x[..., :1]
-    ds = tf.data.Dataset.from_tensor_slices((x, y))
-    return ds if known_length else ds.filter(lambda *_: True)
-
-
-# Keras 3 with a dataset of known length: a shorter steps_per_epoch continues the same pass in the next epoch and
-# starts a new pass once the data is used up (that epoch is cut short, with Keras's "ran out of data" warning);
-# a longer one ends every epoch at the end of the data, with the warning.
-_SHORTER = [0, 1, 2, 3, "|", 4, 5, 6, 7, "|", 8, 9, "|", 0, 1, 2, 3, "|"]
-_LONGER = ([*range(10), "|"]) * 3
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("steps", [4, 15], ids=["shorter", "longer"])
-@pytest.mark.parametrize("executor", EXECUTORS)
-def test_fit_with_steps_per_epoch_sees_what_it_sees_with_an_in_memory_dataset(executor: str, steps: int) -> None:
-    epochs = 4 if steps == 4 else 3
-    expected = _fit(_in_memory(known_length=True), steps, epochs)
-    assert expected[0] == (_SHORTER if steps == 4 else _LONGER), "Keras itself behaves as described above"
-    source = Batches()
-    assert _fit(tb.to_dataset(source, executor=executor, workers=2), steps, epochs) == expected
-    if steps == 4:  # one whole pass; the second was still being read when fit returned
-        assert source.begins == 2 and source.ends in (1, 2)
-    else:  # every epoch was one whole pass
-        assert source.begins == source.ends == epochs
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("steps", [4, 15], ids=["shorter", "longer"])
-def test_fit_with_steps_per_epoch_on_a_stream_sees_what_it_sees_with_an_unsized_in_memory_dataset(
-    steps: int,
-) -> None:
-    def batches() -> Iterator[Any]:
-        source = Batches()
-        for i in range(len(source)):
-            yield source[i]
-
-    epochs = 4 if steps == 4 else 3
-    expected = _fit(_in_memory(known_length=False), steps, epochs)
-    assert expected[0] == (_SHORTER if steps == 4 else _LONGER), "Keras learns the length when the data runs out"
-    assert _fit(tb.to_dataset(batches), steps, epochs) == expected
+    workers: list[int] = []
+    interrupted = False
+    return_code: int | None = None
+    err = ""
+    _set_child_subreaper(True)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, str(script)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            preexec_fn=as_in_a_terminal,  # runs before exec, no threads involved
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith("WORKERS"):
+                    workers = [int(p) for p in line.split()[1:]]
+                    break
+            if workers:
+                # Ctrl-C; a second one if the script is still running 3 s later, as a user presses it again:
+                # TensorFlow's eager iterator can swallow a Ctrl-C (when the signal lands while the main thread
+                # waits in GetNext, the KeyboardInterrupt is raised inside tf's Executor.__del__ and printed as
+                # "Exception ignored"; TensorFlow's own behaviour, plain from_generator included). What tfbridge
+                # owns is that no worker outlives its process, however it ends: the waits below check it.
+                for wait_s in (3, 20):
+                    proc.send_signal(signal.SIGINT)
+                    try:
+                        _, err = proc.communicate(timeout=wait_s)
+                    except subprocess.TimeoutExpired:
+                        continue
+                    interrupted = True
+                    return_code = proc.returncode
+                    break
+        finally:
+            if return_code is None:  # not ended by the Ctrl-C (or the test failed before): end it, read it all
+                proc.kill()
+                _, err = proc.communicate()
+        assert len(workers) == 2, f"the script printed no WORKERS line: {err[-2000:]}"
+        for pid in workers:  # re-parented to this process once their parent is gone; each must exit by itself
+            with contextlib.suppress(ChildProcessError):  # already reaped
+                os.waitpid(pid, 0)  # blocks until it has exited (the test's timeout guards a hang)
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        if interrupted:
+            assert "KeyboardInterrupt" in err, err[-2000:]
+    finally:
+        _set_child_subreaper(False)

@@ -1,9 +1,9 @@
-"""executor="ray": a real local Ray (ray.init), same content and order as serial, errors and lost workers."""
+"""executor="ray": a real local Ray (ray.init), same content and order as serial, errors, lost and hung workers,
+early stops. The sources Ray's workers unpickle come from TF-free modules (_sources.py, _fault_sources.py): one
+defined here would make every Ray worker import this module, and TensorFlow with it."""
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
+from _fault_sources import DiesAway, HangsAway, RaisesAway
 from _sources import Deterministic
 
 import tfbridge as tb
@@ -19,6 +20,7 @@ import tfbridge as tb
 ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.timeout(240)
+
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray() -> Iterator[None]:
@@ -46,48 +48,20 @@ def test_ray_executor_gives_the_serial_content_in_order_over_epochs(shuffle: boo
                 np.testing.assert_array_equal(x, y)
 
 
-class RaisesInRay:
-    """Element 17 fails only away from the test process (the peek runs here)."""
-
-    def __init__(self) -> None:
-        self.home = os.getpid()  # the peek runs here; Ray's workers are elsewhere
-
-    def __len__(self) -> int:
-        return 30
-
-    def __getitem__(self, i: int) -> Any:
-        if i == 17 and os.getpid() != self.home:
-            raise ValueError(f"corrupt record {i}")
-        return np.full((2, 3), i, np.float32)
-
-
 def test_ray_task_exception_becomes_source_error_with_index_and_remote_traceback() -> None:
-    ds = tb.to_dataset(RaisesInRay(), executor="ray", workers=2)
+    ds = tb.to_dataset(RaisesAway(30, 17), executor="ray", workers=2, batched=False)
     seen = []
     with pytest.raises(tf.errors.OpError) as info:
-        for batch in ds:
-            seen.append(int(batch[0, 0]))
+        for x in ds:
+            seen.append(int(x[0]))
     assert seen == list(range(17))  # everything before the failing element, once, in order
     message = info.value.message
     assert "SourceError: element 17: ValueError: corrupt record 17" in message
     assert "its traceback" in message and "__getitem__" in message
 
 
-class DiesInRay:
-
-    def __init__(self) -> None:
-        self.home = os.getpid()  # the peek runs here; Ray's workers are elsewhere
-    def __len__(self) -> int:
-        return 12
-
-    def __getitem__(self, i: int) -> Any:
-        if i == 6 and os.getpid() != self.home:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return np.full((2,), i, np.float32)
-
-
 def test_ray_worker_killed_becomes_worker_died_error_naming_the_element() -> None:
-    ds = tb.to_dataset(DiesInRay(), executor="ray", batched=False)
+    ds = tb.to_dataset(DiesAway(12, 6), executor="ray", batched=False)
     with pytest.raises(tf.errors.OpError) as info:
         for _ in ds:
             pass
@@ -98,27 +72,17 @@ def test_ray_worker_killed_becomes_worker_died_error_naming_the_element() -> Non
     assert [int(e[0]["n"][0]) for e in tb.to_dataset(Deterministic(4), executor="ray")] == [0, 1, 2, 3]
 
 
-class HangsInRay:
-
-    def __init__(self) -> None:
-        self.home = os.getpid()  # the peek runs here; Ray's workers are elsewhere
-    def __len__(self) -> int:
-        return 10
-
-    def __getitem__(self, i: int) -> Any:
-        if i == 4 and os.getpid() != self.home:
-            threading.Event().wait()  # hangs for good in the Ray worker (the task is cancelled)
-        return np.full((2,), i, np.float32)
-
-
 def test_ray_hanging_task_with_timeout_becomes_element_timeout_error() -> None:
-    ds = tb.to_dataset(HangsInRay(), executor="ray", batched=False, timeout=8)  # room for Ray worker start-up
+    warm = tb.to_dataset(HangsAway(10, -1), executor="ray", batched=False)
+    assert len(list(warm)) == 10  # Ray's workers are up and have the module: the timeout only counts the hang
+    ds = tb.to_dataset(HangsAway(10, 4), executor="ray", batched=False, timeout=4)
     seen = []
     with pytest.raises(tf.errors.OpError) as info:
         for x in ds:
             seen.append(int(x[0]))
     assert seen == [0, 1, 2, 3]
-    assert "ElementTimeoutError: element 4 was not ready within timeout=8 s" in info.value.message
+    assert "ElementTimeoutError: element 4 was not ready within timeout=4 s" in info.value.message
+    assert "its Ray task had not finished and has been cancelled" in info.value.message
 
 
 def test_ray_early_stop_cancels_outstanding_work_and_the_next_pass_is_whole() -> None:

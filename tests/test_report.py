@@ -1,11 +1,9 @@
-"""inspect: statistics, varying dimensions, full scans, padding figures, JSON and HTML."""
+"""inspect: statistics, varying dimensions, full scans, padding figures, JSON and HTML (the `tfbridge inspect`
+command is in test_cli.py)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -94,31 +92,3 @@ def test_html_report_is_self_contained_with_the_histogram_embedded(tmp_path: Pat
     text = path.read_text()
     assert text.startswith("<!doctype html>") and "data:image/png;base64," in text
     assert "histogram of x lengths" in text and "http" not in text.split("</style>")[1]
-
-
-def test_cli_inspect_full_html_and_json(tmp_path: Path) -> None:
-    (tmp_path / "data.py").write_text(
-        textwrap.dedent(
-            """
-            import numpy as np
-
-            class Wider:
-                def __len__(self):
-                    return 10_000
-                def __getitem__(self, i):
-                    return np.zeros((12 if i == 9000 else 10,), np.float32), i % 3
-
-            source = Wider()
-            """
-        )
-    )
-    html = tmp_path / "r.html"
-    out = subprocess.run(
-        [sys.executable, "-m", "tfbridge", "inspect", f"{tmp_path / 'data.py'}:source", "--batched", "no", "--full",
-         "--json", "--html", str(html)],
-        capture_output=True, text=True, timeout=180,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    data = json.loads(out.stdout)
-    assert data["peek_missed"][0]["element"] == 9000
-    assert html.exists() and f"wrote {html}" in out.stderr

@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -98,28 +99,41 @@ class Cluster:
     workers: list[Server]
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A dispatcher and two workers, each worker in its own directory holding worker_id.txt ("A" or "B"), so a
-    pipeline that reads that relative path tells which worker produced an element."""
+    pipeline that reads that relative path tells which worker produced an element. The three start at once (the
+    workers wait for the dispatcher to accept connections) and are killed at the end: their graceful stop is
+    test_worker_and_dispatcher_processes_exit_0_on_sigterm_and_sigint's subject."""
     root = tmp_path_factory.mktemp("service")
     servers: list[Server] = []
     try:
-        dispatcher = _start(["dispatcher", "--port", "0"], root)
+        port = _free_port()
+        dispatcher = _start(["dispatcher", "--port", str(port)], root)
         servers.append(dispatcher)
-        address = dispatcher.wait_listening()
         workers = []
         for worker_id in _WORKER_IDS:
             home = root / f"worker_{worker_id}"
             home.mkdir()
             (home / "worker_id.txt").write_text(worker_id)
-            workers.append(_start(["worker", "--dispatcher", address.removeprefix("grpc://")], home))
+            workers.append(_start(["worker", "--dispatcher", f"localhost:{port}"], home))
         servers += workers
+        assert dispatcher.wait_listening() == f"grpc://localhost:{port}"
         for w in workers:
             w.wait_listening()
         yield Cluster(dispatcher, workers)
     finally:
-        _stop_all(servers)
+        for s in servers:
+            if s.proc.poll() is None:
+                s.proc.kill()
+        for s in servers:
+            s.proc.wait(timeout=_STOP_TIMEOUT_S)
         left = [s.proc.args for s in servers if s.proc.poll() is None]
         assert not left, f"server processes still running: {left}"
 
@@ -383,10 +397,11 @@ def test_no_dispatcher_at_the_address_fails_fast_with_a_hint() -> None:
 
 @pytest.mark.timeout(60)
 def test_worker_and_dispatcher_processes_exit_0_on_sigterm_and_sigint(tmp_path: Path) -> None:
-    servers = [_start(["dispatcher", "--port", "0", "--work-dir", str(tmp_path / "journal")], tmp_path)]
+    port = _free_port()
+    servers = [_start(["dispatcher", "--port", str(port), "--work-dir", str(tmp_path / "journal")], tmp_path)]
     try:
-        address = servers[0].wait_listening()
-        servers.append(_start(["worker", "--dispatcher", address, "--host", "127.0.0.1"], tmp_path))
+        servers.append(_start(["worker", "--dispatcher", f"grpc://localhost:{port}", "--host", "127.0.0.1"], tmp_path))
+        assert servers[0].wait_listening() == f"grpc://localhost:{port}"
         assert servers[1].wait_listening().startswith("grpc://127.0.0.1:")
         for server, role, sig in ((servers[1], "worker", signal.SIGTERM), (servers[0], "dispatcher", signal.SIGINT)):
             server.proc.send_signal(sig)  # at once: the handlers are in place before the line is printed

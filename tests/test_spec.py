@@ -1,4 +1,6 @@
-"""Spec: merging samples, JSON round trip, generated code, the Keras split."""
+"""Spec inference and the Spec object: merging samples (dims that vary, ragged, sparse, short last batches),
+where the peek looks, the batched flag of tf.data sources, the Keras split, the JSON round trip and the
+generated code. Refusals and their messages are in test_errors.py."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _sources import Listed
 
 import tfbridge as tb
 from tfbridge.spec import infer_from_samples
@@ -16,6 +19,11 @@ from tfbridge.spec import infer_from_samples
 
 def _spec(*elements: Any, batched: bool = True) -> tb.Spec:
     return infer_from_samples(list(enumerate(elements)), batched)
+
+
+def _rows() -> tuple[np.ndarray, np.ndarray]:
+    """23 rows: x float64 (23, 3), y int64 (23,)."""
+    return np.arange(23 * 3, dtype=np.float64).reshape(23, 3), np.arange(23, dtype=np.int64)
 
 
 def test_dimension_that_differs_between_samples_becomes_none() -> None:
@@ -117,12 +125,6 @@ def test_from_signature_guesses_batched_from_leading_none() -> None:
     assert not tb.Spec.from_signature(tf.TensorSpec((3,), tf.float32)).batched
 
 
-def test_keras_inputs_accepts_a_signature_nest() -> None:
-    sig = {"a": tf.TensorSpec((None, 4), tf.float64), "b": tf.TensorSpec((None, 2), tf.int32)}
-    inputs = tb.keras_inputs(sig)
-    assert inputs["a"].dtype == keras.config.floatx() and inputs["b"].shape == (None, 2)
-
-
 def test_inference_records_which_samples_made_a_dim_vary_beside_an_immutable_spec() -> None:
     from tfbridge.spec import infer
 
@@ -131,3 +133,88 @@ def test_inference_records_which_samples_made_a_dim_vary_beside_an_immutable_spe
     with pytest.raises(AttributeError):
         result.spec.batched = False  # type: ignore[misc]
     assert not hasattr(result.spec, "samples")
+
+
+# ---- where the peek looks, what varies -----------------------------------------------------------------
+
+
+def test_short_last_batch_and_varying_length_both_give_none_dims() -> None:
+    class Seq(keras.utils.PyDataset):
+        def __len__(self) -> int:
+            return 10
+
+        def __getitem__(self, i: int) -> Any:
+            n = 8 if i < 9 else 3  # short last batch
+            length = 5 + i  # sequence length varies between batches
+            return np.zeros((n, length, 4), np.float32), np.zeros((n,), np.int32)
+
+    spec = tb.infer_spec(Seq())
+    x, y = spec.signature
+    assert x.shape.as_list() == [None, None, 4]
+    assert y.shape.as_list() == [None]
+
+
+def test_indexed_sources_are_peeked_at_spread_positions_not_only_the_first() -> None:
+    seen: list[int] = []
+
+    class Seq:
+        def __len__(self) -> int:
+            return 100
+
+        def __getitem__(self, i: int) -> Any:
+            seen.append(i)
+            return np.zeros((4, 2), np.float32)
+
+    tb.infer_spec(Seq(), peek=5)
+    assert seen[0] == 0 and seen[-1] == 99 and len(set(seen)) == 5
+
+
+# ---- the batched flag of tf.data sources ------------------------------------------------------------------
+
+
+def test_tf_data_drop_remainder_batch_axis_is_none_and_element_spec_matches() -> None:
+    ds = tf.data.Dataset.from_tensor_slices(_rows()).batch(4, drop_remainder=True)
+    spec = tb.infer_spec(ds)
+    assert spec.signature[0].shape.as_list() == [None, 3]
+    out = tb.to_dataset(ds)
+    assert out.element_spec == (tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None,), tf.int64))
+    assert sum(int(x.shape[0]) for x, _ in out) == 20
+
+
+def test_a_dataset_from_to_dataset_keeps_its_batched_flag() -> None:
+    x, y = _rows()
+    ds = tb.to_dataset(Listed([(x[i : i + 5], y[i : i + 5]) for i in range(0, 23, 5)]))
+    assert tb.infer_spec(ds).batched
+    assert tb.infer_spec(ds.map(lambda x, y: (x, y))).batched
+    rows = tb.to_dataset(_rows())
+    assert not tb.infer_spec(rows).batched
+    assert tb.infer_spec(tb.to_dataset(_rows(), batch_size=4)).batched
+
+
+def test_zipped_batched_datasets_are_batched() -> None:
+    a = tf.data.Dataset.from_tensor_slices(np.zeros((8, 3))).batch(4)
+    assert tb.infer_spec(tf.data.Dataset.zip((a, a))).batched
+    assert tb.keras_inputs(tf.data.Dataset.zip((a, a))).shape == (None, 3)
+
+
+# ---- lists of fields, names in generated code ------------------------------------------------------------
+
+
+def test_a_list_of_fields_is_a_tuple_in_signature_dataset_and_code() -> None:
+    batch = ([np.zeros((2, 3), np.float32), np.ones((2, 4), np.float32)], np.zeros(2, np.int64))
+    spec = tb.infer_spec(Listed([batch]))
+    assert isinstance(spec.structure[0], list)  # Keras's multi-input list, as the data has it
+    ds = tb.to_dataset(Listed([batch]), executor="serial")
+    assert ds.element_spec == spec.signature and isinstance(spec.signature[0], tuple)
+    ((x1, x2), y), = list(ds)
+    assert x1.shape == (2, 3) and x2.shape == (2, 4) and y.shape == (2,)
+    namespace: dict[str, Any] = {}
+    exec(spec.code(), namespace)  # noqa: S102
+    assert namespace["output_signature"] == spec.signature and isinstance(namespace["inputs"], list)
+
+
+def test_code_names_inputs_keras_accepts_for_keys_with_a_slash() -> None:
+    spec = tb.infer_spec({"image/encoded": np.zeros((4, 2), np.float32), "label": np.zeros(4, np.int64)})
+    namespace: dict[str, Any] = {}
+    exec(spec.code(), namespace)  # noqa: S102
+    assert namespace["inputs"]["image/encoded"].name == "image_encoded"

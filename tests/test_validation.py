@@ -1,7 +1,10 @@
-"""Bad data gets a clear tfbridge error (issue 5): one image of the wrong channel count at index 4,321 of a
-directory-like source gives SpecMismatchError naming 4321, the field path, the expected and received shapes
-and a hint, in a short message — from ``tb.validate``, from ``to_dataset(validate="all")`` before iterating,
-and from plain ``to_dataset`` while iterating (every element is checked where it is produced)."""
+"""Elements checked against a spec, given or inferred: ``tb.validate``, ``to_dataset(validate=...)``,
+``to_dataset(spec=...)`` (element_spec, conversion, the peek checked), and a bad element deep in a big source
+(issue 5): one image of the wrong channel count at index 4,321 of a directory-like source gives
+SpecMismatchError naming 4321, the field path, the expected and received shapes and a hint, in a short message
+— from ``tb.validate``, from ``to_dataset(validate="all")`` before iterating, and from plain ``to_dataset`` while
+iterating (every element is checked where it is produced). The messages of every other error path are in
+test_errors.py."""
 
 from __future__ import annotations
 
@@ -12,38 +15,13 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
+from _sources import GRAY_VALUE, Counting, ImageFolder, Listed, PairFolder
 
 import tfbridge as tb
 
-_SIZE = 5000
+pytestmark = pytest.mark.timeout(120)
+
 _BAD = 4321
-_GRAY_VALUE = 77  # the bad image's pixels: a message that dumped them would show "77, 77"
-
-
-class ImageFolder:
-    """A directory-like indexed source: element i is ({"image": uint8[32, 32, 3]}, label); one image, at ``bad``,
-    has ``bad_shape`` (a grayscale image among RGB ones)."""
-
-    def __init__(self, size: int = _SIZE, bad: int = _BAD, bad_shape: tuple[int, ...] = (32, 32, 1)) -> None:
-        self.size, self.bad, self.bad_shape = size, bad, bad_shape
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, index: int) -> Any:
-        if index == self.bad:
-            image = np.full(self.bad_shape, _GRAY_VALUE, np.uint8)
-        else:
-            image = np.full((32, 32, 3), index % 200, np.uint8)
-        return {"image": image}, index % 10
-
-
-class PairFolder(ImageFolder):
-    """The same images as (image, label) pairs: the image is Keras's x."""
-
-    def __getitem__(self, index: int) -> Any:
-        features, label = super().__getitem__(index)
-        return features["image"], label
 
 
 class NpyFolder:
@@ -60,6 +38,53 @@ class NpyFolder:
         return {"image": np.load(path)}, int(path.stem.split("_label")[1])
 
 
+# ---- to_dataset with a spec ---------------------------------------------------------------------------------
+
+
+def test_element_spec_equals_the_given_spec_and_elements_are_converted() -> None:
+    spec = tb.Spec.from_signature(
+        (tf.TensorSpec((None, 2), tf.float16), tf.TensorSpec((None,), tf.int32)), batched=True
+    )
+    ds = tb.to_dataset(Counting(), spec=spec)
+    assert ds.element_spec == spec.signature
+    x, y = next(iter(ds))
+    assert x.dtype == tf.float16 and y.dtype == tf.int32
+
+
+def test_a_given_float64_spec_is_delivered_as_given_not_cast_to_floatx() -> None:
+    """Found by fuzzing: a bool element under a float64 spec inferred from other samples."""
+    spec = tb.infer_spec(Listed([0.0]), batched=False)
+    ds = tb.to_dataset(Listed([False]), spec=spec, executor="serial", validate="all", peek=1)
+    assert ds.element_spec == spec.signature == tf.TensorSpec((), tf.float64)
+    assert [x.numpy() for x in ds] == [0.0]
+
+
+def test_element_spec_equals_the_inferred_spec_without_float_policy() -> None:
+    source = Counting()
+    assert tb.to_dataset(source, cast_floats=None).element_spec == tb.infer_spec(source).signature
+
+
+def test_peeked_elements_are_checked_against_a_given_spec() -> None:
+    spec = tb.Spec.from_signature((tf.TensorSpec((None, 5), tf.float32), tf.TensorSpec((None,), tf.int64)))
+    with pytest.raises(tb.SpecMismatchError, match=r"element 0 at x: expected shape \(None, 5\)"):
+        tb.to_dataset(Counting(), spec=spec)
+
+
+def test_validate_all_checks_every_element_before_returning() -> None:
+    class WiderAt(Counting):
+        def __getitem__(self, i: int) -> Any:
+            x, y = super().__getitem__(i)
+            return (np.zeros((4, 3)) if i == 30 else x), y
+
+    tb.to_dataset(WiderAt(), validate="peek", peek=2)  # the peek at 0 and 36 misses index 30
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.to_dataset(WiderAt(), validate="all", peek=2)
+    assert info.value.index == 30 and info.value.path == "x"
+
+
+# ---- a bad image at 4,321 -------------------------------------------------------------------------------------
+
+
 _FIRST_LINE = "element 4321 at x['image']: expected shape (32, 32, 3), got shape (32, 32, 1)."
 
 
@@ -68,7 +93,7 @@ def _check_short(message: str) -> None:
     lines = message.splitlines()
     assert len(message) < 600 and len(lines) <= 3, message
     assert all(len(line) < 320 for line in lines), message
-    assert f"{_GRAY_VALUE}, {_GRAY_VALUE}" not in message and "array(" not in message
+    assert f"{GRAY_VALUE}, {GRAY_VALUE}" not in message and "array(" not in message
 
 
 def _check_channels_message(message: str, first_line: str = _FIRST_LINE) -> None:
@@ -175,7 +200,7 @@ def npy_folder(tmp_path_factory: pytest.TempPathFactory) -> NpyFolder:
     root = tmp_path_factory.mktemp("images")
     rgb = np.zeros((32, 32, 3), np.uint8)
     for i in range(_BAD + 40):
-        image = np.full((32, 32, 1), _GRAY_VALUE, np.uint8) if i == _BAD else rgb
+        image = np.full((32, 32, 1), GRAY_VALUE, np.uint8) if i == _BAD else rgb
         np.save(root / f"{i:05d}_label{i % 10}.npy", image)
     return NpyFolder(root)
 

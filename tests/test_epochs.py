@@ -1,0 +1,209 @@
+"""to_dataset over epochs: every element once per epoch in order (or in a fresh, reproducible permutation), the
+source's epoch hooks once per epoch, the cardinality Keras reads, streams delivering each element as soon as it
+exists, and ``model.fit`` (with and without ``steps_per_epoch``) seeing what it sees from an in-memory dataset.
+The executors' agreement with each other is in test_executors.py."""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from _fault_sources import Batches
+
+import tfbridge as tb
+
+pytestmark = pytest.mark.timeout(120)
+
+EXECUTORS = ["serial", "thread", "process"]
+
+
+class CountingPyDataset(keras.utils.PyDataset):
+    """37 deterministic batches (features and labels filled with the index); counts epoch hooks."""
+
+    def __init__(self, n: int = 37) -> None:
+        super().__init__()
+        self.n = n
+        self.begins = self.ends = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        return np.full((4, 2), i, np.float64), np.full((4,), i, np.int64)
+
+    def on_epoch_begin(self) -> None:
+        self.begins += 1
+
+    def on_epoch_end(self) -> None:
+        self.ends += 1
+
+
+def _labels(ds: Any) -> list[int]:
+    return [int(y.numpy()[0]) for _, y in ds]
+
+
+# ---- epochs and hooks -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("executor", ["serial", "thread"])
+def test_on_epoch_begin_and_end_run_once_per_epoch_around_every_element_in_order(executor: str) -> None:
+    seq = CountingPyDataset()
+    ds = tb.to_dataset(seq, executor=executor, workers=3)
+    for epoch in range(3):
+        assert _labels(ds) == list(range(37))
+        assert seq.ends == epoch + 1 and seq.begins == epoch + 1
+
+
+def test_on_epoch_end_runs_after_each_epoch_of_model_fit() -> None:
+    seq = CountingPyDataset()
+    inputs = tb.keras_inputs(seq)
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile("sgd", "mse")
+    model.fit(tb.to_dataset(seq), epochs=3, verbose=0)
+    assert seq.ends == 3
+
+
+def test_indexed_dataset_knows_its_cardinality_for_keras_progress() -> None:
+    assert int(tb.to_dataset(CountingPyDataset()).cardinality()) == 37
+
+
+# ---- shuffle ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("executor", ["serial", "thread"])
+def test_shuffle_gives_a_new_permutation_each_epoch_reproducible_from_seed(executor: str) -> None:
+    ds = tb.to_dataset(CountingPyDataset(), shuffle=True, seed=7, executor=executor)
+    first, second = _labels(ds), _labels(ds)
+    assert sorted(first) == sorted(second) == list(range(37))
+    assert first != second and first != list(range(37))
+    again = tb.to_dataset(CountingPyDataset(), shuffle=True, seed=7, executor=executor)
+    assert _labels(again) == first and _labels(again) == second
+
+
+def test_shuffled_arrays_visit_every_row_once_per_epoch() -> None:
+    x = np.arange(50)
+    ds = tb.to_dataset(x, shuffle=True, seed=1, batch_size=8)
+    one = np.concatenate([b.numpy() for b in ds])
+    two = np.concatenate([b.numpy() for b in ds])
+    assert sorted(one) == sorted(two) == list(range(50))
+    assert one.tolist() != two.tolist()
+
+
+# ---- streams ----------------------------------------------------------------------------------------------
+
+
+def test_a_stream_delivers_an_element_before_the_next_one_exists() -> None:
+    consumed = threading.Event()
+
+    def feed() -> Any:  # the next element only exists once the previous one was consumed
+        yield np.zeros((2, 2))
+        consumed.wait(timeout=30)
+        yield np.ones((2, 2))
+
+    ds = tb.to_dataset(feed, peek=1)
+    consumed.set()  # the peek's pass; the dataset's own pass starts below
+    consumed.clear()
+    it = iter(ds)
+    start = time.perf_counter()
+    first = next(it)
+    waited = time.perf_counter() - start
+    consumed.set()
+    assert float(first.numpy()[0, 0]) == 0.0 and float(next(it).numpy()[0, 0]) == 1.0
+    assert waited < 25, "the first element waited for the second (which waits for the first)"
+
+
+# ---- model.fit with steps_per_epoch ---------------------------------------------------------------------
+
+
+class _Recording(keras.Model):
+    """Records the label id of every batch its train step sees (graph mode, as fit runs it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = keras.layers.Dense(1)
+        self.seen: list[Any] = []
+
+    def call(self, x: Any) -> Any:
+        return self.dense(x)
+
+    def train_step(self, data: Any) -> Any:
+        _, y = data
+
+        def note(y: Any) -> Any:
+            self.seen.append(int(y.numpy()[0, 0]))
+            return np.float32(0)
+
+        return {"loss": tf.py_function(note, [y], tf.float32)}
+
+
+class _EpochMarks(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        self.model.seen.append("|")
+
+
+def _fit(ds: Any, steps: int, epochs: int) -> tuple[list[Any], int]:
+    model = _Recording()
+    model.compile("sgd", "mse")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(ds, steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=[_EpochMarks()])
+    return model.seen, sum("ran out of data" in str(w.message) for w in caught)
+
+
+@functools.cache
+def _fit_in_memory(steps: int, epochs: int, known_length: bool) -> tuple[list[Any], int]:
+    """What Keras sees from an in-memory dataset of the same batches (computed once per case)."""
+    return _fit(_in_memory(known_length), steps, epochs)
+
+
+def _in_memory(known_length: bool) -> Any:
+    x = np.repeat(np.arange(10, dtype=np.float32)[:, None, None], 2, 1) * np.ones((1, 2, 3), np.float32)
+    y = x[..., :1]
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    return ds if known_length else ds.filter(lambda *_: True)
+
+
+# Keras 3 with a dataset of known length: a shorter steps_per_epoch continues the same pass in the next epoch and
+# starts a new pass once the data is used up (that epoch is cut short, with Keras's "ran out of data" warning);
+# a longer one ends every epoch at the end of the data, with the warning.
+_SHORTER = [0, 1, 2, 3, "|", 4, 5, 6, 7, "|", 8, 9, "|", 0, 1, 2, 3, "|"]
+_LONGER = ([*range(10), "|"]) * 3
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("steps", [4, 15], ids=["shorter", "longer"])
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_fit_with_steps_per_epoch_sees_what_it_sees_with_an_in_memory_dataset(executor: str, steps: int) -> None:
+    epochs = 4 if steps == 4 else 3
+    expected = _fit_in_memory(steps, epochs, known_length=True)
+    assert expected[0] == (_SHORTER if steps == 4 else _LONGER), "Keras itself behaves as described above"
+    source = Batches()
+    assert _fit(tb.to_dataset(source, executor=executor, workers=2), steps, epochs) == expected
+    if steps == 4:  # one whole pass; the second was still being read when fit returned
+        assert source.begins == 2 and source.ends in (1, 2)
+    else:  # every epoch was one whole pass
+        assert source.begins == source.ends == epochs
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("steps", [4, 15], ids=["shorter", "longer"])
+def test_fit_with_steps_per_epoch_on_a_stream_sees_what_it_sees_with_an_unsized_in_memory_dataset(
+    steps: int,
+) -> None:
+    def batches() -> Iterator[Any]:
+        source = Batches()
+        for i in range(len(source)):
+            yield source[i]
+
+    epochs = 4 if steps == 4 else 3
+    expected = _fit_in_memory(steps, epochs, known_length=False)
+    assert expected[0] == (_SHORTER if steps == 4 else _LONGER), "Keras learns the length when the data runs out"
+    assert _fit(tb.to_dataset(batches), steps, epochs) == expected
