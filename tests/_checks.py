@@ -89,7 +89,7 @@ def check_delivered(element: Any, sample: Any, path: str = "x") -> None:
         return
     if isinstance(sample, (tuple, list)) and not _is_data_list(sample):
         assert isinstance(element, (tuple, list)) and len(element) == len(sample), path
-        for i, (e, s) in enumerate(zip(element, sample)):
+        for i, (e, s) in enumerate(zip(element, sample, strict=False)):
             check_delivered(e, s, f"{path}[{i}]")
         return
     got, want = as_python(element), as_python(sample)

@@ -18,7 +18,11 @@ def _brute_force_cost(lengths: np.ndarray, k: int) -> int:
 
     def cost(bounds: list[int]) -> int:
         edges = [0, *bounds, 10**9]
-        return sum(int(g.max()) * g.size for lo, hi in zip(edges, edges[1:]) if (g := lengths[(lengths >= lo) & (lengths < hi)]).size)
+        return sum(
+            int(g.max()) * g.size
+            for lo, hi in itertools.pairwise(edges)
+            if (g := lengths[(lengths >= lo) & (lengths < hi)]).size
+        )
 
     return min(
         cost([int(v) + 1 for v in combo])
@@ -29,7 +33,11 @@ def _brute_force_cost(lengths: np.ndarray, k: int) -> int:
 
 def _cost(lengths: np.ndarray, bounds: list[int]) -> int:
     edges = [0, *bounds, 10**9]
-    return sum(int(g.max()) * g.size for lo, hi in zip(edges, edges[1:]) if (g := lengths[(lengths >= lo) & (lengths < hi)]).size)
+    return sum(
+        int(g.max()) * g.size
+        for lo, hi in itertools.pairwise(edges)
+        if (g := lengths[(lengths >= lo) & (lengths < hi)]).size
+    )
 
 
 @pytest.mark.parametrize("seed", range(25))
@@ -74,7 +82,7 @@ def test_pad_batch_pads_each_batch_to_its_longest_and_keeps_every_example() -> N
         x = x.numpy()
         longest = max(len(originals[int(i)]) for i in ids.numpy())
         assert x.shape[1] == longest
-        for row, i in zip(x, ids.numpy()):
+        for row, i in zip(x, ids.numpy(), strict=False):
             n = len(originals[int(i)])
             np.testing.assert_array_equal(row[:n], originals[int(i)])
             assert (row[n:] == 0).all()
@@ -87,7 +95,7 @@ def test_bucketed_pad_batch_delivers_every_example_exactly_once(buckets: Any) ->
     batches = tb.pad_batch(_examples, 8, buckets=buckets)
     ids = sorted(int(i) for _, b in batches for i in b.numpy())
     assert ids == list(range(57))
-    for x, b in batches:
+    for x, _b in batches:
         assert x.shape[0] <= 8
 
 
@@ -131,7 +139,7 @@ def test_ragged_batches_keep_every_example_unpadded(buckets: Any) -> None:
     originals = {i: x for x, i in _examples()}
     seen = []
     for x, ids in batches:
-        for row, i in zip(x.to_list(), ids.numpy()):
+        for row, i in zip(x.to_list(), ids.numpy(), strict=False):
             assert row == originals[int(i)].tolist()
             seen.append(int(i))
     assert sorted(seen) == list(range(57))

@@ -262,7 +262,7 @@ def test_code_module_target_prints_code_defining_the_datasets_output_signature(
     assert status == 0, err
     assert "# x['score']: float64 in the data, float32 here (cast_floats='floatx')." in out
     namespace: dict[str, Any] = {}
-    exec(compile(out, "<tfbridge code>", "exec"), namespace)  # noqa: S102 - our own output
+    exec(compile(out, "<tfbridge code>", "exec"), namespace)
     source = _load(project / "mysrc.py").short_last
     assert namespace["output_signature"] == tb.to_dataset(source).element_spec
     inputs = namespace["inputs"]
@@ -277,7 +277,7 @@ def test_code_factory_target_is_called_and_its_source_matches_to_dataset(project
 
     assert status == 0, err
     namespace: dict[str, Any] = {}
-    exec(compile(out, "<tfbridge code>", "exec"), namespace)  # noqa: S102 - our own output
+    exec(compile(out, "<tfbridge code>", "exec"), namespace)
     source = _load(project / "mysrc.py").make()
     assert namespace["output_signature"] == tb.to_dataset(source).element_spec
     assert set(namespace["inputs"]) == {"tokens", "score"}
@@ -288,7 +288,7 @@ def test_code_generator_function_casts_float64_and_keeps_int64(in_process: Any) 
 
     assert status == 0, err
     namespace: dict[str, Any] = {}
-    exec(compile(out, "<tfbridge code>", "exec"), namespace)  # noqa: S102 - our own output
+    exec(compile(out, "<tfbridge code>", "exec"), namespace)
     assert namespace["output_signature"] == (
         tf.TensorSpec(shape=(None, 2), dtype=tf.float32),
         tf.TensorSpec(shape=(None,), dtype=tf.int64),

@@ -74,12 +74,23 @@ def _report_examples_run(request: pytest.FixtureRequest) -> Iterator[None]:
 
 # ---- strategies: leaves whose samples agree ---------------------------------------------------------------
 
-_ARRAY_DTYPES = [
-    np.dtype(name)
-    for name in (
-        "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64 complex64 complex128"
-    ).split()
-] + [np.dtype("U4"), np.dtype("S4")]
+_NUMERIC_DTYPE_NAMES = (
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "complex64",
+    "complex128",
+)
+_ARRAY_DTYPES = [np.dtype(name) for name in _NUMERIC_DTYPE_NAMES] + [np.dtype("U4"), np.dtype("S4")]
 _PY_KINDS = ("int", "float", "bool", "str", "bytes", "complex")
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -115,7 +126,7 @@ def leaf_plans(draw: Any, batched: bool) -> LeafPlan:
     form = draw(st.sampled_from(("array", "array", "list", "scalar") if not batched else ("array", "list")))
     dims = draw(dims_st)
     if batched:  # the batch axis (drawn per sample) comes first
-        dims = (None,) + dims
+        dims = (None, *dims)
     if form == "array":
         return LeafPlan("array", draw(st.sampled_from(_ARRAY_DTYPES)), dims)
     kind = draw(st.sampled_from(_PY_KINDS))
@@ -124,7 +135,7 @@ def leaf_plans(draw: Any, batched: bool) -> LeafPlan:
     ragged = draw(st.booleans())
     if ragged:
         dims = dims[:1] or (None,)  # a list of rows of varying length (rank 2)
-        dims = dims + (None,)
+        dims = (*dims, None)
     return LeafPlan("list", kind, dims or (None,), ragged)
 
 
@@ -166,8 +177,8 @@ def build(tree: Any, leaf: Callable[[LeafPlan, tuple[Any, ...]], Any], path: tup
     if isinstance(tree, LeafPlan):
         return leaf(tree, path)
     if isinstance(tree, dict):
-        return {k: build(v, leaf, path + (k,)) for k, v in tree.items()}
-    items = [build(v, leaf, path + (i,)) for i, v in enumerate(tree)]
+        return {k: build(v, leaf, (*path, k)) for k, v in tree.items()}
+    items = [build(v, leaf, (*path, i)) for i, v in enumerate(tree)]
     return tuple(items) if isinstance(tree, tuple) else items
 
 
@@ -370,7 +381,7 @@ def test_to_dataset_delivers_agreeing_samples_unchanged(data: Any, batched: bool
     if delivered is None:
         return
     assert len(delivered) == len(samples)
-    for element, sample in zip(delivered, samples):
+    for element, sample in zip(delivered, samples, strict=False):
         check_delivered(element, sample)
 
 
@@ -489,7 +500,7 @@ def test_array_columns_are_delivered_row_by_row(cols: Any, shuffle: bool) -> Non
     delivered = list(ds)
     assert len(delivered) == len(rows)
     if not shuffle:
-        for element, row in zip(delivered, rows):
+        for element, row in zip(delivered, rows, strict=False):
             check_delivered(element, row)
 
 
@@ -559,7 +570,7 @@ def test_tf_data_sources_keep_their_element_spec_and_values(cols: Any, batch: in
     assert spec.batched is (batch is not None)
     delivered = list(out)
     assert len(delivered) == len(expected)
-    for element, want in zip(delivered, expected):
+    for element, want in zip(delivered, expected, strict=False):
         check_delivered(element, want)
 
 
@@ -717,12 +728,12 @@ def test_from_json_payloads_in_every_field_are_refused_or_kept_as_plain_strings(
             {"batched": payload, "signature": leaf},
             {"batched": False, "signature": payload},
         ):
-            with pytest.raises(tb.TfBridgeError, match="^Spec.from_json: "):
+            with pytest.raises(tb.TfBridgeError, match=r"^Spec\.from_json: "):
                 tb.Spec.from_json(json.dumps(doc))
         keyed_doc = {"batched": False, "signature": {"type": "dict", "items": {payload: leaf}}}
         keyed = tb.Spec.from_json(json.dumps(keyed_doc))
         assert list(keyed.structure) == [payload]  # a key is data
         namespace: dict[str, Any] = {}
-        exec(keyed.code(), namespace)  # noqa: S102 - the generated code must be safe whatever the keys say
+        exec(keyed.code(), namespace)
         assert list(namespace["output_signature"]) == [payload]
     assert not os.path.exists(SENTINEL)

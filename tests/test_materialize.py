@@ -153,9 +153,9 @@ def test_materialize_refuses_a_directory_that_is_not_its_own(tmp_path: Path) -> 
 
 
 def test_materialize_argument_errors(tmp_path: Path) -> None:
-    with pytest.raises(tb.TfBridgeError, match="compression must be None, 'GZIP' or 'SNAPPY'. Received: 'zip'"):
+    with pytest.raises(tb.TfBridgeError, match=r"compression must be None, 'GZIP' or 'SNAPPY'\. Received: 'zip'"):
         tb.materialize(Records(), tmp_path / "a", compression="zip")
-    with pytest.raises(tb.TfBridgeError, match="shards must be a positive int or None. Received: 0"):
+    with pytest.raises(tb.TfBridgeError, match=r"shards must be a positive int or None\. Received: 0"):
         tb.materialize(Records(), tmp_path / "b", shards=0)
 
 

@@ -49,9 +49,8 @@ class Rows(keras.utils.PyDataset):
         return int(np.ceil(len(self.x) / 128))
 
     def __getitem__(self, i: int) -> Any:
-        return {"num": self.x[i * 128 : (i + 1) * 128], "ids": np.zeros((len(self.x[i * 128 : (i + 1) * 128]), 2))}, np.zeros(
-            len(self.x[i * 128 : (i + 1) * 128])
-        )
+        rows = self.x[i * 128 : (i + 1) * 128]
+        return {"num": rows, "ids": np.zeros((len(rows), 2))}, np.zeros(len(rows))
 
 
 @pytest.mark.parametrize("executor", ["serial", "thread"])
@@ -104,7 +103,7 @@ def test_all_masked_source_is_an_error() -> None:
 
 
 def test_mask_value_needs_the_last_axis() -> None:
-    with pytest.raises(tb.TfBridgeError, match="needs axis=-1. Received: axis=1"):
+    with pytest.raises(tb.TfBridgeError, match=r"needs axis=-1\. Received: axis=1"):
         tb.adapt_normalization(_data(10, 3), axis=1, mask_value=0.0)
 
 

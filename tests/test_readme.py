@@ -15,7 +15,7 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 def test_readme_python_example_runs(index: int, capsys: pytest.CaptureFixture[str]) -> None:
     namespace: dict[str, object] = {}
     try:
-        exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)  # noqa: S102
+        exec(compile(BLOCKS[index], f"README.md block {index}", "exec"), namespace)
     finally:
         # TensorFlow keeps a dataset's generator callable for good, and with it the example's source class and
         # this namespace: its datasets (and their worker processes) only go when the names are dropped, as a

@@ -81,7 +81,8 @@ def test_report_json_has_stable_keys_and_round_trips() -> None:
     data = json.loads(report.to_json())
     assert list(data) == ["version", "source", "kind", "batched", "scanned", "executor", "fields", "peek_missed",
                           "spec", "delivered_spec"]
-    assert list(data["fields"][0]) == ["path", "kind", "dtype", "delivered_dtype", "shape", "varying", "stats", "lengths"]
+    keys = ["path", "kind", "dtype", "delivered_dtype", "shape", "varying", "stats", "lengths"]
+    assert list(data["fields"][0]) == keys
     assert json.loads(json.dumps(data)) == data
     assert tb.Spec.from_json(json.dumps(data["spec"])) == report.spec
 

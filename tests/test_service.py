@@ -208,7 +208,7 @@ def test_materialized_python_source_is_distributed_exactly_once_in_distributed_e
     assert python_ops(ds) == []  # the Python ran once, at materialize time
     served = tb.distribute(ds.map(lambda x, y: (x[0], y)).batch(4), service=cluster.dispatcher.address)
 
-    got = [(int(x), float(y)) for xs, ys in served.as_numpy_iterator() for x, y in zip(xs, ys)]
+    got = [(int(x), float(y)) for xs, ys in served.as_numpy_iterator() for x, y in zip(xs, ys, strict=False)]
 
     assert sorted(x for x, _ in got) == list(range(90))
     assert all(y == x * 0.5 for x, y in got)
@@ -247,7 +247,7 @@ def test_a_load_captured_inside_flat_map_is_not_on_the_split_chain(tmp_path: Pat
     per_split = tf.data.Dataset.range(2).flat_map(lambda i: loaded.shard(2, i))
 
     # Refused only for want of a dispatcher: the graph checks passed.
-    with pytest.raises(tb.TfBridgeError, match="no tf.data service dispatcher at grpc://localhost:1"):
+    with pytest.raises(tb.TfBridgeError, match=r"no tf\.data service dispatcher at grpc://localhost:1"):
         tb.distribute(per_split, "localhost:1", connect_timeout=0)
 
 
@@ -320,9 +320,10 @@ def test_stateless_numpy_function_is_refused_naming_py_func_stateless() -> None:
 
 
 def test_python_call_nested_inside_interleave_is_refused() -> None:
-    inner = lambda x: tf.data.Dataset.from_tensors(x).map(
-        lambda v: tf.numpy_function(lambda a: a, [v], tf.int64)
-    )
+    def inner(x):
+        return tf.data.Dataset.from_tensors(x).map(
+            lambda v: tf.numpy_function(lambda a: a, [v], tf.int64)
+        )
     ds = tf.data.Dataset.range(4).interleave(inner, cycle_length=2)
 
     _assert_calls_python(_refusal(ds), "PyFunc", "Dataset.from_generator or tf.numpy_function")
@@ -452,5 +453,5 @@ def test_sharding_policy_dynamic_counts_as_distributed_epoch_and_off_as_parallel
     with pytest.raises(tb.TfBridgeError, match="distribute cannot split this dataset"):
         tb.distribute(loaded, "localhost:1", processing_mode=policy.DYNAMIC, connect_timeout=0)
     # OFF passes the graph checks; only the missing dispatcher stops it.
-    with pytest.raises(tb.TfBridgeError, match="no tf.data service dispatcher at grpc://localhost:1"):
+    with pytest.raises(tb.TfBridgeError, match=r"no tf\.data service dispatcher at grpc://localhost:1"):
         tb.distribute(loaded, "localhost:1", processing_mode=policy.OFF, connect_timeout=0)

@@ -72,7 +72,7 @@ def test_shuffle_across_pipelines_without_a_seed_is_refused() -> None:
 
 
 def test_a_bad_input_context_is_refused() -> None:
-    with pytest.raises(tb.TfBridgeError, match="input_context must be a tf.distribute.InputContext") as info:
+    with pytest.raises(tb.TfBridgeError, match=r"input_context must be a tf\.distribute\.InputContext") as info:
         tb.to_dataset(Batches(), input_context=object())
     assert "distribute_datasets_from_function" in str(info.value)
 

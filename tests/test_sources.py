@@ -71,7 +71,12 @@ class Case:
 CASES = [
     Case("tf.data unbatched", lambda: tf.data.Dataset.from_tensor_slices(_rows()), False, {}),
     Case("tf.data batched", lambda: tf.data.Dataset.from_tensor_slices(_rows()).batch(BATCH), True, {}),
-    Case("tf.data batched then mapped", lambda: tf.data.Dataset.from_tensor_slices(_rows()).batch(BATCH).map(lambda a, b: (a, b)).prefetch(1), True, {}),
+    Case(
+        "tf.data batched then mapped",
+        lambda: tf.data.Dataset.from_tensor_slices(_rows()).batch(BATCH).map(lambda a, b: (a, b)).prefetch(1),
+        True,
+        {},
+    ),
     Case("keras PyDataset", BatchSequence, True, {}),
     Case("keras Sequence", BatchSequence, True, {}),
     Case("len/getitem object", LenGetItem, True, {}),
@@ -81,9 +86,14 @@ CASES = [
     Case("one-shot generator", lambda: _generator_function(), True, {}),
     Case("one-shot iterator", lambda: iter(_batches()), True, {}),
     Case("numpy tuple", _rows, False, {}),
-    Case("numpy dict", lambda: dict(zip("xy", _rows())), False, {}),
+    Case("numpy dict", lambda: dict(zip("xy", _rows(), strict=False)), False, {}),
     Case("numpy array", lambda: _rows()[0], False, {}),
-    Case("pandas DataFrame", lambda: pd.DataFrame({"a": _rows()[0][:, 0], "b": _rows()[0][:, 1], "y": _rows()[1]}), False, {"label": "y"}),
+    Case(
+        "pandas DataFrame",
+        lambda: pd.DataFrame({"a": _rows()[0][:, 0], "b": _rows()[0][:, 1], "y": _rows()[1]}),
+        False,
+        {"label": "y"},
+    ),
 ]
 
 
@@ -107,22 +117,22 @@ def _as_numpy(element: Any) -> Any:
 
 def _assert_same(got: list[Any], want: list[Any]) -> None:
     assert len(got) == len(want)
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=False):
         tf.nest.assert_same_structure(g, w)
-        for a, b in zip(tf.nest.flatten(g), tf.nest.flatten(w)):
+        for a, b in zip(tf.nest.flatten(g), tf.nest.flatten(w), strict=False):
             np.testing.assert_allclose(a, b)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_every_source_kind_gives_spec_inputs_and_every_element_once_in_order(case: Case) -> None:
     source = case.make()
-    spec = tb.infer_spec(source, **({} if "label" not in case.kwargs else {}))
+    spec = tb.infer_spec(source, label=case.kwargs.get("label"))
     assert spec.batched is case.batched
     first = tf.nest.flatten(spec.signature)[0]
     if case.batched:
         assert first.shape[0] is None, "the batch axis of a batched source is None (short last batch)"
 
-    inputs = tb.keras_inputs(source) if "label" not in case.kwargs else None
+    inputs = tb.keras_inputs(source, label=case.kwargs.get("label"))
     if inputs is not None:
         for kt in tf.nest.flatten(inputs):
             assert kt.dtype != "float64", "keras_inputs applies the float policy"

@@ -85,7 +85,7 @@ def test_code_executed_rebuilds_an_equal_signature_and_inputs() -> None:
         ({"tokens": [[1, 2], [3]], "image": np.zeros((2, 8, 8, 3), np.float32)}, np.zeros((2,), np.int64), np.ones(2)),
     )
     namespace: dict[str, Any] = {}
-    exec(spec.code(cast_floats=None), namespace)  # noqa: S102 - the generated code is the product under test
+    exec(spec.code(cast_floats=None), namespace)
     assert namespace["output_signature"] == spec.signature
     inputs = namespace["inputs"]
     assert set(inputs) == {"tokens", "image"}
@@ -96,7 +96,7 @@ def test_code_executed_rebuilds_an_equal_signature_and_inputs() -> None:
 def test_code_of_unbatched_spec_keeps_every_dim_in_inputs() -> None:
     spec = _spec(np.zeros((5, 3)), np.zeros((7, 3)), batched=False)
     namespace: dict[str, Any] = {}
-    exec(spec.code(cast_floats=None), namespace)  # noqa: S102
+    exec(spec.code(cast_floats=None), namespace)
     assert namespace["output_signature"] == tf.TensorSpec((None, 3), tf.float64)
     assert namespace["inputs"].shape == (None, None, 3)
 
@@ -104,7 +104,7 @@ def test_code_of_unbatched_spec_keeps_every_dim_in_inputs() -> None:
 def test_code_follows_the_float_policy_and_names_of_keras_inputs() -> None:
     spec = _spec(({"a": {"b": np.zeros((2, 3))}, "c/d": np.zeros((2, 1), np.int32)}, np.zeros(2)))
     namespace: dict[str, Any] = {}
-    exec(spec.code(), namespace)  # noqa: S102
+    exec(spec.code(), namespace)
     generated = namespace["inputs"]
     made = tb.keras_inputs(spec)
     assert namespace["output_signature"][0]["a"]["b"].dtype == tf.float32  # floatx, as to_dataset delivers
@@ -209,12 +209,12 @@ def test_a_list_of_fields_is_a_tuple_in_signature_dataset_and_code() -> None:
     ((x1, x2), y), = list(ds)
     assert x1.shape == (2, 3) and x2.shape == (2, 4) and y.shape == (2,)
     namespace: dict[str, Any] = {}
-    exec(spec.code(), namespace)  # noqa: S102
+    exec(spec.code(), namespace)
     assert namespace["output_signature"] == spec.signature and isinstance(namespace["inputs"], list)
 
 
 def test_code_names_inputs_keras_accepts_for_keys_with_a_slash() -> None:
     spec = tb.infer_spec({"image/encoded": np.zeros((4, 2), np.float32), "label": np.zeros(4, np.int64)})
     namespace: dict[str, Any] = {}
-    exec(spec.code(), namespace)  # noqa: S102
+    exec(spec.code(), namespace)
     assert namespace["inputs"]["image/encoded"].name == "image_encoded"
