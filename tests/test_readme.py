@@ -30,3 +30,15 @@ def test_readme_has_examples_and_starts_with_the_two_commands() -> None:
     assert len(BLOCKS) >= 3
     head = text[: text.index("## ")]
     assert "make demo" in head and "make test" in head
+
+
+def test_the_api_reference_is_generated_from_the_current_docstrings() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "gen_api_docs.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr + "\nHint: run python scripts/gen_api_docs.py"
