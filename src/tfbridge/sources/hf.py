@@ -743,6 +743,8 @@ class HFBlockSource:
         import tensorflow as tf
 
         from tfbridge.sources._python import _Catching
+
+        self._peeked = None  # the dataset (which TensorFlow keeps alive) must not keep peeked examples
         from tfbridge.validate import Conformer
 
         column_spec = _column_spec(plan.spec)

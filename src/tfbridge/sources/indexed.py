@@ -133,6 +133,7 @@ class IndexedSource:
 
     # -- routes -----------------------------------------------------------------------------------------
     def build(self, plan: BuildPlan) -> Built:
+        self._peeked = None  # the dataset (which TensorFlow keeps alive) must not keep peeked elements
         ds = _python.build_indexed(
             plan,
             name=self.name,

@@ -249,6 +249,7 @@ class StreamSource:
         )  # fmt: skip
 
     def build(self, plan: BuildPlan) -> Built:
+        self._peeked = None  # the dataset (which TensorFlow keeps alive) must not keep peeked elements
         ds = _python.build_stream(plan, name=self.name, iterate=self.iterate, one_shot=self.one_shot)
         return Built(ds)
 
