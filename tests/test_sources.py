@@ -60,6 +60,68 @@ def _generator_function() -> Any:
     yield from _batches()
 
 
+def _columns() -> dict[str, Any]:
+    x, y = _rows()
+    return {"a": x[:, 0], "b": x[:, 1], "y": y}
+
+
+def _torch_dataset() -> Any:
+    import torch
+
+    x, y = _rows()
+    return torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+
+
+def _torch_iterable() -> Any:
+    import torch
+
+    class Rows(torch.utils.data.IterableDataset):  # type: ignore[misc]
+        def __iter__(self) -> Any:
+            x, y = _rows()
+            return iter([(torch.from_numpy(x[i]), int(y[i])) for i in range(N_ROWS)])
+
+    return Rows()
+
+
+def _torch_loader() -> Any:
+    import torch
+
+    return torch.utils.data.DataLoader(_torch_dataset(), batch_size=BATCH)
+
+
+def _grain_map() -> Any:
+    import grain
+
+    x, y = _rows()
+    return grain.MapDataset.source([(x[i], y[i]) for i in range(N_ROWS)])
+
+
+def _grain_iter() -> Any:
+    return _grain_map().to_iter_dataset()
+
+
+def _polars() -> Any:
+    import polars as pl
+
+    return pl.DataFrame(_columns())
+
+
+def _arrow() -> Any:
+    import pyarrow as pa
+
+    return pa.table(_columns())
+
+
+def _hf() -> Any:
+    import datasets
+
+    return datasets.Dataset.from_dict(_columns())
+
+
+def _hf_iterable() -> Any:
+    return _hf().to_iterable_dataset()
+
+
 @dataclass
 class Case:
     name: str
@@ -94,7 +156,17 @@ CASES = [
         False,
         {"label": "y"},
     ),
+    Case("polars DataFrame", _polars, False, {"label": "y"}),
+    Case("pyarrow Table", _arrow, False, {"label": "y"}),
+    Case("HF Dataset", _hf, False, {"label": "y"}),
+    Case("HF IterableDataset", _hf_iterable, False, {"label": "y"}),
+    Case("torch Dataset", _torch_dataset, False, {}),
+    Case("torch IterableDataset", _torch_iterable, False, {}),
+    Case("torch DataLoader", _torch_loader, True, {}),
+    Case("grain MapDataset", _grain_map, False, {}),
+    Case("grain IterDataset", _grain_iter, False, {}),
 ]
+_COLUMN_CASES = ("pandas DataFrame", "polars DataFrame", "pyarrow Table", "HF Dataset", "HF IterableDataset")
 
 
 def _expected(case: Case) -> list[Any]:
@@ -104,7 +176,7 @@ def _expected(case: Case) -> list[Any]:
         return [{"x": x[i], "y": y[i]} for i in range(N_ROWS)]
     if case.name == "numpy array":
         return [x[i] for i in range(N_ROWS)]
-    if case.name == "pandas DataFrame":
+    if case.name in _COLUMN_CASES:
         return [({"a": x[i, 0], "b": x[i, 1]}, y[i]) for i in range(N_ROWS)]
     if case.batched:
         return list(_batches())
@@ -142,6 +214,36 @@ def test_every_source_kind_gives_spec_inputs_and_every_element_once_in_order(cas
         assert ts.dtype != tf.float64, "to_dataset casts float64 to floatx by default"
     got = [_as_numpy(e) for e in ds]
     _assert_same(got, _expected(case))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name not in ("numpy array", "numpy dict")],
+                         ids=lambda c: c.name)  # fmt: skip
+def test_every_source_kind_trains_one_epoch_on_inputs_made_from_it(case: Case) -> None:
+    label = case.kwargs.get("label")
+    kwargs = dict(case.kwargs) if case.batched else {**case.kwargs, "batch_size": BATCH}
+    ds = tb.to_dataset(case.make(), **kwargs)
+    inputs = tb.keras_inputs(case.make(), label=label)
+    flat = [keras.layers.Reshape((-1,))(t) for t in tf.nest.flatten(inputs)]
+    joined = keras.layers.Concatenate()(flat) if len(flat) > 1 else flat[0]
+    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(joined))
+    model.compile("sgd", "mse")
+    history = model.fit(ds, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+_PYTHON_INDEXED = ("keras PyDataset", "keras Sequence", "len/getitem object", "list of batches", "torch Dataset",
+                   "grain MapDataset")  # fmt: skip
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.name in _PYTHON_INDEXED], ids=lambda c: c.name)
+def test_every_python_indexed_kind_gives_the_same_elements_on_threads(case: Case) -> None:
+    from tfbridge.sources import adapt
+
+    source = case.make()
+    kind = adapt(source)
+    assert kind.random_access and kind.native_route is None  # read by index in Python: workers can help
+    ds = tb.to_dataset(source, executor="thread", workers=3, **case.kwargs)
+    _assert_same([_as_numpy(e) for e in ds], _expected(case))
 
 
 def test_one_shot_generator_peeked_by_keras_inputs_then_converted_loses_and_repeats_nothing() -> None:
