@@ -120,7 +120,9 @@ def make(choice: Choice, options: ExecutorOptions, seed: int | None = None) -> E
         from tfbridge.executors.ray import RayExecutor, _ray
 
         _ray()  # says now, with the install hint, when Ray is missing
-        return RayExecutor(workers or None, address=options.ray_address, timeout=options.timeout)
+        ray_executor = RayExecutor(workers or None, address=options.ray_address, timeout=options.timeout)
+        ray_executor.connect()  # here, in the thread that builds the dataset, never in a tf.data thread
+        return ray_executor
     msg = f"no executor is made for {choice.name!r} (tfbridge chooses one for 'auto'; 'native' runs no Python)"
     raise TfBridgeError(msg)
 

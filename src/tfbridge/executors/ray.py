@@ -72,6 +72,11 @@ class RayExecutor:
         self.workers = workers or 0
         self._remote: Any = None
 
+    def connect(self) -> None:
+        """Start or reach Ray now, in the calling thread. Ray ties the processes it starts to the thread that
+        started them: started from tf.data's generator thread, they die with it and take the program down."""
+        self._connect()
+
     def _connect(self) -> Any:
         ray = _ray()
         if not ray.is_initialized():
