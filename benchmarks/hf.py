@@ -91,25 +91,6 @@ def _block_route(make: Any) -> Any:
         hf.memory_budget = budget
 
 
-def source_padded(ds: Any) -> Any:
-    """Not a public API: batches of 32 gathered and padded where the columns are (a ragged gather and
-    ``to_tensor`` per batch), as ``tb.pad_batch`` could do for in-memory sources with a hook that lets a source
-    pad the batches it gathers (see the section text); the figure shows what that hook would give."""
-    import tensorflow as tf
-
-    from tfbridge.validate import to_tensors
-
-    src = tb.sources.adapt(ds, label="label")
-    features, labels = to_tensors(src._conformed(tb.infer_spec(ds, label="label")))
-
-    def pick(i: Any) -> Any:
-        x = {k: tf.gather(v, i) for k, v in features.items()}
-        return {k: v.to_tensor() if isinstance(v, tf.RaggedTensor) else v for k, v in x.items()}, tf.gather(labels, i)
-
-    order = tf.data.Dataset.range(len(ds)).batch(BATCH)
-    return order.map(pick, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
-
-
 def methods(fixed: Any, tokens: Any) -> list[tuple[str, str, Any]]:
     """(workload, method, factory); the first method of a workload is the baseline."""
     columns = [c for c in fixed.column_names if c != "label"]
@@ -129,7 +110,6 @@ def methods(fixed: Any, tokens: Any) -> list[tuple[str, str, Any]]:
             columns=["input_ids"], label_cols="label", batch_size=BATCH, shuffle=False, collate_fn=pad_collate)),
         ("tokens", 'tb.pad_batch(tb.to_dataset(ds, label="label"), 32)', tb_tokens),
         ("tokens", "same, block route (beyond the memory budget)", lambda: _block_route(tb_tokens)),
-        ("tokens", "not an API: padded where gathered, per batch (a pad_batch hook)", lambda: source_padded(tokens)),
     ]  # fmt: skip
 
 
@@ -201,11 +181,9 @@ def section(
         f"Fixed features: {rows:,} rows x {features} float32 columns + int64 label. Token lists: {token_rows:,} rows "
         "of int32 ids, lengths uniform in 5..200, + int64 label; `to_tf_dataset` pads each batch to its longest with "
         "a padding collate (datasets' default collate only stacks). The block route is tfbridge reading the same "
-        "dataset as if it exceeded the memory budget. `tb.pad_batch` pads a dataset of single examples with "
-        "`padded_batch`, and tf.data's per-example work on variable-length elements (a function call per "
-        "example) bounds it near `to_tf_dataset`'s per-batch Python; the last row, not a public API, gathers and "
-        "pads each batch of 32 where the columns are, as `pad_batch` could with a hook that lets an in-memory "
-        "source pad the batches it gathers.",
+        "dataset as if it exceeded the memory budget: read in blocks, it pads through tf.data's `padded_batch` (a "
+        "function call per variable-length example). In memory, `tb.pad_batch` of what `tb.to_dataset` made "
+        "builds it again so that each batch of 32 is gathered and padded at once, where the columns are.",
         "",
         "| target | ratio | needed | met |",
         "|---|---:|---:|:---:|",

@@ -163,3 +163,21 @@ def test_lognormal_lengths_with_16_buckets_pad_at_most_15_percent() -> None:
 
     padded = sum(int(np.prod(x.shape)) for x in tb.pad_batch(gen, 64, buckets=16, verbose=False))
     assert padded / lengths.sum() <= 1.15
+
+
+def test_pad_batch_of_a_to_dataset_result_pads_where_the_rows_are_gathered_with_the_same_batches() -> None:
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    tokens = [rng.integers(1, 9, int(n)).astype(np.int32) for n in rng.integers(1, 12, 50)]
+    df = pd.DataFrame({"tokens": tokens, "label": np.arange(50) % 3})
+    fast = tb.pad_batch(tb.to_dataset(df, label="label"), 8)
+    # the reference: tf.data's own padded_batch over the same single examples
+    plain = tb.to_dataset(df, label="label").map(lambda x, y: (x, y)).padded_batch(8)
+    assert fast.element_spec == plain.element_spec
+    got, want = list(fast.as_numpy_iterator()), list(plain.as_numpy_iterator())
+    assert len(got) == len(want) == 7
+    for (gx, gy), (wx, wy) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(gx["tokens"], wx["tokens"])  # each batch padded to its own longest
+        np.testing.assert_array_equal(gy, wy)
+    assert tb.pad_batch(tb.to_dataset(df, label="label"), 8, drop_remainder=True).cardinality() == 6

@@ -152,6 +152,20 @@ def tag_batched(dataset: Any, batched: bool) -> Any:
     return dataset
 
 
+_REBUILD = "_tfbridge_rebuild"
+
+
+def tag_rebuild(dataset: Any, rebuild: Any) -> Any:
+    """Keep on a dataset tfbridge built how to build it again with other batching (``pad_batch`` of it pads where
+    the rows are gathered). Only the object itself carries it: a dataset made from it by another step does not."""
+    setattr(dataset, _REBUILD, rebuild)
+    return dataset
+
+
+def rebuild_of(dataset: Any) -> Any:
+    return getattr(dataset, _REBUILD, None)
+
+
 def tagged_batched(node: Any) -> bool | None:
     value = getattr(node, _TAG, None)
     return value if isinstance(value, bool) else None

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tfbridge import _nest
+from tfbridge import _nest, _tf
 from tfbridge._checks import check_int, short
 from tfbridge.errors import TfBridgeError
 from tfbridge.executors import ExecutorName, ExecutorOptions
@@ -108,6 +108,11 @@ def pad_batch(
     from tfbridge.pipeline import build
 
     check_int("batch_size", batch_size)
+    rebuild = _tf.rebuild_of(dataset_or_source)
+    if rebuild is not None and label is None and buckets is None and not ragged:
+        # a dataset to_dataset made (not yet batched): built again, padded where its rows are gathered
+        padded, _ = rebuild(batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder)
+        return padded
     if isinstance(dataset_or_source, tf.data.Dataset) and label is None:
         ds = dataset_or_source
         if sources.ends_in_batching(ds):

@@ -7,6 +7,7 @@ arguments, the spec after the float policy, the one executor a dataset runs on, 
 
 from __future__ import annotations
 
+import functools
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -278,6 +279,11 @@ def build(
 
         out_spec = add_batch_axis(p.spec)
     result = _tf.tag_batched(ds.prefetch(tf.data.AUTOTUNE), out_spec.batched)
+    if batch_size is None and not out_spec.batched:  # pad_batch(result, n) may build it again, padded per batch
+        again = dict(spec=spec, peek=peek, batched=batched, label=label, executor=executor, workers=workers,
+                     shuffle=shuffle, seed=seed, cast_floats=cast_floats, validate=validate,
+                     input_context=input_context)  # fmt: skip
+        _tf.tag_rebuild(result, functools.partial(build, source, **again))
     if runner is not None:
         # workers live as long as the dataset (its iterators keep it alive); TensorFlow itself keeps the
         # generator callable forever, so the dataset object is what tells us it is gone
