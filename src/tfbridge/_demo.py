@@ -108,8 +108,8 @@ def images() -> None:
     rng = np.random.default_rng(_RNG_SEED)
 
     def batches() -> Any:
-        for _ in range(5):
-            yield rng.random((16, 64, 64, 3)), rng.integers(0, 2, 16)
+        for n in (16, 16, 16, 16, 8):  # 72 images: a short last batch, which also shows these are batches
+            yield rng.random((n, 64, 64, 3)), rng.integers(0, 2, n)
 
     _show(batches)
     inputs = tb.keras_inputs(batches)

@@ -190,9 +190,12 @@ def graph_def(serialized: bytes) -> Any:
 
 
 def loosen_shape(value: Any, rank: int) -> Any:
-    """``value`` with every static dimension forgotten (so ``ensure_shape`` can then set the spec's)."""
+    """``value`` with every static dimension forgotten (so ``ensure_shape`` can then set the spec's). Runs inside
+    traced tf.data functions: a plain import (AutoGraph would try to convert importlib's machinery)."""
+    import tensorflow
+
     try:
-        placeholder = tf().compat.v1.placeholder_with_default
+        placeholder = tensorflow.compat.v1.placeholder_with_default
     except AttributeError as exc:
         raise changed("tf.compat.v1.placeholder_with_default", exc) from None
     return placeholder(value, shape=[None] * rank)
