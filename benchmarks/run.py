@@ -27,6 +27,7 @@ import hf  # noqa: E402
 import numpy as np  # noqa: E402
 import scaling  # noqa: E402
 import service  # noqa: E402
+import sources  # noqa: E402
 import variable  # noqa: E402
 import workloads  # noqa: E402
 
@@ -227,6 +228,7 @@ def main() -> None:
         + service.section()
         + "\n"
         + "\n" + hf.section(args.repeats)
+        + "\n" + sources.section(args.repeats)
     )
     seconds += time.perf_counter() - started
     print("\n" + write(results, seconds, args.repeats, args.window, extra))
