@@ -5,6 +5,7 @@ Everything here is numpy-only unless the value itself is a TensorFlow or torch o
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -30,6 +31,7 @@ class Described:
     ragged_rank: int = 0
 
 
+@functools.lru_cache(maxsize=256)  # asked once per field of every element; numpy's dtype.name is slow
 def dtype_name(dtype: np.dtype) -> str:
     """TensorFlow dtype name for a numpy dtype; text is ``string``."""
     if dtype.kind in "USO":
