@@ -206,10 +206,10 @@ def section(
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path: Path = HERE / "RESULTS.md") -> None:
-    """Replace this section of RESULTS.md (from its title to the next ``## `` title), or append it."""
+def write_section(text: str, path: Path = HERE / "RESULTS.md", title: str = TITLE) -> None:
+    """Replace the section ``title`` of RESULTS.md (from its title to the next ``## `` title), or append it."""
     old = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(TITLE) + r".*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(re.escape(title) + r".*?(?=^## |\Z)", re.S | re.M)
     new = pattern.sub(lambda _: text + "\n", old, count=1) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
     path.write_text(new)
 

@@ -31,7 +31,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -43,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
-from hf import measure  # noqa: E402  (same measurement: warm-up epoch, whole epochs by a compiled loop)
+from hf import measure, write_section  # noqa: E402  (same measurement: warm-up epoch, whole epochs by a compiled loop)
 
 import tfbridge as tb  # noqa: E402
 
@@ -311,14 +310,6 @@ def section(
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str, path: Path = HERE / "RESULTS.md") -> None:
-    """Replace this section of RESULTS.md (from its title to the next ``## `` title), or append it."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(re.escape(TITLE) + r".*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text + "\n", old, count=1) if pattern.search(old) else old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
@@ -329,7 +320,7 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=16, help="float columns / vector length")
     args = parser.parse_args()
     text = section(args.repeats, args.epochs, args.torch_rows, args.grain_rows, args.rows, args.features)
-    write_section(text)
+    write_section(text, title=TITLE)
     print("\n" + text)
 
 
