@@ -58,8 +58,8 @@ def test_when_the_data_cannot_tell_a_warning_says_batches_were_assumed_and_how_t
         for i in range(5):
             yield np.zeros((10, 10, 3)), np.eye(10)[i]
 
-    with pytest.warns(tb.TfBridgeWarning, match=r"pairs: every field of every peeked element has a leading axis of 10, "
-                      r"so an element could be a batch of 10 or a single example; it is taken as a batch of 10") as got:
+    with pytest.warns(tb.TfBridgeWarning, match=r"pairs: every peeked element has a leading axis of 10, so an "
+                      r"element could be a batch or a single example; it is taken as a batch") as got:
         spec = tb.infer_spec(pairs)
     assert spec.batched
     assert "Hint: pass batched=False if each element is one example" in str(got[0].message)
@@ -113,13 +113,28 @@ def test_from_generator_and_interleave_are_decided_by_their_elements() -> None:
         output_signature=(tf.TensorSpec((3,), tf.float64), tf.TensorSpec((), tf.int64)),
     )
     assert not _no_warning(lambda: tb.infer_spec(examples)).batched  # a scalar field: examples
-    batches = tf.data.Dataset.range(2).interleave(lambda _: tf.data.Dataset.range(10).batch(4))
-    assert _no_warning(lambda: tb.infer_spec(batches)).batched  # sizes 4, 4, 2: batches
+    batched = tf.data.Dataset.range(10).batch(4)
+    pairs = tf.data.Dataset.range(2).interleave(lambda _: tf.data.Dataset.zip((batched, batched)))
+    assert _no_warning(lambda: tb.infer_spec(pairs)).batched  # two fields led by 4, 4, 2: batches
     same = tf.data.Dataset.from_generator(
         lambda: (np.zeros((4, 2)) for _ in range(3)), output_signature=tf.TensorSpec((4, 2), tf.float64)
     )
-    with pytest.warns(tb.TfBridgeWarning, match=r"its steps do not say, so its elements decide"):
-        assert tb.infer_spec(same).batched
+    with pytest.warns(tb.TfBridgeWarning, match=r"taken as a single example \(its steps do not say; a tf\.data "
+                      r"pipeline's elements are examples unless it batches\)"):
+        assert not tb.infer_spec(same).batched
+
+
+def test_variable_length_sequences_from_a_generator_pipeline_are_examples_with_a_warning() -> None:
+    def sequences() -> Iterator[Any]:
+        for i in range(5):
+            yield np.arange(i + 1, dtype=np.int32)
+
+    ds = tf.data.Dataset.from_generator(sequences, output_signature=tf.TensorSpec([None], tf.int32))
+    with pytest.warns(tb.TfBridgeWarning, match=r"every peeked element has one field whose leading size varies"):
+        spec = tb.infer_spec(ds)
+    assert not spec.batched and tb.keras_inputs(ds).shape == (None, None)
+    padded = tb.pad_batch(ds, 2)
+    assert [b.shape for b in padded.as_numpy_iterator()] == [(2, 2), (2, 4), (1, 5)]
 
 
 def test_datasets_of_datasets_are_refused_with_a_way_out() -> None:

@@ -40,6 +40,8 @@ def test_options_are_a_frozen_keyword_only_value() -> None:
                      "Received: -1", id="timeout"),
         pytest.param({"name": "thread", "ray_address": "ray://h:1"}, "ray_address is for executor='ray', but the "
                      "executor is 'thread'", id="ray_address-without-ray"),
+        pytest.param({"ray_address": "ray://h:1"}, "ray_address is for executor='ray', but the executor is 'auto'",
+                     id="ray_address-with-auto"),
         pytest.param({"name": "ray", "ray_address": ""}, "ray_address must be a non-empty string or None",
                      id="ray_address-empty"),
     ],

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from tfbridge import _nest, _tf, executors, sources
-from tfbridge._checks import check_choice, check_int, check_seconds, check_seed, find_stacklevel, short
+from tfbridge._checks import check_choice, check_int, check_seed, find_stacklevel, short
 from tfbridge.errors import TfBridgeError, TfBridgeWarning
 from tfbridge.executors import Choice, Cost, ExecutorName, ExecutorOptions
 from tfbridge.sources import BuildPlan, Peek, Source
@@ -268,10 +268,8 @@ def build(
         raise
     ds = built.dataset
     out_spec = p.spec
-    if batch_size is not None:
-        if built.batched_by_source:
-            pass
-        elif padding is not None:
+    if batch_size is not None and not built.batched_by_source:
+        if padding is not None:
             ds = ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
         else:
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
@@ -405,10 +403,6 @@ def validate_source(
     finally:
         if runner is not None:
             runner.close()
-
-
-def check_timeout(timeout: Any) -> None:
-    check_seconds("timeout", timeout)
 
 
 __all__: Sequence[str] = ["Plan", "build", "make_runner", "plan", "to_dataset", "validate_source"]

@@ -39,7 +39,7 @@ class ExecutorOptions:
         if self.ray_address is not None and (not isinstance(self.ray_address, str) or not self.ray_address):
             msg = f"ray_address must be a non-empty string or None. Received: {short(self.ray_address)}"
             raise TfBridgeError(msg)
-        if self.ray_address is not None and self.name not in ("ray", "auto"):
+        if self.ray_address is not None and self.name != "ray":  # "auto" never chooses Ray
             msg = (
                 f"ray_address is for executor='ray', but the executor is {self.name!r}.\n"
                 "Hint: pass executor='ray' with ray_address=, or leave ray_address out."

@@ -226,15 +226,18 @@ _DECIDE_PEEK = 8  # elements read to decide batches-or-examples when the kind of
 def decide_batched(
     samples: Sequence[tuple[int, Any]],
     name: str,
+    default: bool = True,
     why: str = "the Keras convention for generators and __getitem__ sources",
 ) -> bool:
     """Batches or single examples, for a source whose kind has no convention, from its elements.
 
     - a field without a leading axis (a scalar), or fields whose leading sizes differ within one element: examples;
-    - every field led by one size, and that size differs between elements (a short last batch): batches;
-    - every field led by the same size in every element: the data cannot tell. They are taken as batches (the
-      Keras convention for generators and ``__getitem__`` sources) and a TfBridgeWarning says so.
-    An empty peek decides nothing (batches); the empty source is reported where the spec is inferred.
+    - two or more fields led by one size in each element, a size that differs between elements (a short last
+      batch): batches;
+    - otherwise the data cannot tell (one size everywhere, or a single field whose length varies: a batch of
+      scalars or one variable-length example). Then ``default`` decides (``why`` says where it comes from) and a
+      TfBridgeWarning says so and how to say otherwise.
+    An empty peek decides nothing (``default``); the empty source is reported where the spec is inferred.
     """
     import warnings
 
@@ -243,13 +246,16 @@ def decide_batched(
     from tfbridge.errors import TfBridgeWarning
 
     leading: list[int | None] = []
+    fields = 0
     for _, element in samples:
         sizes: set[int | None] = set()
-        for value in _nest.flatten(_nest.normalize(element))[0]:
+        values = _nest.flatten(_nest.normalize(element))[0]
+        fields = len(values)
+        for value in values:
             try:
                 shape = describe(value).shape
             except ValueProblem:
-                return True  # the spec inference names the bad field
+                return default  # the spec inference names the bad field
             if not shape:
                 return False
             sizes.add(shape[0])
@@ -257,18 +263,21 @@ def decide_batched(
             return False
         leading.extend(sizes)
     known = {n for n in leading if n is not None}
-    if not samples or len(known) != 1:
+    if not samples:
+        return default
+    if len(known) > 1 and fields > 1:
         return True
-    size = known.pop()
+    what = f"a leading axis of {known.pop()}" if len(known) == 1 else "one field whose leading size varies"
+    taken = "a batch" if default else "a single example"
     warnings.warn(
-        f"{name}: every field of every peeked element has a leading axis of {size}, so an element could be a batch "
-        f"of {size} or a single example; it is taken as a batch of {size} ({why}).\n"
-        "Hint: pass batched=False if each element is one example, or batched=True to confirm batches (and silence "
-        "this).",
+        f"{name}: every peeked element has {what}, so an element could be a batch or a single example; it is "
+        f"taken as {taken} ({why}).\n"
+        "Hint: pass batched=False if each element is one example, or batched=True if it is a batch (either also "
+        "silences this).",
         TfBridgeWarning,
         stacklevel=find_stacklevel(),
     )
-    return True
+    return default
 
 
 def check_elements(elements: Iterator[Any], spec: Spec, limit: int | None) -> int:

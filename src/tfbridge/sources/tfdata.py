@@ -3,9 +3,9 @@ the pipeline: batched when it ends in a batching step (batch, padded_batch, ragg
 bucket_by_sequence_length), examples when it ends in a source of single examples (from_tensor_slices, range,
 TFRecord, text lines, unbatch), looking through every step that keeps elements whole (map, cache, prefetch,
 shuffle, repeat, take, skip, filter, options, ...). Where the steps cannot tell (from_generator, interleave,
-flat_map, from_tensors), a scalar field means examples, and otherwise the elements decide (with a warning when
-that is a guess). Datasets of datasets (``window()``) are refused. Elements stay in the graph: casts and shape
-fixes are a ``map``."""
+flat_map, from_tensors), a scalar field means examples, fields sharing a leading size that varies between
+elements (a short last batch) mean batches, and anything else is taken as examples with a warning. Datasets of
+datasets (``window()``) are refused. Elements stay in the graph: casts and shape fixes are a ``map``."""
 
 from __future__ import annotations
 
@@ -95,7 +95,10 @@ class TFDataSource:
                 self._batched = False
             else:
                 self._batched = decide_batched(
-                    self.peek(_DECIDE_PEEK).samples, self.name, "its steps do not say, so its elements decide"
+                    self.peek(_DECIDE_PEEK).samples,
+                    self.name,
+                    default=False,
+                    why="its steps do not say; a tf.data pipeline's elements are examples unless it batches",
                 )
         return self._batched
 
