@@ -268,14 +268,14 @@ def build(
         raise
     ds = built.dataset
     out_spec = p.spec
-    if batch_size is not None and not built.batched_by_source:
-        if padding is not None:
-            ds = ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
-        else:
-            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if batch_size is not None:
         from tfbridge.spec import add_batch_axis
 
         out_spec = add_batch_axis(p.spec)
+        if padding is not None and not built.batched_by_source:
+            ds = ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
+        elif not built.batched_by_source:
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     result = _tf.tag_batched(ds.prefetch(tf.data.AUTOTUNE), out_spec.batched)
     if batch_size is None and not out_spec.batched:  # pad_batch(result, n) may build it again, padded per batch
         again = dict(spec=spec, peek=peek, batched=batched, label=label, executor=executor, workers=workers,
