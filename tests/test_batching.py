@@ -181,3 +181,16 @@ def test_pad_batch_of_a_to_dataset_result_pads_where_the_rows_are_gathered_with_
         np.testing.assert_array_equal(gx["tokens"], wx["tokens"])  # each batch padded to its own longest
         np.testing.assert_array_equal(gy, wy)
     assert tb.pad_batch(tb.to_dataset(df, label="label"), 8, drop_remainder=True).cardinality() == 6
+
+
+def test_a_fixed_shape_dataset_does_not_keep_the_users_arrays_alive_for_a_rebuild() -> None:
+    import gc
+    import weakref
+
+    x = np.zeros((1000, 8))
+    ref = weakref.ref(x)
+    ds = tb.to_dataset(x)  # the tensors were copied into the graph; nothing here needs padding later
+    del x
+    gc.collect()
+    assert ref() is None
+    assert sum(1 for _ in ds) == 1000

@@ -277,7 +277,10 @@ def build(
         elif not built.batched_by_source:
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     result = _tf.tag_batched(ds.prefetch(tf.data.AUTOTUNE), out_spec.batched)
-    if batch_size is None and not out_spec.batched:  # pad_batch(result, n) may build it again, padded per batch
+    varies = any(None in leaf.shape for _, leaf in out_spec.fields())
+    if batch_size is None and not out_spec.batched and varies:
+        # pad_batch(result, n) may build it again, padded per batch where its rows are gathered. Kept only when a
+        # field varies (nothing to pad otherwise): the rebuild holds the source (e.g. the user's arrays) alive
         again = dict(spec=spec, peek=peek, batched=batched, label=label, executor=executor, workers=workers,
                      shuffle=shuffle, seed=seed, cast_floats=cast_floats, validate=validate,
                      input_context=input_context)  # fmt: skip
