@@ -46,9 +46,7 @@ def check_seconds(name: str, value: Any) -> None:
     """Raise TfBridgeError unless ``value`` is None or a positive finite number of seconds."""
     from tfbridge.errors import TfBridgeError
 
-    ok = value is None or (
-        isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")
-    )
+    ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf"))
     if not ok:
         msg = f"{name} must be a positive number of seconds or None. Received: {short(value)}"
         raise TfBridgeError(msg)

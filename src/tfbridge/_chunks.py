@@ -64,8 +64,12 @@ def chunked(elements: Iterable[Any]) -> Iterator[Any]:
         leaves, spec = _nest.flatten(element)
         leaves = [_as_array(leaf) for leaf in leaves]
         leaf_shapes = [leaf.shape for leaf in leaves]
-        if group and (leaf_shapes != shapes or len(group) >= CHUNK_MAX_ELEMENTS or size >= CHUNK_MAX_BYTES
-                      or time.perf_counter() - started >= CHUNK_MAX_WAIT_S):
+        if group and (
+            leaf_shapes != shapes
+            or len(group) >= CHUNK_MAX_ELEMENTS
+            or size >= CHUNK_MAX_BYTES
+            or time.perf_counter() - started >= CHUNK_MAX_WAIT_S
+        ):
             yield _stack(group, treespec)
             group, size = [], 0
         if not group:

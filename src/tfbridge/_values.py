@@ -220,9 +220,7 @@ def _describe_tf(value: Any) -> Described:
     import tensorflow as tf
 
     if isinstance(value, tf.RaggedTensor):
-        return Described(
-            value, "ragged", tuple(value.shape.as_list()), value.dtype.name, ragged_rank=value.ragged_rank
-        )
+        return Described(value, "ragged", tuple(value.shape.as_list()), value.dtype.name, ragged_rank=value.ragged_rank)
     if isinstance(value, tf.SparseTensor):
         return Described(value, "sparse", tuple(value.shape.as_list()), value.dtype.name)
     if isinstance(value, tf.Tensor):

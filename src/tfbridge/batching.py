@@ -122,9 +122,11 @@ def pad_batch(
             )
             raise TfBridgeError(msg)
     else:
-        if isinstance(buckets, int) and not isinstance(buckets, bool) and sources.adapt(
-            dataset_or_source, batched=False
-        ).one_shot:
+        if (
+            isinstance(buckets, int)
+            and not isinstance(buckets, bool)
+            and sources.adapt(dataset_or_source, batched=False).one_shot
+        ):
             msg = (
                 "pad_batch with buckets=<int> reads every length first, which would use up a one-shot iterator.\n"
                 "Hint: pass a generator function or a re-iterable, or explicit boundaries (buckets=[...])."

@@ -290,8 +290,11 @@ def _serve_until_stopped(server: object, line: str) -> None:
         # join when the interpreter finalizes aborts the process ("FATAL: exception not rethrown").
         joiner.join(_SERVICE_STOP_TIMEOUT_S)
         if joiner.is_alive():
-            print(f"tfbridge: the server did not stop within {_SERVICE_STOP_TIMEOUT_S:g} s; exiting",
-                  file=sys.stderr, flush=True)
+            print(
+                f"tfbridge: the server did not stop within {_SERVICE_STOP_TIMEOUT_S:g} s; exiting",
+                file=sys.stderr,
+                flush=True,
+            )
             sys.stdout.flush()
             os._exit(1)
 
@@ -353,27 +356,47 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_target(p: argparse.ArgumentParser) -> None:
-        p.add_argument("target", metavar="TARGET", help="MODULE:OBJECT or FILE.py:OBJECT (a source or a "
-                       "zero-argument callable returning one)")
+        p.add_argument(
+            "target",
+            metavar="TARGET",
+            help="MODULE:OBJECT or FILE.py:OBJECT (a source or a zero-argument callable returning one)",
+        )
         p.add_argument("--peek", type=int, default=8, help="elements to sample (default 8)")
-        p.add_argument("--batched", choices=("auto", "yes", "no"), default="auto",
-                       help="whether an element is a batch (default: by the kind of source)")
-        p.add_argument("--label", action="append", metavar="COLUMN",
-                       help="split this column off as the label (repeat for several)")
+        p.add_argument(
+            "--batched",
+            choices=("auto", "yes", "no"),
+            default="auto",
+            help="whether an element is a batch (default: by the kind of source)",
+        )
+        p.add_argument(
+            "--label", action="append", metavar="COLUMN", help="split this column off as the label (repeat for several)"
+        )
 
     def with_executor(p: argparse.ArgumentParser, default: str = "auto") -> None:
-        p.add_argument("--executor", choices=("auto", "serial", "thread", "process", "ray"), default=default,
-                       help="who produces a Python source's elements (default: auto)")
+        p.add_argument(
+            "--executor",
+            choices=("auto", "serial", "thread", "process", "ray"),
+            default=default,
+            help="who produces a Python source's elements (default: auto)",
+        )
         p.add_argument("--workers", type=_positive_int, default=None, help="threads, processes or Ray tasks")
-        p.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS",
-                       help="seconds any one element may take (default: no limit)")
+        p.add_argument(
+            "--timeout",
+            type=_positive_float,
+            default=None,
+            metavar="SECONDS",
+            help="seconds any one element may take (default: no limit)",
+        )
         p.add_argument("--ray-address", default=None, help="with --executor ray: an existing Ray cluster")
 
     p = sub.add_parser("inspect", help="spec, varying dimensions, dtypes and float casts, executor choice")
     with_target(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--full", action="store_true", help="scan every element (statistics over all; "
-                   "reports dimensions the peek got wrong)")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="scan every element (statistics over all; reports dimensions the peek got wrong)",
+    )
     p.add_argument("--html", metavar="REPORT.html", help="also write a self-contained HTML report with plots")
     with_executor(p)
     p.set_defaults(func=cmd_inspect)
@@ -389,35 +412,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="repetitions per method (default 3)")
     p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("materialize", help="run a source once and write it in tf.data's save format "
-                       "(graph-native to load; the tf.data service can distribute it)")
-    p.add_argument("target", metavar="TARGET", help="MODULE:OBJECT or FILE.py:OBJECT (a source or a "
-                   "zero-argument callable returning one)")
+    p = sub.add_parser(
+        "materialize",
+        help="run a source once and write it in tf.data's save format "
+        "(graph-native to load; the tf.data service can distribute it)",
+    )
+    p.add_argument(
+        "target",
+        metavar="TARGET",
+        help="MODULE:OBJECT or FILE.py:OBJECT (a source or a zero-argument callable returning one)",
+    )
     p.add_argument("path", metavar="PATH", help="directory to write (an interrupted run continues there)")
     with_executor(p)
     p.add_argument("--shards", type=_positive_int, default=None, help="number of shard files")
     p.add_argument("--compression", default=None, help="GZIP or SNAPPY (default: none)")
-    p.add_argument("--batched", choices=("auto", "yes", "no"), default="auto",
-                   help="whether an element is a batch (default: by the kind of source)")
-    p.add_argument("--label", action="append", metavar="COLUMN",
-                   help="split this column off as the label (repeat for several)")
+    p.add_argument(
+        "--batched",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="whether an element is a batch (default: by the kind of source)",
+    )
+    p.add_argument(
+        "--label", action="append", metavar="COLUMN", help="split this column off as the label (repeat for several)"
+    )
     p.set_defaults(func=cmd_materialize)
 
     p = sub.add_parser("service", help="start a tf.data service dispatcher or worker (runs until killed)")
     roles = p.add_subparsers(dest="role", required=True)
     r = roles.add_parser("dispatcher", help="start a dispatcher; prints the address for tb.distribute")
     r.add_argument("--port", type=_port, default=5050, help="port to listen on (default 5050; 0: any free port)")
-    r.add_argument("--work-dir", metavar="DIR", default=None,
-                   help="keep the dispatcher's journal here, so a restarted dispatcher recovers its jobs")
+    r.add_argument(
+        "--work-dir",
+        metavar="DIR",
+        default=None,
+        help="keep the dispatcher's journal here, so a restarted dispatcher recovers its jobs",
+    )
     r.set_defaults(func=cmd_service)
     r = roles.add_parser("worker", help="start a worker registered with a dispatcher")
-    r.add_argument("--dispatcher", metavar="HOST:PORT", required=True, type=_address,
-                   help="the dispatcher's address, host:port or grpc://host:port")
+    r.add_argument(
+        "--dispatcher",
+        metavar="HOST:PORT",
+        required=True,
+        type=_address,
+        help="the dispatcher's address, host:port or grpc://host:port",
+    )
     r.add_argument("--port", type=_port, default=0, help="port to listen on (default 0: any free port)")
-    r.add_argument("--host", default=None,
-                   help="name clients reach this worker by (default localhost; set it when clients run elsewhere)")
-    r.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="how long to wait for the dispatcher to accept connections (default 60)")
+    r.add_argument(
+        "--host",
+        default=None,
+        help="name clients reach this worker by (default localhost; set it when clients run elsewhere)",
+    )
+    r.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for the dispatcher to accept connections (default 60)",
+    )
     r.set_defaults(func=cmd_service)
 
     p = sub.add_parser("demo", help="the seed scenarios end to end on built-in data")

@@ -71,4 +71,3 @@ class WorkerDiedError(TfBridgeError):
     def __init__(self, message: str, *, index: int | None = None) -> None:
         super().__init__(message)
         self.index = index
-

@@ -178,8 +178,7 @@ def load(path: str | os.PathLike[str]) -> tf.data.Dataset:
         manifest = json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
         msg = (
-            f"{root} is not a complete tfbridge materialization ({exc}).\n"
-            "Hint: run tb.materialize(source, path) first."
+            f"{root} is not a complete tfbridge materialization ({exc}).\nHint: run tb.materialize(source, path) first."
         )
         raise TfBridgeError(msg) from None
     if not manifest.get("complete"):

@@ -39,15 +39,16 @@ class Plan:
     inference: Inference  # the elements as the source gives them, with the shapes seen in the peek
     choice: Choice
     options: ExecutorOptions
-    peek: Peek | None
+    peek: Peek | None  # None for graph-native sources, and when the findings of an earlier peek were reused
+    cost: Cost | None = None  # what producing the peeked elements cost (None: graph-native)
 
     @property
     def seconds_per_element(self) -> float:
-        return self.peek.wall_s / max(self.peek.count, 1) if self.peek else 0.0
+        return self.cost.wall_s / max(self.cost.count, 1) if self.cost else 0.0
 
     @property
     def bytes_per_element(self) -> float:
-        return self.peek.nbytes / max(self.peek.count, 1) if self.peek else 0.0
+        return self.cost.nbytes / max(self.cost.count, 1) if self.cost else 0.0
 
 
 def plan(
@@ -68,12 +69,19 @@ def plan(
     options = executors.resolve(executor, workers=workers)
     if isinstance(spec, Spec) and batched is None:
         batched = spec.batched
-    src = sources.adapt(source, batched=batched, label=label)
-    peeked = src.peek(peek) if src.native_route is None else None
+    found: sources.Found | None
     if spec is None:
-        inference = src.infer(peek, peeked)
+        src, found, peeked = sources.examine(source, peek, batched=batched, label=label)
+        inference = found.inference
         out_spec = apply_float_policy(inference.spec, cast_floats)
     else:
+        src = sources.adapt(source, batched=batched, label=label)
+        peeked = src.peek(peek) if src.native_route is None else None
+        found = (
+            None
+            if peeked is None
+            else sources.Found(Inference(spec), peeked.wall_s, peeked.cpu_s, peeked.count, peeked.nbytes)
+        )
         out_spec = spec if isinstance(spec, Spec) else Spec.from_signature(spec, batched=src.batched)
         if out_spec.batched != src.batched:
             msg = (
@@ -86,10 +94,13 @@ def plan(
             conform = Conformer(out_spec)
             for index, element in peeked.samples:
                 conform(element, index)
-    return Plan(src, out_spec, inference, _choose(src, options, peeked, out_spec), options, peeked)
+    cost = None
+    if src.native_route is None and found is not None:
+        cost = Cost(found.wall_s, found.cpu_s, found.count, found.nbytes, sequential=not src.random_access)
+    return Plan(src, out_spec, inference, _choose(src, options, cost, out_spec), options, peeked, cost)
 
 
-def _choose(src: Source, options: ExecutorOptions, peeked: Peek | None, spec: Spec) -> Choice:
+def _choose(src: Source, options: ExecutorOptions, cost: Cost | None, spec: Spec) -> Choice:
     if src.native_route is not None:
         if options.name not in ("auto", "serial"):
             _unused_executor(src, options, f"{src.native_route}, so there is nothing for it to run")
@@ -105,8 +116,7 @@ def _choose(src: Source, options: ExecutorOptions, peeked: Peek | None, spec: Sp
             if task is not None:
                 executors.processes.dumps_task(task)
         return Choice(options.name, options.workers or 0, "as given")
-    assert peeked is not None
-    cost = Cost(peeked.wall_s, peeked.cpu_s, peeked.count, peeked.nbytes, sequential=not src.random_access)
+    assert cost is not None
     choice = executors.choose(cost, lambda: executors.pickle_problem(src.task(Conformer(spec))))
     if options.workers is not None and choice.name != "serial":
         choice = Choice(choice.name, options.workers, choice.reason + f" (workers={options.workers} as given)")

@@ -250,8 +250,17 @@ class Report:
             dtype = f.dtype if f.dtype == f.delivered_dtype else f"{f.dtype} -> {f.delivered_dtype}"
             s = f.stats
             rows.append(
-                (f.path, dtype, format_shape(f.shape), f.kind, _num(s["min"]), _num(s["max"]), _num(s["mean"]),
-                 _num(s["std"]), f"{s['nan']}/{s['inf']}")
+                (
+                    f.path,
+                    dtype,
+                    format_shape(f.shape),
+                    f.kind,
+                    _num(s["min"]),
+                    _num(s["max"]),
+                    _num(s["mean"]),
+                    _num(s["std"]),
+                    f"{s['nan']}/{s['inf']}",
+                )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
@@ -369,7 +378,7 @@ def _varying(
             sizes = [[first_el, first_size], [el, other]]
         values: set[int] = {s for _, s in sizes if s is not None}
         if len(values) > 1:
-            low, high = (ranges[d] if d < len(ranges) and ranges[d][0] is not None else (min(values), max(values)))
+            low, high = ranges[d] if d < len(ranges) and ranges[d][0] is not None else (min(values), max(values))
             out.append({"dim": d, "min": low, "max": high, "sizes": sizes})
     return out
 

@@ -154,7 +154,7 @@ def _calls_python_message(found: list[tuple[str, str]]) -> str:
         "cannot call back into the Python functions of this process: the job would fail there with "
         '"Could not find callback with key=pyfunc_0 in the registry".\n'
         "Hint: write the data once with `tb.materialize(source, path)`; the dataset it returns is graph-native "
-        'and can be distributed. To spread the Python work itself over machines, use `tb.to_dataset(source, '
+        "and can be distributed. To spread the Python work itself over machines, use `tb.to_dataset(source, "
         'executor="ray")` instead of the tf.data service.'
     )
 
@@ -272,8 +272,7 @@ def _check_port(port: Any) -> None:
             if exc.errno != errno.EADDRINUSE:
                 raise
             msg = (
-                f"port {port} is already in use on this machine.\n"
-                "Hint: pick another port, or port 0 for any free one."
+                f"port {port} is already in use on this machine.\nHint: pick another port, or port 0 for any free one."
             )
             raise TfBridgeError(msg) from exc
 
@@ -335,9 +334,7 @@ def worker(
     import tensorflow as tf
 
     svc = tf.data.experimental.service
-    config = svc.WorkerConfig(
-        dispatcher_address=f"{host}:{dispatcher_port}", worker_address=worker_address, port=port
-    )
+    config = svc.WorkerConfig(dispatcher_address=f"{host}:{dispatcher_port}", worker_address=worker_address, port=port)
     return svc.WorkerServer(config)
 
 

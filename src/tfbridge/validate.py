@@ -259,8 +259,11 @@ def ragged_parts(value: Any, ragged_rank: int, text: bool = False) -> tuple[np.n
         return value.flat_values.numpy(), [s.numpy() for s in value.nested_row_splits]
     if isinstance(value, np.ndarray) and value.dtype != object:
         return value, []
-    if ragged_rank == 1 and not text and len(value) and all(
-        isinstance(row, np.ndarray) and row.dtype != object for row in value
+    if (
+        ragged_rank == 1
+        and not text
+        and len(value)
+        and all(isinstance(row, np.ndarray) and row.dtype != object for row in value)
     ):  # rows that are arrays already (token id lists of a DataFrame or Arrow column): no per-value Python
         rows = list(value)
         row_lengths = np.fromiter((len(row) for row in rows), np.int64, len(rows))

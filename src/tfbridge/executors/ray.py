@@ -63,9 +63,7 @@ def _run(payload: tuple[bytes, list[str], bytes], index: int) -> Any:  # runs in
 class RayExecutor:
     name = "ray"
 
-    def __init__(
-        self, workers: int | None = None, address: str | None = None, timeout: float | None = None
-    ) -> None:
+    def __init__(self, workers: int | None = None, address: str | None = None, timeout: float | None = None) -> None:
         self.address = address
         self.timeout = timeout
         self._requested = workers or None

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from tfbridge._checks import check_batched, short
 from tfbridge.errors import TfBridgeError
+from tfbridge.sources import _memo
 from tfbridge.sources._base import BuildPlan, Built, Peek, Runner, Source, Task, call_user, check_peek, source_error
+from tfbridge.sources._memo import Found
 from tfbridge.sources.arrays import ArraysSource, dataframe_columns, is_array_nest, is_dataframe
 from tfbridge.sources.indexed import IndexedSource
 from tfbridge.sources.labels import Label, check_label, split_label
@@ -23,6 +25,7 @@ from tfbridge.sources.tfdata import TFDataSource, ends_in_batching, is_tf_datase
 
 if TYPE_CHECKING:
     from tfbridge.spec import Spec
+
 
 def adapt(obj: Any, *, batched: bool | None = None, label: Label | None = None) -> Source:
     """The Source for ``obj``; ``batched`` overrules the kind's default; ``label`` splits dict elements."""
@@ -143,19 +146,47 @@ def _not_a_source(obj: Any) -> Source:
     raise TfBridgeError(msg)
 
 
+def examine(
+    obj: Any, n: int, *, batched: bool | None = None, label: Label | None = None
+) -> tuple[Source, Found, Peek | None]:
+    """``obj`` adapted, with what a peek of ``n`` elements found (its spec and costs) and the peek itself.
+
+    Findings about an object whose peek runs the user's code (indexed sources, re-iterable streams) are
+    remembered while it lives (``_memo``): a later call on the same object reuses them and the peek is None."""
+    src = adapt(obj, batched=batched, label=label)
+    memo = isinstance(src, (IndexedSource, StreamSource)) and not src.one_shot and not isinstance(obj, Source)
+    key = (type(src).__name__, n, batched, label if isinstance(label, str | None) else tuple(label), src.length())
+    if memo:
+        found = _memo.recall(obj, key)
+        if found is not None:
+            if batched is None:  # the remembered spec says how the elements were taken
+                src = adapt(obj, batched=found.inference.spec.batched, label=label)
+            return src, found, None
+    peeked = src.peek(n) if src.native_route is None else None
+    inference = src.infer(n, peeked)
+    if peeked is None:
+        found = _memo.Found(inference, 0.0, 0.0, 0, 0)
+    else:
+        found = _memo.Found(inference, peeked.wall_s, peeked.cpu_s, peeked.count, peeked.nbytes)
+    if memo:
+        _memo.remember(obj, key, found)
+    return src, found, peeked
+
+
 def infer_spec(source: Any, peek: int = 8, batched: bool | None = None, *, label: Label | None = None) -> Spec:
     """The spec of ``source``'s elements, read from the data (see docs/GUIDE.md: batched or not, merging
     samples, the float policy). ``peek``: how many elements to read (indexed sources at spread positions: first,
     last and between). ``batched`` overrules the kind's default. ``label`` splits label columns off
     dict-shaped elements. The spec reports the data as it is (float64 stays float64)."""
     check_peek(peek)
-    return adapt(source, batched=batched, label=label).infer(peek, None).spec
+    return examine(source, peek, batched=batched, label=label)[1].inference.spec
 
 
 __all__ = [
     "ArraysSource",
     "BuildPlan",
     "Built",
+    "Found",
     "IndexedSource",
     "Peek",
     "Runner",
@@ -167,6 +198,7 @@ __all__ = [
     "call_user",
     "convention",
     "ends_in_batching",
+    "examine",
     "infer_spec",
     "pipeline_batched",
     "source_error",

@@ -193,10 +193,7 @@ def unsupported_type(lib: Library, name: str, type_name: str, category: str) -> 
         hint = f"cast it to float first, e.g. {lib.code(lib.to_float, name)}."
     else:
         hint = "convert such columns to numbers, strings, or lists of them first."
-    msg = (
-        f"column {_where(name)} of {lib.what} has type {type_name}, which has no TensorFlow equivalent.\n"
-        f"Hint: {hint}"
-    )
+    msg = f"column {_where(name)} of {lib.what} has type {type_name}, which has no TensorFlow equivalent.\nHint: {hint}"
     return SpecInferenceError(msg, path=_where(name))
 
 
@@ -353,14 +350,22 @@ class _Arrow:
         if types.is_boolean(t):
             return "bool"
         text = (
-            types.is_string(t) or types.is_large_string(t) or types.is_binary(t) or types.is_large_binary(t)
-            or types.is_fixed_size_binary(t) or types.is_string_view(t) or types.is_binary_view(t)
+            types.is_string(t)
+            or types.is_large_string(t)
+            or types.is_binary(t)
+            or types.is_large_binary(t)
+            or types.is_fixed_size_binary(t)
+            or types.is_string_view(t)
+            or types.is_binary_view(t)
         )
         if text:
             return "text"
         lists = (
-            types.is_list(t) or types.is_large_list(t) or types.is_fixed_size_list(t)
-            or types.is_list_view(t) or types.is_large_list_view(t)
+            types.is_list(t)
+            or types.is_large_list(t)
+            or types.is_fixed_size_list(t)
+            or types.is_list_view(t)
+            or types.is_large_list_view(t)
         )
         if lists:
             return "list"

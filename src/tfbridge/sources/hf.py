@@ -332,9 +332,11 @@ class _Column:
         for splits in reversed(self.splits[1:]):
             items = [items[a:b] for a, b in itertools.pairwise(splits.tolist())]
         top = self.splits[0]
-        parts = np.split(items, top[1:-1]) if isinstance(items, np.ndarray) else [
-            items[a:b] for a, b in itertools.pairwise(top.tolist())
-        ]
+        parts = (
+            np.split(items, top[1:-1])
+            if isinstance(items, np.ndarray)
+            else [items[a:b] for a, b in itertools.pairwise(top.tolist())]
+        )
         for i, part in enumerate(parts):
             out[i] = part
         return out
@@ -348,7 +350,6 @@ def _column(levels: _Levels, dims: Sequence[int | None], name: str) -> _Column:
     values = levels.base.to_numpy(zero_copy_only=False)
     count = int(splits[-1][-1]) if splits else levels.rows
     return _Column(values.reshape((count, *inner)), splits, leaf, levels.rows)
-
 
 
 def _map_levels(levels: Any, dims: Any, name: str) -> Any:
@@ -841,17 +842,18 @@ def _to_numpy(value: Any, feature: Any, name: str) -> Any:
     if isinstance(value, (list, tuple)):
         if value and all(isinstance(v, Mapping) for v in value) and all(list(v) == list(value[0]) for v in value):
             inner = _inner(feature)
-            return {
-                key: _to_numpy([v[key] for v in value], _field(inner, key), f"{name}[{key!r}]") for key in value[0]
-            }
+            return {key: _to_numpy([v[key] for v in value], _field(inner, key), f"{name}[{key!r}]") for key in value[0]}
         if not value and want is None:
             return []  # no dtype to tell: the spec merges it with the others
         try:
             arr = np.asarray(value, dtype=want)
         except (ValueError, TypeError, OverflowError):
             arr = None
-        if arr is not None and arr.dtype != object and arr.dtype.kind not in "USV" and (
-            want is not None or arr.dtype.kind != "u"
+        if (
+            arr is not None
+            and arr.dtype != object
+            and arr.dtype.kind not in "USV"
+            and (want is not None or arr.dtype.kind != "u")
         ):
             return arr
         return [_to_numpy(v, _inner(feature), name) for v in value]

@@ -181,4 +181,3 @@ class _Compose:
 
     def __call__(self, element: Any) -> Any:
         return self.then(self.first(element))
-

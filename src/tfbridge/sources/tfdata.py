@@ -193,10 +193,7 @@ def _fit_to_spec(ds: Any, spec: Spec) -> Any:
     have_leaves, _ = _nest.flatten(_nest.normalize(ds.element_spec))
     want_leaves, want_tree = _nest.flatten(want)
     if len(have_leaves) != len(want_leaves):
-        msg = (
-            f"the dataset's elements do not have the spec's structure.\nExpected: {want}\n"
-            f"Received: {ds.element_spec}"
-        )
+        msg = f"the dataset's elements do not have the spec's structure.\nExpected: {want}\nReceived: {ds.element_spec}"
         raise TfBridgeError(msg[:2000])
     paths = [p for p, _ in spec.fields()]
     for path, have, wanted in zip(paths, have_leaves, want_leaves, strict=False):

@@ -206,6 +206,7 @@ def apply_float_policy(spec: Spec, cast_floats: CastFloats) -> Spec:
     target = float_target(cast_floats)
     if target is None or target == "float64":
         return spec
+
     def cast(leaf: Leaf) -> Leaf:
         return replace(leaf, dtype=target) if leaf.dtype == "float64" else leaf
 
