@@ -75,8 +75,16 @@ _ERROR_NAMES = [name for name in tb.__all__ if name.endswith("Error") and name !
 
 
 def test_the_error_classes_are_the_expected_ones() -> None:
-    expected = ["ElementTimeoutError", "SourceError", "SpecInferenceError", "SpecMismatchError", "WorkerDiedError"]
+    expected = [
+        "ElementTimeoutError",
+        "NonFiniteError",
+        "SourceError",
+        "SpecInferenceError",
+        "SpecMismatchError",
+        "WorkerDiedError",
+    ]
     assert sorted(_ERROR_NAMES) == expected
+    assert issubclass(tb.NonFiniteError, tb.SpecMismatchError)
 
 
 @pytest.mark.parametrize("name", _ERROR_NAMES)

@@ -3,6 +3,7 @@
 from tfbridge.batching import bucket_boundaries, pad_batch
 from tfbridge.errors import (
     ElementTimeoutError,
+    NonFiniteError,
     SourceError,
     SpecInferenceError,
     SpecMismatchError,
@@ -26,6 +27,7 @@ __all__ = [
     "ElementTimeoutError",
     "ExecutorOptions",
     "Leaf",
+    "NonFiniteError",
     "SourceError",
     "Spec",
     "SpecInferenceError",

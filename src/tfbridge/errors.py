@@ -29,7 +29,8 @@ class SpecMismatchError(TfBridgeError):
     """An element does not fit the spec.
 
     Attributes: ``index`` (element or batch index, None when unknown), ``path`` (field path such as
-    ``x['tokens']``), ``expected`` and ``got`` (short descriptions).
+    ``x['tokens']``), ``expected`` and ``got`` (short descriptions). ``problems``: from ``tb.validate``, every
+    mismatch it found (up to its ``max_problems``), the first of which the other attributes describe.
     """
 
     def __init__(
@@ -40,12 +41,22 @@ class SpecMismatchError(TfBridgeError):
         path: str = "",
         expected: str = "",
         got: str = "",
+        problems: tuple[SpecMismatchError, ...] = (),
     ) -> None:
         super().__init__(message)
         self.index = index
         self.path = path
         self.expected = expected
         self.got = got
+        self._problems = problems
+
+    @property
+    def problems(self) -> tuple[SpecMismatchError, ...]:
+        return self._problems or (self,)
+
+
+class NonFiniteError(SpecMismatchError):
+    """A float field holds NaN or Inf where finite values were asked for (``finite=True``)."""
 
 
 class SourceError(TfBridgeError):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import Any, Literal
+
+import numpy as np
 
 from tfbridge import _moments, _nest, _tf, sources
-from tfbridge._checks import short
+from tfbridge._checks import check_choice, find_stacklevel, short
 from tfbridge._progress import progress_bar
-from tfbridge.errors import TfBridgeError
+from tfbridge.errors import NonFiniteError, TfBridgeError, TfBridgeWarning
 from tfbridge.executors import ExecutorName, ExecutorOptions
 from tfbridge.sources.labels import Label
 from tfbridge.spec import CastFloats, Leaf, Spec, apply_float_policy, input_names
@@ -102,6 +105,7 @@ def adapt_normalization(
     executor: ExecutorName | ExecutorOptions = "auto",
     workers: int | None = None,
     verbose: bool | None = None,
+    non_finite: NonFinite = "warn",
 ) -> Any:
     """A ``keras.layers.Normalization`` whose mean and variance are exact over the whole source.
 
@@ -113,12 +117,18 @@ def adapt_normalization(
     ``keras.layers.Masking`` does. ``label`` splits label columns off a dict-shaped source first;
     ``executor``/``workers`` say who produces a Python source's elements (as for ``to_dataset``). ``verbose``
     shows a progress bar (None: when stderr is a terminal).
+
+    ``non_finite`` says what a NaN or Inf in the feature does: "warn" (the default) warns naming the feature, the
+    first element that holds one and how many there are (the mean and variance then come out NaN, as Keras's own
+    ``adapt`` would give); "skip" leaves out every row (the features at one position along ``axis``) that holds
+    one and says how many it left out; "raise" raises ``NonFiniteError`` at the first.
     """
     import keras
     import tensorflow as tf
 
     from tfbridge.pipeline import build
 
+    check_choice("non_finite", non_finite, _NON_FINITE)
     if mask_value is not None and axis not in (-1,):
         msg = (
             f"mask_value skips timesteps (all features along the last axis equal to it), so it needs axis=-1. "
@@ -126,8 +136,9 @@ def adapt_normalization(
         )
         raise TfBridgeError(msg)
     ds, spec = build(source, batched=batched, label=label, executor=executor, workers=workers, cast_floats=None)
+    per_batch = 1 if spec.batched else _EXAMPLES_PER_BATCH
     if not spec.batched:  # examples of varying length become ragged rows: no padding enters the statistics
-        ds = ds.ragged_batch(1024)
+        ds = ds.ragged_batch(_EXAMPLES_PER_BATCH)
     element = ds.element_spec
     select = _feature_selector(element, path)
     feature_spec = select(element)
@@ -136,8 +147,22 @@ def adapt_normalization(
         msg = f"axis={axis} is out of range for the feature's batched shape {feature_spec.shape}."
         raise TfBridgeError(msg)
 
-    def batch_stats(*parts: Any) -> Any:
+    def batch_stats(position: Any, *parts: Any) -> Any:
         x = select(parts[0] if len(parts) == 1 else parts)
+        finite = tf.math.is_finite(tf.cast(x.flat_values if isinstance(x, tf.RaggedTensor) else x, tf.float64))
+        if isinstance(x, tf.RaggedTensor):
+            finite = x.with_flat_values(finite)
+        bad_rows = tf.logical_not(finite)
+        for _ in range(x.shape.rank - 1):  # any non-finite value, per row of the batch
+            bad_rows = tf.reduce_any(bad_rows, axis=-1)
+        bad = tf.reduce_sum(tf.cast(tf.logical_not(finite.flat_values if isinstance(x, tf.RaggedTensor)
+                                                   else finite), tf.int64))  # fmt: skip
+        first = tf.where(tf.reduce_any(bad_rows), tf.argmax(tf.cast(bad_rows, tf.int32), output_type=tf.int64), -1)
+        first = (
+            tf.where(first >= 0, position * per_batch + first, -1)
+            if per_batch > 1
+            else tf.where(first >= 0, position, -1)
+        )
         x = x.flat_values if isinstance(x, tf.RaggedTensor) else x
         x = tf.cast(x, tf.float64)
         if axis is None:
@@ -145,25 +170,35 @@ def adapt_normalization(
         else:
             moved = tf.experimental.numpy.moveaxis(x, axis, -1)
             rows = tf.reshape(moved, (-1, tf.shape(moved)[-1]))
+        if non_finite == "skip":
+            rows = tf.boolean_mask(rows, tf.reduce_all(tf.math.is_finite(rows), axis=-1))
         if mask_value is not None:
             rows = tf.boolean_mask(rows, tf.reduce_any(tf.not_equal(rows, mask_value), axis=-1))
         count = tf.shape(rows, out_type=tf.int64)[0]
         mean = tf.math.divide_no_nan(tf.reduce_sum(rows, 0), tf.cast(count, tf.float64))
         m2 = tf.reduce_sum(tf.square(rows - mean), 0)
-        return count, mean, m2
+        return count, mean, m2, bad, first
 
-    stats = ds.map(batch_stats, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    stats = ds.enumerate().map(batch_stats, num_parallel_calls=tf.data.AUTOTUNE)
     total = int(stats.cardinality())
     stats = stats.batch(_BATCHES_PER_MERGE).prefetch(2)  # merge many batches' moments per Python step
     bar = progress_bar(verbose, total, "batch")
-    n, step = 0, 0
+    n, step, bad_values, first_bad = 0, 0, 0, -1
     mean: Any = None
     m2: Any = None
-    for counts, means, m2s in stats.as_numpy_iterator():
-        n, mean, m2 = _moments.merge(n, mean, m2, *_moments.combine(counts, means, m2s))
+    for counts, means, m2s, bads, firsts in stats.as_numpy_iterator():
+        if first_bad < 0 and (firsts >= 0).any():
+            first_bad = int(firsts[firsts >= 0].min())
+            if non_finite == "raise":
+                raise _non_finite_error(path, first_bad, spec.batched)
+        bad_values += int(bads.sum())
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf: said once, below
+            n, mean, m2 = _moments.merge(n, mean, m2, *_moments.combine(counts, means, m2s))
         step += len(counts)
         if bar is not None:
             bar.update(step)
+    if bad_values:
+        _warn_non_finite(path, first_bad, bad_values, spec.batched, non_finite)
     if n == 0 or mean is None:
         msg = "adapt_normalization found no values to compute statistics from (empty source, or everything masked)."
         raise TfBridgeError(msg)
@@ -178,6 +213,39 @@ def adapt_normalization(
 
 
 _BATCHES_PER_MERGE = 64
+_EXAMPLES_PER_BATCH = 1024
+NonFinite = Literal["warn", "skip", "raise"]
+_NON_FINITE: tuple[NonFinite, ...] = ("warn", "skip", "raise")
+
+
+def _feature_holds(path: str | None) -> str:
+    return "the features hold" if path is None else f"feature {path!r} holds"
+
+
+def _non_finite_error(path: str | None, element: int, batched: bool) -> NonFiniteError:
+    what = "a batch" if batched else "an example"
+    msg = (
+        f"{_feature_holds(path)} NaN or Inf in element {element} ({what}); the mean and variance would be NaN.\n"
+        'Hint: fix such values in the source, or pass non_finite="skip" to leave them out of the statistics; '
+        "tb.validate(source, finite=True) lists every element that holds one."
+    )
+    return NonFiniteError(msg, index=element, path=path or "", expected="finite values", got="NaN or Inf")
+
+
+def _warn_non_finite(path: str | None, element: int, values: int, batched: bool, policy: NonFinite) -> None:
+    what = "a batch" if batched else "an example"
+    if policy == "skip":
+        said = "rows holding them were left out of the mean and variance"
+        hint = "fix them in the source to use those rows"
+    else:
+        said = "the mean and variance are NaN: a model normalised with them trains to a NaN loss"
+        hint = 'pass non_finite="skip" to leave them out, or fix them in the source'
+    warnings.warn(
+        f"{_feature_holds(path)} {values} NaN or Inf value(s), the first in element {element} ({what}); "
+        f"{said}.\nHint: {hint}; tb.validate(source, finite=True) lists every element that holds one.",
+        TfBridgeWarning,
+        stacklevel=find_stacklevel(),
+    )
 
 
 def _feature_selector(element: Any, path: str | None) -> Any:

@@ -157,6 +157,7 @@ def to_dataset(
     input_context: Any = None,
     timeout: float | None = None,
     ray_address: str | None = None,
+    finite: bool = False,
 ) -> tf.data.Dataset:
     """A prefetched tf.data.Dataset of ``source``'s elements, in order, each exactly once per epoch.
 
@@ -176,6 +177,8 @@ def to_dataset(
       "none" checks nothing.
     - ``batch_size``: batches an unbatched source (use ``tb.pad_batch`` for variable lengths).
     - ``input_context``: a ``tf.distribute.InputContext``; this input pipeline gets its own disjoint part.
+    - ``finite``: float fields must hold no NaN or Inf; the first element that holds one raises
+      ``NonFiniteError`` naming it and the field (a tf.data pipeline: ``InvalidArgumentError``, same text).
     """
     dataset, _ = build(
         source,
@@ -190,6 +193,7 @@ def to_dataset(
         validate=validate,
         batch_size=batch_size,
         input_context=input_context,
+        finite=finite,
     )
     return dataset
 
@@ -211,6 +215,7 @@ def build(
     input_context: Any = None,
     pad_value: Any = None,
     drop_remainder: bool = False,
+    finite: bool = False,
 ) -> tuple[tf.data.Dataset, Spec]:
     """:func:`to_dataset` with the spec it delivers (the tfbridge functions built on it need no second look).
 
@@ -220,9 +225,10 @@ def build(
 
     check_int("batch_size", batch_size, optional=True)
     check_seed(seed)
-    if not isinstance(shuffle, bool):
-        msg = f"shuffle must be True or False. Received: {short(shuffle)}"
-        raise TfBridgeError(msg)
+    for flag, value in (("shuffle", shuffle), ("finite", finite)):
+        if not isinstance(value, bool):
+            msg = f"{flag} must be True or False. Received: {short(value)}"
+            raise TfBridgeError(msg)
     p = plan(
         source,
         spec=spec,
@@ -253,13 +259,16 @@ def build(
         raise TfBridgeError(msg)
     shard = _shard_of(input_context, shuffle, seed)
     if validate == "all":
-        p.source.check(p.spec)
+        problems = sources.Problems(1, finite)
+        p.source.check(p.spec, None, None, problems)
+        problems.raise_found()
     runner = make_runner(p, seed)
     try:
         built = p.source.build(
             BuildPlan(
                 spec=p.spec,
                 conform=validate != "none",
+                finite=finite,
                 runner=runner,
                 shuffle=shuffle,
                 seed=seed,
@@ -293,7 +302,7 @@ def build(
         # field varies (nothing to pad otherwise): the rebuild holds the source (e.g. the user's arrays) alive
         again = dict(spec=spec, peek=peek, batched=batched, label=label, executor=executor, workers=workers,
                      shuffle=shuffle, seed=seed, cast_floats=cast_floats, validate=validate,
-                     input_context=input_context)  # fmt: skip
+                     input_context=input_context, finite=finite)  # fmt: skip
         _tf.tag_rebuild(result, functools.partial(build, source, **again))
     if runner is not None:
         # workers live as long as the dataset (its iterators keep it alive); TensorFlow itself keeps the
@@ -401,21 +410,32 @@ def validate_source(
     label: Label | None = None,
     executor: ExecutorName | ExecutorOptions = "auto",
     workers: int | None = None,
+    finite: bool = False,
+    max_problems: int = 20,
 ) -> int:
     """Check the first ``limit`` elements (None: all) against ``spec`` (None: inferred); return how many.
 
-    Raises SpecMismatchError on the first element that does not fit, naming its index and field. ``executor``
-    and ``workers`` say who produces the elements of a Python source (as for ``to_dataset``).
+    Every element is checked: the elements that do not fit are collected (up to ``max_problems``, then the
+    check stops) and raised as one SpecMismatchError listing each element and field; its ``problems`` holds one
+    error per element. ``finite``: float fields must also hold no NaN or Inf (``NonFiniteError``).
+    ``executor`` and ``workers`` say who produces the elements of a Python source (as for ``to_dataset``).
     """
     check_int("limit", limit, minimum=0, optional=True)
+    check_int("max_problems", max_problems, minimum=1)
+    if not isinstance(finite, bool):
+        msg = f"finite must be True or False. Received: {short(finite)}"
+        raise TfBridgeError(msg)
     p = plan(source, spec=spec, batched=batched, label=label, executor=executor, workers=workers,
              cast_floats=None, validate="none")  # fmt: skip
     runner = make_runner(p)
+    problems = sources.Problems(max_problems, finite)
     try:
-        return p.source.check(p.spec, limit, runner)
+        count = p.source.check(p.spec, limit, runner, problems)
     finally:
         if runner is not None:
             runner.close()
+    problems.raise_found()
+    return count
 
 
 __all__: Sequence[str] = ["Plan", "build", "make_runner", "plan", "to_dataset", "validate_source"]

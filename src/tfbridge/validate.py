@@ -16,7 +16,7 @@ import numpy as np
 from tfbridge import _nest
 from tfbridge._checks import short
 from tfbridge._values import STRING, ValueProblem, describe
-from tfbridge.errors import SpecMismatchError
+from tfbridge.errors import NonFiniteError, SpecMismatchError
 from tfbridge.spec import Leaf, Spec, format_shape, lists_as_tuples
 
 
@@ -46,15 +46,20 @@ def numpy_dtype(name: str) -> np.dtype:
 
 
 class Conformer:
-    """Callable ``(element, index) -> element`` fitted to ``spec``; raises SpecMismatchError."""
+    """Callable ``(element, index) -> element`` fitted to ``spec``; raises SpecMismatchError.
 
-    def __init__(self, spec: Spec) -> None:
-        self.spec = spec
+    ``finite``: float fields must hold no NaN or Inf (NonFiniteError names the element, row and field). A
+    batched spec over whole columns or blocks of examples is called with ``index=None``; ``rows`` then gives the
+    element index of each row (default: the row number itself)."""
+
+    def __init__(self, spec: Spec, *, finite: bool = False) -> None:
+        self.spec, self.finite = spec, finite
         paths, self.leaves, self.treespec = _nest.flatten_with_paths(spec.structure)
         self.paths = [_nest.format_path(p, spec.structure) for p in paths]
         self.out_treespec = _nest.flatten(lists_as_tuples(spec.structure))[1]  # the form of spec.signature
+        self._floats = [leaf.dtype in FLOAT_DTYPES for leaf in self.leaves]
 
-    def __call__(self, element: Any, index: int | None) -> Any:
+    def __call__(self, element: Any, index: int | None, rows: Any = None) -> Any:
         element = _nest.normalize(element)
         values, treespec = _nest.flatten(element)
         if treespec != self.treespec:
@@ -62,6 +67,10 @@ class Conformer:
         out = [self._leaf(v, leaf, path, index) for v, leaf, path in zip(values, self.leaves, self.paths, strict=False)]
         if self.spec.batched:
             self._check_batch_sizes(out, index)
+        if self.finite:
+            for value, path, is_float in zip(out, self.paths, self._floats, strict=True):
+                if is_float:
+                    _check_finite(value, path, index, rows, self.spec.batched)
         return _nest.unflatten(self.out_treespec, out)
 
     # -- errors -------------------------------------------------------------------------------------
@@ -128,7 +137,7 @@ class Conformer:
                     _channels_hint(leaf.shape, d.shape)
                     or "this element's shape differs from the spec; the peek may have missed it. "
                     "Infer with a larger peek, pass spec= with None for dimensions that vary, "
-                    'or run tb.validate(source) / validate="all" to find every such element.',
+                    "or run tb.validate(source), which lists every such element.",
                 )
         if leaf.kind == "dense":
             if d.kind != "dense":
@@ -222,6 +231,55 @@ class Conformer:
         return SparseParts(indices.astype(np.int64), values, shape.astype(np.int64))
 
 
+FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64", "complex64", "complex128"})
+
+
+def first_non_finite(value: Any) -> tuple[int, tuple[int, ...], str] | None:
+    """(row, position, "NaN" | "Inf") of the first non-finite value of a converted field (row: along the first
+    axis, for dense and ragged values), or None when every value is finite."""
+    if isinstance(value, RaggedParts):
+        flat = value.flat_values
+    elif isinstance(value, SparseParts):
+        flat = value.values
+    else:
+        flat = value
+    if flat.size == 0:
+        return None
+    finite = np.isfinite(flat)
+    if finite.all():
+        return None
+    at = np.unravel_index(int(np.argmin(finite)), flat.shape)
+    what = "NaN" if np.isnan(flat[at]) else "Inf"
+    if isinstance(value, RaggedParts):  # flat position -> row of each ragged level, outermost last
+        row = int(at[0])
+        for splits in reversed(value.nested_row_splits):
+            row = int(np.searchsorted(splits, row, side="right")) - 1
+        return row, tuple(int(a) for a in at), what
+    if isinstance(value, SparseParts):
+        return int(value.indices[at[0]][0]) if value.indices.shape[1] else 0, tuple(value.indices[at[0]]), what
+    return int(at[0]) if flat.ndim else 0, tuple(int(a) for a in at), what
+
+
+def _check_finite(value: Any, path: str, index: int | None, rows: Any, batched: bool) -> None:
+    found = first_non_finite(value)
+    if found is None:
+        return
+    row, position, what = found
+    if batched and index is None:  # a column or block of examples: each row is an element
+        element = int(rows[row]) if rows is not None else row
+        where, at = f"element {element} at ", ""
+    else:
+        element = index if index is not None else 0
+        where = _at(index)
+        at = f" (row {row} of the batch)" if batched else ""
+    msg = (
+        f"{where}{path}{at} holds {what} at position {list(position)}, but finite=True asks for finite values.\n"
+        "Hint: fix or drop such values where the source makes them (np.nan_to_num, a filter, a fill of missing "
+        "values); tb.validate(source, finite=True) lists every element that holds one."
+    )
+    raise NonFiniteError(msg, index=element, path=path, expected="finite values", got=what)
+
+
 _CHANNEL_COUNTS = (1, 3, 4)  # grayscale, RGB, RGBA
 
 
@@ -236,14 +294,14 @@ def _channels_hint(want: tuple[int | None, ...], have: tuple[int | None, ...]) -
         return (
             f"this looks like a grayscale image without its channel axis; the spec has {want[-1]} channels. "
             "Add the axis where the source reads it (image[..., np.newaxis], then np.repeat(image, 3, axis=-1) "
-            'for RGB); tb.validate(source) or validate="all" finds every such element.'
+            "for RGB); tb.validate(source) lists every such element."
         )
     if len(have) != len(want) or have[-1] not in _CHANNEL_COUNTS:
         return None
     return (
         f"the last axis looks like image channels: {have[-1]} here, {want[-1]} in the spec. "
         "Convert it where the source reads it (PIL: image.convert('RGB'); numpy: np.repeat(gray, 3, axis=-1) "
-        'or rgba[..., :3]); tb.validate(source) or validate="all" finds every such element.'
+        "or rgba[..., :3]); tb.validate(source) lists every such element."
     )
 
 

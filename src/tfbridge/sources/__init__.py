@@ -15,7 +15,18 @@ from typing import TYPE_CHECKING, Any
 from tfbridge._checks import check_batched, short
 from tfbridge.errors import TfBridgeError
 from tfbridge.sources import _memo
-from tfbridge.sources._base import BuildPlan, Built, Peek, Runner, Source, Task, call_user, check_peek, source_error
+from tfbridge.sources._base import (
+    BuildPlan,
+    Built,
+    Peek,
+    Problems,
+    Runner,
+    Source,
+    Task,
+    call_user,
+    check_peek,
+    source_error,
+)
 from tfbridge.sources._memo import Found
 from tfbridge.sources.arrays import ArraysSource, dataframe_columns, is_array_nest, is_dataframe
 from tfbridge.sources.indexed import IndexedSource
@@ -189,6 +200,7 @@ __all__ = [
     "Found",
     "IndexedSource",
     "Peek",
+    "Problems",
     "Runner",
     "Source",
     "StreamSource",

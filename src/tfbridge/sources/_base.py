@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from tfbridge import _nest
 from tfbridge._checks import short
-from tfbridge.errors import SourceError, SpecInferenceError, TfBridgeError
+from tfbridge.errors import SourceError, SpecInferenceError, SpecMismatchError, TfBridgeError
 
 if TYPE_CHECKING:
     from tfbridge.spec import Inference, Spec
@@ -55,6 +55,7 @@ class BuildPlan:
 
     spec: Spec  # the elements as delivered (float policy applied, or the spec given)
     conform: bool = True  # check and convert every element where it is produced
+    finite: bool = False  # float fields must hold no NaN or Inf (checked where elements are conformed)
     runner: Runner | None = None  # the executor of a Python source, made once per dataset
     shuffle: bool = False
     seed: int | None = None
@@ -140,8 +141,11 @@ class Source(Protocol):
         """The elements in order as the source gives them (a one-shot source keeps them for later passes)."""
         ...
 
-    def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
-        """Check the first ``limit`` elements (None: all) against ``spec``; return how many were checked."""
+    def check(
+        self, spec: Spec, limit: int | None = None, runner: Runner | None = None, problems: Problems | None = None
+    ) -> int:
+        """Check the first ``limit`` elements (None: all) against ``spec``; return how many were checked.
+        Without ``problems`` the first mismatch raises; with it, mismatches are collected there."""
         ...
 
     def parts(self, n: int) -> Sequence[Source]:
@@ -280,20 +284,58 @@ def decide_batched(
     return default
 
 
-def check_elements(elements: Iterator[Any], spec: Spec, limit: int | None) -> int:
-    """Conform each element in order against ``spec`` (SpecMismatchError names the first that breaks it)."""
+def check_elements(elements: Iterator[Any], spec: Spec, limit: int | None, problems: Problems | None = None) -> int:
+    """Conform each element in order against ``spec``. SpecMismatchError names the first that breaks it, or,
+    with ``problems``, each is collected there and the pass goes on (``problems.raise_found`` at the end)."""
     from tfbridge.validate import Conformer
 
-    conform = Conformer(spec)
+    conform = Conformer(spec, finite=problems is not None and problems.finite)
     count = 0
     while limit is None or count < limit:
         try:
             element = call_user(next, count, elements)
         except StopIteration:
             break
-        conform(element, count)
+        if problems is None:
+            conform(element, count)
+        else:
+            problems.check(conform, element, count)
         count += 1
     return count
+
+
+class Problems:
+    """The mismatches of a validation pass, collected up to ``limit`` (then the pass stops with them)."""
+
+    def __init__(self, limit: int, finite: bool) -> None:
+        self.limit, self.finite = limit, finite
+        self.found: list[SpecMismatchError] = []
+
+    def check(self, conform: Callable[..., Any], element: Any, index: int | None, rows: Any = None) -> None:
+        try:
+            conform(element, index, rows)
+        except SpecMismatchError as exc:
+            self.found.append(exc)
+            if len(self.found) >= self.limit:
+                self.raise_found(stopped=True)
+
+    def raise_found(self, stopped: bool = False) -> None:
+        if not self.found:
+            return
+        first = self.found[0]
+        if len(self.found) == 1:
+            raise first
+        more = f" (stopped at max_problems={self.limit}; there may be more)" if stopped else ""
+        lines = [str(e).split("\nHint:")[0] for e in self.found]
+        msg = (
+            f"{len(self.found)} elements do not fit the spec{more}:\n"
+            + "\n".join(f"- {line}" for line in lines)
+            + "\nHint:"
+            + str(first).split("\nHint:", 1)[-1]
+        )
+        raise type(first)(
+            msg, index=first.index, path=first.path, expected=first.expected, got=first.got, problems=tuple(self.found)
+        ) from first
 
 
 def check_peek(n: int) -> None:

@@ -38,7 +38,7 @@ class IndexedTask:
 def conformer_for(plan: BuildPlan) -> Conformer | None:
     """Elements are checked unless validate="none"; ragged and sparse fields always need converting."""
     dense = all(leaf.kind == "dense" for _, leaf in plan.spec.fields())
-    return Conformer(plan.spec) if plan.conform or not dense else None
+    return Conformer(plan.spec, finite=plan.finite) if plan.conform or plan.finite or not dense else None
 
 
 def from_generator(epochs: Callable[[], Iterator[Any]], plan: BuildPlan, chunk: bool) -> Any:

@@ -14,7 +14,7 @@ import numpy as np
 
 from tfbridge import _nest
 from tfbridge.errors import SpecInferenceError, TfBridgeError
-from tfbridge.sources._base import BuildPlan, Built, Peek, Runner, Task
+from tfbridge.sources._base import BuildPlan, Built, Peek, Problems, Runner, Task
 from tfbridge.sources.indexed import IndexedSource
 from tfbridge.sources.labels import split_label
 
@@ -161,18 +161,21 @@ class ArraysSource:
     def scan(self, runner: Runner | None = None, limit: int | None = None) -> Iterator[Any]:
         return self.rows.scan(None, limit)
 
-    def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
+    def check(
+        self, spec: Spec, limit: int | None = None, runner: Runner | None = None, problems: Problems | None = None
+    ) -> int:
         from tfbridge.validate import Conformer
 
         if self.batched:
-            return self.rows.check(spec, limit, runner)
+            return self.rows.check(spec, limit, runner, problems)
         n = self._len if limit is None else min(limit, self._len)
         head = _nest.map_structure(lambda a: a[:n], self.columns)
-        try:  # all rows at once, as one batch; row by row only to name the first that breaks the spec
-            Conformer(_column_spec(spec, head))(head, None)
+        try:  # all rows at once, as one batch; row by row only to name the elements that break the spec
+            Conformer(_column_spec(spec, head), finite=problems is not None and problems.finite)(head, None)
         except TfBridgeError:
-            self.rows.check(spec, n)
-            raise
+            self.rows.check(spec, n, None, problems)
+            if problems is None:
+                raise
         return n
 
     def parts(self, n: int) -> list[Any]:
@@ -182,7 +185,8 @@ class ArraysSource:
 def _gather(src: ArraysSource, plan: BuildPlan) -> Any:
     from tfbridge.validate import Conformer
 
-    return gather_rows(Conformer(_column_spec(plan.spec, src.columns))(src.columns, None), src.length(), plan)
+    conform = Conformer(_column_spec(plan.spec, src.columns), finite=plan.finite)
+    return gather_rows(conform(src.columns, None), src.length(), plan)
 
 
 GATHER_BLOCK_ROWS = 256  # examples (not batches) are gathered this many at a time, then split by tf.data

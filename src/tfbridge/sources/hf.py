@@ -52,7 +52,7 @@ import numpy as np
 from tfbridge import _nest
 from tfbridge._checks import short
 from tfbridge.errors import SpecInferenceError, TfBridgeError
-from tfbridge.sources._base import BuildPlan, Built, Peek, Runner, Task, infer_from_peek, nbytes
+from tfbridge.sources._base import BuildPlan, Built, Peek, Problems, Runner, Task, infer_from_peek, nbytes
 from tfbridge.sources.arrays import ArraysSource, gather_rows, split_blocks
 from tfbridge.sources.indexed import IndexedSource
 from tfbridge.sources.labels import Label, split_label
@@ -616,28 +616,32 @@ class HFArraysSource(ArraysSource):
     def with_label(self, label: Any) -> HFArraysSource:
         return HFArraysSource(self.obj, split_label(self.hf_columns, label), self.batched)
 
-    def _conformed(self, spec: Spec) -> Any:
+    def _conformed(self, spec: Spec, finite: bool = False) -> Any:
         from tfbridge.validate import Conformer
 
         values = _nest.map_structure(lambda c: c.value(), self.hf_columns)
-        return Conformer(_column_spec(spec))(values, None)
+        return Conformer(_column_spec(spec), finite=finite)(values, None)
 
     def build(self, plan: BuildPlan) -> Built:
         if self.batched:
             return super().build(plan)
-        return Built(gather_rows(self._conformed(plan.spec), self.length(), plan), plan.batch_size is not None)
+        conformed = self._conformed(plan.spec, plan.finite)
+        return Built(gather_rows(conformed, self.length(), plan), plan.batch_size is not None)
 
-    def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
+    def check(
+        self, spec: Spec, limit: int | None = None, runner: Runner | None = None, problems: Problems | None = None
+    ) -> int:
         if self.batched:
-            return super().check(spec, limit, runner)
+            return super().check(spec, limit, runner, problems)
         n = self.length() if limit is None else min(limit, self.length())
         if n < self.length():
-            return self.rows.check(spec, n)
-        try:  # whole columns at once; row by row only to name the first that breaks the spec
-            self._conformed(spec)
+            return self.rows.check(spec, n, None, problems)
+        try:  # whole columns at once; row by row only to name the elements that break the spec
+            self._conformed(spec, problems is not None and problems.finite)
         except TfBridgeError:
-            self.rows.check(spec, n)
-            raise
+            self.rows.check(spec, n, None, problems)
+            if problems is None:
+                raise
         return n
 
 
@@ -749,7 +753,7 @@ class HFBlockSource:
         from tfbridge.validate import Conformer
 
         column_spec = _column_spec(plan.spec)
-        epochs: Callable[[], Iterator[Any]] = _BlockEpochs(self, plan, Conformer(column_spec))
+        epochs: Callable[[], Iterator[Any]] = _BlockEpochs(self, plan, Conformer(column_spec, finite=plan.finite))
         count = epochs.count  # type: ignore[attr-defined]
         if plan.errors is not None:
             epochs = _Catching(epochs, plan.errors)
@@ -766,19 +770,26 @@ class HFBlockSource:
         for positions, block in self._blocks(order):
             yield from _rows_of(block, len(positions))
 
-    def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
+    def check(
+        self, spec: Spec, limit: int | None = None, runner: Runner | None = None, problems: Problems | None = None
+    ) -> int:
         from tfbridge.validate import Conformer
 
-        whole, one = Conformer(_column_spec(spec)), Conformer(spec)
+        finite = problems is not None and problems.finite
+        whole, one = Conformer(_column_spec(spec), finite=finite), Conformer(spec, finite=finite)
         order = self.order() if limit is None else self.order()[:limit]
         count = 0
         for positions, block in self._blocks(order):
-            try:  # a block at once; example by example only to name the first that breaks the spec
+            try:  # a block at once; example by example only to name the examples that break the spec
                 whole(block, None)
             except TfBridgeError:
                 for j, row in enumerate(_rows_of(block, len(positions))):
-                    one(row, count + j)
-                raise
+                    if problems is None:
+                        one(row, count + j)
+                    else:
+                        problems.check(one, row, count + j)
+                if problems is None:
+                    raise
             count += len(positions)
         return count
 
@@ -813,8 +824,8 @@ class _BlockEpochs:
             order = order[np.random.default_rng([self.seed, epoch]).permutation(len(order))]
         if self.shard is not None:  # one permutation for all pipelines (same seed); each takes every k-th
             order = order[self.shard[1] :: self.shard[0]]
-        for _, block in self.src._blocks(order):
-            yield to_tensors(self.conform(block, None))
+        for positions, block in self.src._blocks(order):
+            yield to_tensors(self.conform(block, None, positions))
 
 
 # -- examples in numpy (IterableDataset, batched=True) --------------------------------------------------------

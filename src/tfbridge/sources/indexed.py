@@ -18,6 +18,7 @@ from tfbridge.sources._base import (
     BuildPlan,
     Built,
     Peek,
+    Problems,
     Runner,
     Task,
     call_user,
@@ -162,8 +163,10 @@ class IndexedSource:
         positions = [self._position(i) for i in range(n)]
         yield from runner.imap(self.task(None), positions)
 
-    def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
-        return check_elements(self.scan(runner, limit), spec, limit)
+    def check(
+        self, spec: Spec, limit: int | None = None, runner: Runner | None = None, problems: Problems | None = None
+    ) -> int:
+        return check_elements(self.scan(runner, limit), spec, limit, problems)
 
     def parts(self, n: int) -> list[IndexedSource]:
         size = self.length()

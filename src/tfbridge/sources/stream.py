@@ -22,6 +22,7 @@ from tfbridge.sources._base import (
     BuildPlan,
     Built,
     Peek,
+    Problems,
     Runner,
     Task,
     call_user,
@@ -264,8 +265,10 @@ class StreamSource:
                 return
             count += 1
 
-    def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
-        return check_elements(self.scan(runner, limit), spec, limit)
+    def check(
+        self, spec: Spec, limit: int | None = None, runner: Runner | None = None, problems: Problems | None = None
+    ) -> int:
+        return check_elements(self.scan(runner, limit), spec, limit, problems)
 
     def parts(self, n: int) -> list[StreamSource]:
         return [self]

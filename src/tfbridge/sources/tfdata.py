@@ -20,6 +20,7 @@ from tfbridge.sources._base import (
     BuildPlan,
     Built,
     Peek,
+    Problems,
     Runner,
     Task,
     call_user,
@@ -155,6 +156,8 @@ class TFDataSource:
 
     def build(self, plan: BuildPlan) -> Built:
         ds = _fit_to_spec(self.dataset, plan.spec)
+        if plan.finite:
+            ds = _assert_finite(ds, plan.spec)
         if plan.shard is not None:
             ds = ds.shard(*plan.shard)
         return Built(ds)
@@ -162,11 +165,42 @@ class TFDataSource:
     def scan(self, runner: Runner | None = None, limit: int | None = None) -> Iterator[Any]:
         return iter(self.dataset if limit is None else self.dataset.take(limit))
 
-    def check(self, spec: Spec, limit: int | None = None, runner: Runner | None = None) -> int:
-        return check_elements(self.scan(runner, limit), spec, limit)
+    def check(
+        self, spec: Spec, limit: int | None = None, runner: Runner | None = None, problems: Problems | None = None
+    ) -> int:
+        return check_elements(self.scan(runner, limit), spec, limit, problems)
 
     def parts(self, n: int) -> list[TFDataSource]:
         return [self]
+
+
+def _assert_finite(ds: Any, spec: Spec) -> Any:
+    """The pipeline with a graph check that float fields hold no NaN or Inf (InvalidArgumentError naming the
+    element's position in the pipeline and the field)."""
+    import tensorflow as tf
+
+    from tfbridge.validate import FLOAT_DTYPES as _FLOATS
+
+    fields = list(spec.fields())
+    if not any(leaf.dtype in _FLOATS for _, leaf in fields):
+        return ds
+
+    def check(position: Any, element: Any) -> Any:
+        for value, (path, leaf) in zip(tf.nest.flatten(element), fields, strict=True):
+            if leaf.dtype not in _FLOATS:
+                continue
+            values = getattr(value, "flat_values", getattr(value, "values", value))
+            parts = [tf.math.real(values), tf.math.imag(values)] if leaf.dtype.startswith("complex") else [values]
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(p)) for p in parts])
+            tf.debugging.Assert(
+                finite,
+                ["tfbridge: element", position, f"of the pipeline at {path} holds NaN or Inf, but finite=True asks "
+                 "for finite values. Hint: fix them in the pipeline (tf.where(tf.math.is_finite(x), x, 0.0)) or "
+                 "drop such elements (dataset.filter)."],
+            )  # fmt: skip
+        return element
+
+    return ds.enumerate().map(check)
 
 
 def _refuse_nested(dataset: Any) -> None:
