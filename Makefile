@@ -50,7 +50,7 @@ soak: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-# The HTML report seen in a real browser: headless Chromium screenshot, checked for the histogram.
+# The HTML report seen in a real browser: headless Chromium screenshots of four reports, checked for their plots.
 report-check: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,cpu,dev,report]'

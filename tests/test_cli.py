@@ -191,8 +191,9 @@ def test_inspect_json_has_stable_keys_and_a_spec_that_round_trips(project: Path)
     report = json.loads(result.stdout)
     assert set(report) == {
         "version", "source", "kind", "batched", "scanned", "executor", "fields", "peek_missed", "spec",
-        "delivered_spec"
+        "delivered_spec", "name"
     }
+    assert report["name"] == "mysrc.py:short_last" and report["source"] == "mysrc.ShortLast"
     assert report["kind"] == "indexed" and report["batched"] is True
     assert set(report["executor"]) == {"name", "workers", "reason"}
     fields = {f["path"]: f for f in report["fields"]}

@@ -155,6 +155,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         label=_label(args),
         full=args.full,
         executor=_executor(args),
+        name=args.target,
     )
     if args.html:
         path = report.to_html(args.html)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from tfbridge import _moments, pipeline
 from tfbridge._checks import check_int
+from tfbridge._reservoir import Reservoir
 from tfbridge._values import STRING, ValueProblem, describe
 from tfbridge.batching import bucket_boundaries
 from tfbridge.executors import ExecutorName, ExecutorOptions
@@ -26,13 +28,20 @@ from tfbridge.spec import CastFloats, Leaf, Spec, SpecBuilder, apply_float_polic
 from tfbridge.validate import ragged_parts
 
 SCHEMA_VERSION = 1
-_MAX_DISTINCT = 20
+_PRIVATE_MODULE = "_tfbridge_target_"  # the CLI loads FILE.py under this prefix when its own name is taken
+_MAX_DISTINCT = 20  # value counts of an integer, bool or string field
+_MAX_CLASSES = 1000  # ... holding one value per example (a label: its class balance)
 _HISTOGRAM_BINS = 30
+_SAMPLE = 20_000  # values per field kept for its histogram
+_IMAGES = 8  # images kept per image-shaped field
+_IMAGES_PER_ELEMENT = 2  # rows of one batch among them
+_MIN_IMAGE_SIDE = 8
 
 
 @dataclass
 class FieldStats:
-    """Streaming statistics of one field over the elements scanned (float64, exact merge)."""
+    """Streaming statistics of one field over the elements scanned (float64, exact merge), a uniform sample of its
+    values for the histogram, where the first NaN and Inf are, and a few images of an image-shaped field."""
 
     count: int = 0
     nan: int = 0
@@ -41,53 +50,97 @@ class FieldStats:
     max: float | None = None
     mean: float = 0.0
     m2: float = 0.0
+    integer: bool = True  # every value seen is an integer (bins of whole numbers)
     distinct: Counter[Any] | None = field(default_factory=Counter)
     string_lengths: list[int] = field(default_factory=list)
-    lengths: list[int] = field(default_factory=list)  # one per example, along the first varying dimension
+    lengths: list[int] = field(default_factory=list)  # one per example (row of a batch), along the first varying dim
+    sample: Reservoir = field(default_factory=lambda: Reservoir(_SAMPLE))
+    first_nan: dict[str, Any] | None = None
+    first_inf: dict[str, Any] | None = None
+    images: list[Image] = field(default_factory=list)
 
-    def add(self, value: Any, leaf: Leaf, batched: bool) -> None:
+    def add(self, value: Any, leaf: Leaf, batched: bool, element: int = 0) -> None:
         try:
             d = describe(value)
         except ValueProblem:
             return
+        locate: Callable[[int], tuple[int, ...]]
         if d.kind == "ragged":
             flat, splits = ragged_parts(d.value, d.ragged_rank)
             if splits:
                 row_lengths = np.diff(splits[0]) if batched else [len(splits[0]) - 1]
                 self.lengths.extend(int(n) for n in row_lengths)
             arr = np.asarray(flat)
+            locate = partial(_ragged_index, shape=arr.shape, splits=splits)
         elif d.kind == "sparse":
             arr = np.asarray(d.value.values if hasattr(d.value, "values") else d.value.data)
             if hasattr(arr, "numpy"):
                 arr = arr.numpy()
+            locate = partial(_sparse_index, d.value)
         else:
             arr = np.asarray(d.value)
             varying = [i for i, n in enumerate(leaf.shape) if n is None and not (batched and i == 0)]
-            if varying and not batched:
-                self.lengths.append(int(arr.shape[varying[0]]))
+            if varying and arr.ndim > varying[0]:  # every row of a batch counts, at the batch's size
+                self.lengths.extend([int(arr.shape[varying[0]])] * (int(arr.shape[0]) if batched else 1))
+            if _is_image(leaf, batched) and len(self.images) < _IMAGES:
+                self._images(arr, batched, element)
+            locate = partial(_dense_index, shape=arr.shape)
+        one_per_example = len(leaf.shape) == (1 if batched else 0)
+        limit = _MAX_CLASSES if one_per_example else _MAX_DISTINCT
         if leaf.dtype == STRING:
-            self.string_lengths.extend(len(v.encode() if isinstance(v, str) else v) for v in arr.ravel())
+            strings = arr.ravel()
+            lengths = [len(v.encode() if isinstance(v, str) else v) for v in strings]
+            self.string_lengths.extend(lengths)
+            self.sample.add(np.asarray(lengths, np.float64))
+            if self.distinct is not None:
+                self._distinct(Counter(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
+                                       for v in strings), limit)  # fmt: skip
             self.count += arr.size
             return
-        self._numbers(arr)
+        self._numbers(arr, limit, lambda k: self._where(k, locate, batched, element))
 
-    def _numbers(self, arr: np.ndarray) -> None:
+    def _images(self, arr: np.ndarray, batched: bool, element: int) -> None:
+        rows = range(min(_IMAGES_PER_ELEMENT, arr.shape[0])) if batched else [None]
+        for row in rows:
+            if len(self.images) < _IMAGES:
+                self.images.append(Image(element, row, np.array(arr if row is None else arr[row])))
+
+    @staticmethod
+    def _where(k: int, locate: Callable[[int], tuple[int, ...]], batched: bool, element: int) -> dict[str, Any]:
+        index = [int(i) for i in locate(k)]
+        return {"element": element, "row": index[0] if batched and index else None, "index": index}
+
+    def _distinct(self, counts: Counter[Any], limit: int) -> None:
+        if self.distinct is None:
+            return
+        self.distinct.update(counts)
+        if len(self.distinct) > limit:
+            self.distinct = None
+
+    def _numbers(self, arr: np.ndarray, limit: int, where: Callable[[int], dict[str, Any]]) -> None:
         if arr.size == 0:
             return
-        if arr.dtype.kind in "biu" and self.distinct is not None:
-            values, counts = np.unique(arr, return_counts=True)
-            self.distinct.update(dict(zip(values.tolist(), counts.tolist(), strict=False)))
-            if len(self.distinct) > _MAX_DISTINCT:
-                self.distinct = None
-        elif arr.dtype.kind not in "biu":
+        if arr.dtype.kind in "biu":
+            if self.distinct is not None:
+                values, counts = np.unique(arr, return_counts=True)
+                self._distinct(Counter(dict(zip(values.tolist(), counts.tolist(), strict=False))), limit)
+        else:
             self.distinct = None
+            self.integer = False
         x = arr.astype(np.float64).ravel() if arr.dtype.kind != "c" else np.abs(arr).astype(np.float64).ravel()
         nan, inf = np.isnan(x), np.isinf(x)
-        self.nan += int(nan.sum())
-        self.inf += int(inf.sum())
-        x = x[~(nan | inf)]
+        n_nan, n_inf = int(nan.sum()), int(inf.sum())
+        self.nan += n_nan
+        self.inf += n_inf
+        if n_nan and self.first_nan is None:
+            self.first_nan = where(int(np.argmax(nan)))
+        if n_inf and self.first_inf is None:
+            self.first_inf = where(int(np.argmax(inf)))
+        if n_nan or n_inf:
+            x = x[~(nan | inf)]
         if x.size == 0:
             return
+        self.sample.add(x)
         lo, hi = float(x.min()), float(x.max())
         self.min = lo if self.min is None else min(self.min, lo)
         self.max = hi if self.max is None else max(self.max, hi)
@@ -107,12 +160,80 @@ class FieldStats:
             "std": float(np.sqrt(self.m2 / self.count)) if self.count and self.min is not None else None,
             "distinct": {str(k): v for k, v in sorted(self.distinct.items())} if self.distinct else None,
             "string_length": None,
+            "histogram": None,
+            "first_nan": self.first_nan,
+            "first_inf": self.first_inf,
         }
         if self.string_lengths:
             s = np.asarray(self.string_lengths)
-            out.update(min=None, max=None, mean=None, std=None, distinct=None)
+            out.update(min=None, max=None, mean=None, std=None)
             out["string_length"] = {"min": int(s.min()), "max": int(s.max()), "mean": float(s.mean())}
+            out["histogram"] = _histogram(self.sample, int(s.min()), int(s.max()), integer=True)
+        elif self.min is not None and self.max is not None:
+            out["histogram"] = _histogram(self.sample, self.min, self.max, integer=self.integer)
         return out
+
+
+@dataclass
+class Image:
+    """One image of an image-shaped field, for the HTML report: the element and the row of its batch."""
+
+    element: int
+    row: int | None
+    pixels: np.ndarray
+
+
+def _is_image(leaf: Leaf, batched: bool) -> bool:
+    """Height x width x 1, 3 or 4 channels per example, numeric, at least 8 pixels a side where known."""
+    shape = leaf.shape[1:] if batched else leaf.shape
+    return (
+        leaf.kind == "dense"
+        and leaf.dtype not in (STRING, "bool")
+        and len(shape) == 3
+        and shape[2] in (1, 3, 4)
+        and all(n is None or n >= _MIN_IMAGE_SIDE for n in shape[:2])
+    )
+
+
+def _histogram(sample: Reservoir, low: float, high: float, integer: bool) -> dict[str, Any] | None:
+    """Counts over the sampled values, between the exact minimum and maximum; whole-number bins for integers
+    when they fit."""
+    if not sample.values.size:
+        return None
+    if integer and high - low < _HISTOGRAM_BINS:
+        bins: Any = np.arange(low, high + 2) - 0.5
+    elif high > low:
+        bins = np.linspace(low, high, _HISTOGRAM_BINS + 1)
+    else:
+        bins = np.asarray([low - 0.5, low + 0.5])
+    counts, edges = np.histogram(sample.values, bins=bins)
+    return {"edges": edges.tolist(), "counts": counts.tolist(), "sampled": int(sample.values.size),
+            "of": sample.seen}  # fmt: skip
+
+
+def _dense_index(k: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(k, shape)) if shape else ()
+
+
+def _ragged_index(k: int, shape: tuple[int, ...], splits: list[np.ndarray]) -> tuple[int, ...]:
+    """The index of the ``k``-th flat value in the ragged value: row splits are walked from the innermost."""
+    flat = _dense_index(k, shape)
+    if not flat:
+        return ()
+    row, offsets = flat[0], []
+    for s in reversed(splits):
+        outer = int(np.searchsorted(s, row, side="right")) - 1
+        offsets.append(row - int(s[outer]))
+        row = outer
+    return (row, *reversed(offsets), *flat[1:])
+
+
+def _sparse_index(value: Any, k: int) -> tuple[int, ...]:
+    """The dense index of the ``k``-th stored value of a tf.SparseTensor or scipy.sparse COO matrix."""
+    if hasattr(value, "indices"):
+        indices = value.indices
+        return tuple(int(i) for i in np.asarray(indices.numpy() if hasattr(indices, "numpy") else indices)[k])
+    return int(value.row[k]), int(value.col[k])
 
 
 def padding(lengths: np.ndarray, batch_size: int, buckets: int) -> dict[str, Any]:
@@ -134,6 +255,18 @@ def padding(lengths: np.ndarray, batch_size: int, buckets: int) -> dict[str, Any
     }
 
 
+def padding_text(pad: dict[str, Any]) -> str:
+    """``padding to batch max: 68% of values; with 8 buckets: 9%`` from a ``padding`` entry of the report."""
+    return (
+        f"padding to batch max (batches of {pad['batch_size']}): {_padding_share(pad['plain']):.0%} of values; "
+        f"with {pad['buckets']} buckets: {_padding_share(pad['bucketed']):.0%}"
+    )
+
+
+def _padding_share(padded_per_real: float) -> float:
+    return 1 - 1 / padded_per_real if padded_per_real else 0.0
+
+
 def _chunks(x: np.ndarray, n: int) -> Iterator[np.ndarray]:
     for i in range(0, len(x), n):
         yield x[i : i + n]
@@ -149,6 +282,7 @@ class FieldReport:
     varying: list[dict[str, Any]]  # [{"dim", "min", "max", "sizes": [[element, size], ...]}]
     stats: dict[str, Any]
     lengths: dict[str, Any] | None
+    images: list[Image] = field(default_factory=list)  # a few, for the HTML report (not in the JSON)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -173,6 +307,7 @@ class Report:
     fields: list[FieldReport]
     scanned: dict[str, Any]
     peek_missed: list[dict[str, Any]]
+    name: str  # as the user named the source (the CLI's TARGET), else its type without a private module
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -186,6 +321,7 @@ class Report:
             "peek_missed": self.peek_missed,
             "spec": json.loads(self.spec.to_json()),
             "delivered_spec": json.loads(self.delivered.to_json()),
+            "name": self.name,
         }
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -213,20 +349,21 @@ class Report:
                 more = f", ... ({len(v['sizes'])} elements)" if len(v["sizes"]) > 8 else ""
                 what = "batch size" if self.spec.batched and v["dim"] == 0 else f"dim {v['dim']}"
                 notes.append(f"{f.path}: {what} varies from {v['min']} to {v['max']} ({sizes}{more}) -> None")
-            if f.stats.get("distinct"):
-                notes.append(f"{f.path}: values {f.stats['distinct']}")
+            distinct = f.stats.get("distinct")
+            if distinct and len(distinct) <= _MAX_DISTINCT:
+                notes.append(f"{f.path}: values {distinct}")
+            elif distinct:
+                counts = distinct.values()
+                notes.append(f"{f.path}: {len(distinct)} values, {min(counts)} to {max(counts)} of each")
             if f.stats.get("string_length"):
                 sl = f.stats["string_length"]
                 notes.append(f"{f.path}: strings of {sl['min']} to {sl['max']} bytes (mean {sl['mean']:.1f})")
             if f.lengths:
                 ln, pad = f.lengths, f.lengths.get("padding")
-                text = f"{f.path}: lengths {ln['min']} to {ln['max']} (median {ln['median']:g}, {ln['count']} examples)"
+                rows = "rows of the batches" if self.spec.batched else "examples"
+                text = f"{f.path}: lengths {ln['min']} to {ln['max']} (median {ln['median']:g}, {ln['count']} {rows})"
                 if pad:
-                    text += (
-                        f"; padded/real with batches of {pad['batch_size']}: plain {pad['plain']:.2f}, "
-                        f"{pad['buckets']} buckets {pad['bucketed']:.2f} "
-                        f"(tb.pad_batch(..., buckets={pad['boundaries']}))"
-                    )
+                    text += f"; {padding_text(pad)} (tb.pad_batch(..., buckets={pad['boundaries']}))"
                 notes.append(text)
         for miss in self.peek_missed:
             notes.append(
@@ -235,16 +372,42 @@ class Report:
             )
         return notes
 
+    def warnings(self) -> list[str]:
+        """One line per field holding NaN or Inf values: how many, and where the first one is."""
+        elements = self.scanned["elements"]
+        scope = f"in all {elements} elements" if self.scanned["full"] else f"in the {elements} elements sampled"
+        lines = []
+        for f in self.fields:
+            for what, key in (("NaN", "nan"), ("Inf", "inf")):
+                n, first = f.stats[key], f.stats.get(f"first_{key}")
+                if not n:
+                    continue
+                text = f"{f.path} holds {n} {what} value{'s' if n > 1 else ''} ({scope})"
+                if first:
+                    text += f"; the first is in element {first['element']}"
+                    if first["index"]:
+                        text += f" at {f.path}[{', '.join(map(str, first['index']))}]"
+                    if first["row"] is not None:
+                        text += f", row {first['row']} of the batch"
+                lines.append(text)
+        return lines
+
     def __str__(self) -> str:
         scope = "every element" if self.scanned["full"] else f"{self.scanned['elements']} sampled elements"
+        what = f"{self.kind}, {'batched' if self.spec.batched else 'one example per element'}"
+        if self.name != self.source:
+            what = f"{self.source}; {what}"
         lines = [
-            f"source:   {self.source} ({self.kind}, {'batched' if self.spec.batched else 'one example per element'})",
+            f"source:   {self.name} ({what})",
             f"executor: {self.executor['name']}"
             + (f" x{self.executor['workers']}" if self.executor["workers"] > 1 else "")
             + f" - {self.executor['reason']}",
             f"scanned:  {scope} ({self.scanned['elements']})",
             "",
         ]
+        warnings = self.warnings()
+        if warnings:
+            lines += [*(f"WARNING: {w}" for w in warnings), ""]
         rows = [("field", "dtype", "shape", "kind", "min", "max", "mean", "std", "nan/inf")]
         for f in self.fields:
             dtype = f.dtype if f.dtype == f.delivered_dtype else f"{f.dtype} -> {f.delivered_dtype}"
@@ -289,13 +452,15 @@ def inspect(
     buckets: int = 8,
     executor: ExecutorName | ExecutorOptions = "auto",
     workers: int | None = None,
+    name: str | None = None,
 ) -> Report:
     """Spec, dtypes as delivered, what varies (and where), per-field statistics, length histograms with the
     padding plain batching and bucketing would cost, and the executor ``auto`` picks.
 
     ``full=True`` scans every element (statistics over all of them) and reports each dimension the peek got
     wrong with the first element that shows it; ``executor``/``workers`` say who produces the elements of a
-    Python source for that scan (as for ``to_dataset``). ``label`` splits label columns off first.
+    Python source for that scan (as for ``to_dataset``). ``label`` splits label columns off first. ``name`` is how
+    the report names the source (default: its class or function name).
     """
     check_int("batch_size", batch_size)
     check_int("buckets", buckets)
@@ -304,15 +469,15 @@ def inspect(
     src = p.source
     samples = p.peek.samples if p.peek is not None else src.peek(peek).samples
     builder = SpecBuilder(src.batched, keep_shapes=not full)
-    leaves_of = (builder.add(i, e) for i, e in (_scan(p) if full else samples))
     stats: list[FieldStats] = []
     spec_leaves: list[Leaf] = []
-    for values in leaves_of:
+    for i, element in _scan(p) if full else samples:
+        values = builder.add(i, element)
         if not stats:
             stats = [FieldStats() for _ in values]
             spec_leaves = [leaf for _, leaf in p.spec.fields()]
         for st, value, leaf in zip(stats, values, spec_leaves, strict=False):
-            st.add(value, leaf, src.batched)
+            st.add(value, leaf, src.batched, i)
     scanned_spec = builder.spec()
     spec = scanned_spec if full else p.spec
     delivered = apply_float_policy(spec, cast_floats)
@@ -337,11 +502,20 @@ def inspect(
                 ),
                 st.to_dict(batch_size, buckets),
                 _lengths(st.lengths, batch_size, buckets),
+                st.images,
             )
         )
     executor_info = {"name": p.choice.name, "workers": p.choice.workers, "reason": p.choice.reason}
     scanned = {"full": full, "elements": builder.count}
-    return Report(src.name, _kind(src), spec, delivered, executor_info, fields, scanned, peek_missed)
+    source_type = _without_module(src.name, (_PRIVATE_MODULE,))
+    return Report(source_type, _kind(src), spec, delivered, executor_info, fields, scanned, peek_missed,
+                  name or _without_module(source_type, ("__main__",)))  # fmt: skip
+
+
+def _without_module(source_type: str, modules: tuple[str, ...]) -> str:
+    """``module.Class`` without a module the user never wrote (``__main__``, the CLI's private module)."""
+    module, _, rest = source_type.partition(".")
+    return rest if rest and module.startswith(modules) else source_type
 
 
 def _kind(src: Any) -> str:
