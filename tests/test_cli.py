@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -89,6 +90,39 @@ class Wider:
 source = Wider()
 """
 
+# For bench: epochs of 20 elements, far shorter than any timing window; a source that cannot be sent to worker
+# processes (so one method fails and the other works); a one-shot iterator.
+_BENCHSRC = """
+import threading
+
+import numpy as np
+
+
+class Twenty:
+    def __len__(self):
+        return 20
+
+    def __getitem__(self, i):
+        return np.full((3,), i, np.float32)
+
+
+twenty = Twenty()
+
+
+def twenty_gen():
+    for i in range(20):
+        yield np.full((3,), i, np.float32)
+
+
+class Locked(Twenty):
+    def __init__(self):
+        self.lock = threading.Lock()
+
+
+locked = Locked()
+one_shot = iter([np.full((3,), i, np.float32) for i in range(20)])
+"""
+
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -99,6 +133,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "plain.py").write_text(textwrap.dedent(_PLAIN))
     (root / "badmod.py").write_text(_BADMOD)
     (root / "data.py").write_text(_DATA)
+    (root / "benchsrc.py").write_text(_BENCHSRC)
     return root
 
 
@@ -140,7 +175,7 @@ def in_process(
     finally:
         sys.path[:] = path
         for name in set(sys.modules) - modules:
-            if name in ("mysrc", "plain", "data") or name.startswith("_tfbridge_target_"):
+            if name in ("mysrc", "plain", "data", "benchsrc") or name.startswith("_tfbridge_target_"):
                 del sys.modules[name]
 
 
@@ -345,6 +380,94 @@ def test_code_with_bad_target_exits_2_with_one_error_line(project: Path) -> None
     assert result.stderr.splitlines() == [
         "tfbridge: error: plain:N is not a data source: int is not a data source. Received: 3"
     ]
+
+
+# ---- bench (short windows, one repetition: each test takes about a second) ----------------------------------
+
+_QUICK = ["--seconds", "0.2", "--repeats", "1"]
+_ROW = re.compile(r"^(.+?) +(\d+\.\d) elements/s  \[(\d+\.\d) \.\. (\d+\.\d)\]  over (.+)$")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(["benchsrc:twenty", "--batched", "no"], id="indexed-20-examples"),
+        pytest.param(["mysrc:short_last"], id="pydataset-5-batches"),
+        pytest.param(["benchsrc:twenty_gen", "--batched", "no"], id="generator-function-20-examples"),
+    ],
+)
+def test_bench_times_whole_passes_of_a_source_shorter_than_the_window(in_process: Any, target: list[str]) -> None:
+    status, out, err = in_process(["bench", *target, "--executor", "serial", *_QUICK])
+
+    assert status == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 3, out
+    rows = [_ROW.match(line) for line in lines[:2]]
+    assert all(rows), out
+    assert [row[1] for row in rows if row] == ["tfbridge executor=serial", "plain from_generator"]
+    for row in rows:
+        assert row is not None
+        median, low, high = float(row[2]), float(row[3]), float(row[4])
+        assert 0 < low <= median <= high, row[0]
+        assert re.fullmatch(r"\d+ whole pass(es)?", row[5]), row[0]
+    assert re.fullmatch(r"tfbridge / plain from_generator: \d+\.\d\dx", lines[2])
+    assert "nan" not in out
+
+
+def test_bench_method_that_fails_exits_1_naming_it_after_the_rows_that_worked(project: Path) -> None:
+    result = _run(["bench", "benchsrc.py:locked", "--batched", "no", "--executor", "process", *_QUICK], project)
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    row = _ROW.match(lines[0])
+    assert row is not None and row[1] == "plain from_generator" and float(row[2]) > 0, lines[0]
+    assert result.stderr.splitlines()[-1] == (
+        "tfbridge: bench: tfbridge executor=process failed: TfBridgeError: the source cannot be sent to worker "
+        "processes: TypeError: cannot pickle '_thread.lock' object"
+    )
+
+
+def test_bench_one_shot_iterator_exits_2_saying_it_can_be_read_once(in_process: Any) -> None:
+    status, out, err = in_process(["bench", "benchsrc:one_shot", "--batched", "no", *_QUICK])
+
+    assert status == 2
+    assert out == ""
+    assert err.splitlines() == [
+        "tfbridge: error: benchsrc:one_shot is an iterator, which can be read only once, and bench reads the source "
+        "anew for each method and repetition; make TARGET a generator function or a re-iterable (such as a list)"
+    ]
+
+
+def test_bench_of_in_memory_arrays_exits_2_saying_there_is_no_python_to_compare(in_process: Any) -> None:
+    status, out, err = in_process(["bench", "mysrc:arrays", *_QUICK])
+
+    assert status == 2
+    assert out == ""
+    assert err.splitlines() == [
+        "tfbridge: error: mysrc:arrays runs without Python (in-memory arrays are gathered by tf.data itself); bench "
+        "compares ways of running a Python source (__getitem__, a generator function or an iterable)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["--repeats", "0"], "argument --repeats: must be a positive int. Received: '0'", id="no-repeats"),
+        pytest.param(["--seconds", "0"], "argument --seconds: must be a positive number. Received: '0'",
+                     id="no-seconds"),
+        pytest.param(["--seconds", "x"], "argument --seconds: must be a positive number. Received: 'x'",
+                     id="seconds-not-a-number"),
+    ],
+)
+def test_bench_bad_arguments_exit_2_with_usage(project: Path, args: list[str], message: str) -> None:
+    result = _run(["bench", "benchsrc:twenty", *args], project)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith("usage: tfbridge bench")
+    assert message in result.stderr
 
 
 # ---- materialize (argument and target errors; the writing itself is tested in test_materialize.py) --------

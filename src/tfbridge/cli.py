@@ -177,35 +177,54 @@ def cmd_code(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from tfbridge._bench import measure, plain_from_generator
+    from tfbridge._bench import measure, plain_from_generator, plain_stream
     from tfbridge.pipeline import to_dataset
     from tfbridge.sources import adapt
 
     source = _source(args)
     batched = _batched(args)
     src = adapt(source, batched=batched)
-    if not src.random_access or src.native_route is not None:
-        msg = f"{args.target} is not an indexed source; bench compares executors over __getitem__ and needs len()"
+    if src.native_route is not None:
+        msg = (
+            f"{args.target} runs without Python ({src.native_route.split(';')[0]}); bench compares ways of running "
+            "a Python source (__getitem__, a generator function or an iterable)"
+        )
+        raise TargetError(msg)
+    if src.one_shot:
+        msg = (
+            f"{args.target} is an iterator, which can be read only once, and bench reads the source anew for each "
+            "method and repetition; make TARGET a generator function or a re-iterable (such as a list)"
+        )
         raise TargetError(msg)
     signature = src.infer(args.peek, None).spec.signature
     executor = _executor(args)
+    plain = (
+        (lambda: plain_from_generator(src.obj, signature))
+        if src.random_access
+        else (lambda: plain_stream(src.obj, signature))
+    )
     runs = [
         (
             f"tfbridge executor={args.executor}" + (f" workers={args.workers}" if args.workers else ""),
             lambda: to_dataset(source, executor=executor, batched=batched, peek=args.peek),
         ),
-        ("plain from_generator", lambda: plain_from_generator(src.obj, signature)),
+        ("plain from_generator", plain),
     ]
     warmup = max(1, min(8, (src.length() or 4) // 4))
     rows = []
     for name, make in runs:
         m = measure(name, make, repeats=args.repeats, warmup=warmup, window_s=args.seconds, min_elements=1)
         rows.append(m)
-        low, high = m.spread
-        line = f"{name:45s} {m.median:10.1f} elements/s  [{low:.1f} .. {high:.1f}]"
-        print(line + (f"  failed: {m.error}" if m.error else ""), flush=True)
-    if all(not m.error for m in rows):
-        print(f"tfbridge / plain from_generator: {rows[0].median / rows[1].median:.2f}x")
+        if not m.error:
+            low, high = m.spread
+            print(f"{name:45s} {m.median:10.1f} elements/s  [{low:.1f} .. {high:.1f}]  over {m.timed_over}",
+                  flush=True)
+    failed = [m for m in rows if m.error]
+    for m in failed:  # after the rows that worked, one line each
+        print(f"tfbridge: bench: {m.name} failed: {m.error}", file=sys.stderr)
+    if failed:
+        return 1
+    print(f"tfbridge / plain from_generator: {rows[0].median / rows[1].median:.2f}x")
     return 0
 
 
@@ -409,8 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="tfbridge beside plain from_generator on your source, same run")
     with_target(p)
     with_executor(p)
-    p.add_argument("--seconds", type=float, default=3.0, help="timed window per repetition (default 3)")
-    p.add_argument("--repeats", type=int, default=3, help="repetitions per method (default 3)")
+    p.add_argument("--seconds", type=_positive_float, default=3.0,
+                   help="seconds timed per repetition, at least (default 3): whole passes over the source until "
+                   "they fill it, or this long inside one pass that is longer")
+    p.add_argument("--repeats", type=_positive_int, default=3,
+                   help="repetitions per method, each a fresh dataset (default 3)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
