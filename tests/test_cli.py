@@ -57,6 +57,7 @@ def gen():
 
 
 arrays = (np.ones((10, 3), np.float64), np.zeros((10,), np.int64))
+arrays_doubled = (arrays[0] * 2, arrays[1])  # the same shapes and length, other values
 
 
 def make():
@@ -285,6 +286,21 @@ def test_inspect_full_scan_finds_what_the_peek_missed_and_writes_html(
     data = json.loads(out)
     assert data["peek_missed"][0]["element"] == 9000
     assert html.exists() and f"wrote {html}" in err
+
+
+def test_inspect_html_into_a_missing_directory_exits_2_before_loading_the_target(
+    project: Path, tmp_path: Path
+) -> None:
+    html = tmp_path / "missing" / "r.html"
+    # the factory raises when called: the path error shows the target was not even loaded
+    result = _run(["inspect", "plain:broken", "--full", "--html", str(html)], project)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"tfbridge: error: cannot write the HTML report to {html}: the directory {html.parent} does not exist"
+    ]
+    assert not html.parent.exists()
 
 
 # ---- code ----------------------------------------------------------------------------------------------
@@ -540,6 +556,60 @@ def test_materialize_writes_the_source_and_says_how_many_elements_and_where(
     arrays = _load(project / "mysrc.py").arrays
     assert [int(y) for _, y in got] == arrays[1].tolist()
     np.testing.assert_array_equal(np.stack([x for x, _ in got]), arrays[0].astype(np.float32))
+
+
+def test_materialize_into_an_unwritable_path_exits_2_before_loading_the_target(
+    project: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "afile").write_text("not a directory")
+    out = tmp_path / "afile" / "out"
+    result = _run(["materialize", "plain:broken", str(out)], project)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"tfbridge: error: cannot write the materialized data to {out}: {tmp_path / 'afile'} is not a directory"
+    ]
+
+
+def test_materialize_progress_in_a_log_is_plain_and_a_second_run_says_reused_not_re_run(
+    project: Path, tmp_path: Path
+) -> None:
+    """stderr is a pipe here, as in a log: progress is plain lines. Then the same source again (reused), a
+    different one of the same shapes (refused, naming --overwrite) and that one with --overwrite (written)."""
+    target = f"{project / 'mysrc.py'}:arrays"
+    first = _run(["materialize", target, "out", "--executor", "serial", "--shards", "2"], tmp_path)
+
+    assert first.returncode == 0, first.stderr
+    for text in (first.stdout, first.stderr):
+        assert "\x1b[" not in text and "\r" not in text and "Traceback" not in text
+    progress = [line for line in first.stderr.splitlines() if line.startswith("10/10 elements (100%) in ")]
+    assert len(progress) == 1 and progress[0].endswith("/element (producing and saving)"), first.stderr
+    assert first.stdout.startswith("tfbridge: wrote 10 elements to out; ")
+
+    again = _run(["materialize", target, "out", "--executor", "serial", "--shards", "2"], tmp_path)
+
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(
+        "tfbridge: reused, not re-run: out already holds the 10 elements of this source; load them in order with "
+        "load('out')"
+    )
+    assert "wrote" not in again.stdout and "\x1b[" not in again.stderr
+
+    other = [f"{project / 'mysrc.py'}:arrays_doubled", "out", "--executor", "serial", "--shards", "2"]
+    refused = _run(["materialize", *other], tmp_path)
+
+    assert refused.returncode == 1
+    assert refused.stdout == "" and "Traceback" not in refused.stderr
+    assert "\ntfbridge: TfBridgeError: out holds a materialization of another source: " in "\n" + refused.stderr
+    assert "Hint: pass overwrite=True (--overwrite on the command line)" in refused.stderr
+
+    replaced = _run(["materialize", *other, "--overwrite"], tmp_path)
+
+    assert replaced.returncode == 0, replaced.stderr
+    assert replaced.stdout.startswith("tfbridge: wrote 10 elements to out; ")
+    got = [x for x, _ in tf.data.Dataset.load(str(tmp_path / "out")).as_numpy_iterator()]
+    np.testing.assert_array_equal(np.stack(got), np.full((10, 3), 2.0, np.float32))
 
 
 # ---- service (argument errors; the servers themselves are tested in test_service.py) ----------------------

@@ -7,7 +7,6 @@ import argparse
 import importlib
 import importlib.util
 import inspect as _inspect
-import json
 import os
 import signal
 import sys
@@ -24,6 +23,20 @@ _SERVICE_STOP_TIMEOUT_S = 10.0
 
 class TargetError(Exception):
     """A TARGET that cannot be loaded: one line, exit status 2."""
+
+
+class PathError(TargetError):
+    """An output path that cannot be written, found before any work: one line, exit status 2."""
+
+
+def check_output(path: str, *, directory: bool, what: str) -> None:
+    """Raise PathError when ``path`` (a file, or a directory to create or fill) cannot be written."""
+    from tfbridge._paths import write_problem
+
+    problem = write_problem(path, directory=directory)
+    if problem is not None:
+        msg = f"cannot write {what} to {path}: {problem}"
+        raise PathError(msg)
 
 
 def load_target(target: str) -> Any:
@@ -148,6 +161,8 @@ def _executor(args: argparse.Namespace) -> Any:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from tfbridge.report import inspect
 
+    if args.html:
+        check_output(args.html, directory=False, what="the HTML report")  # before the scan, not after
     report = inspect(
         _source(args),
         peek=args.peek,
@@ -229,10 +244,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
+    check_output(args.path, directory=True, what="the materialized data")  # before the source runs
     source = _source(args)
-    from tfbridge.materialize import MANIFEST, materialize
+    from tfbridge.materialize import run
 
-    materialize(
+    outcome = run(
         source,
         args.path,
         executor=_executor(args),
@@ -241,10 +257,15 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         batched=_batched(args),
         label=_label(args),
         verbose=True,
+        overwrite=args.overwrite,
     )
-    manifest = json.loads((Path(args.path) / MANIFEST).read_text())
+    done = (
+        f"reused, not re-run: {args.path} already holds the {outcome.elements} elements of this source"
+        if outcome.reused
+        else f"wrote {outcome.elements} elements to {args.path}"
+    )
     print(
-        f"tfbridge: wrote {manifest['elements_written']} elements to {args.path}; load them in order with "
+        f"tfbridge: {done}; load them in order with "
         f"load({str(args.path)!r}) after `from tfbridge.materialize import load`, or with "
         f"tf.data.Dataset.load({str(args.path)!r}"
         f"{'' if args.compression is None else f', compression={args.compression!r}'}) (shards interleaved)"
@@ -449,6 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
     with_executor(p)
     p.add_argument("--shards", type=_positive_int, default=None, help="number of shard files")
     p.add_argument("--compression", default=None, help="GZIP or SNAPPY (default: none)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the materialization at PATH (of another source, or of this one before it changed)",
+    )
     p.add_argument(
         "--batched",
         choices=("auto", "yes", "no"),

@@ -17,21 +17,26 @@ read from its start, so it is written as one part: an interrupted run writes it 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tfbridge import _tf, executors
-from tfbridge._checks import check_int, short
-from tfbridge._progress import progress_bar
-from tfbridge.errors import TfBridgeError
+from tfbridge import _nest, _tf, executors
+from tfbridge._checks import check_int, find_stacklevel, short
+from tfbridge._paths import write_problem
+from tfbridge._progress import note, progress_bar
+from tfbridge.errors import TfBridgeError, TfBridgeWarning
 from tfbridge.executors import ExecutorName, ExecutorOptions
 from tfbridge.sources.labels import Label
 from tfbridge.spec import CastFloats, Spec
+from tfbridge.validate import Conformer, RaggedParts, SparseParts
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -42,6 +47,10 @@ _PARTS = ".parts"
 _COUNT = "tfbridge.count"
 _DEFAULT_SHARDS = 16
 _COMPRESSIONS = (None, "GZIP", "SNAPPY")
+_IDENTITY = ("source", "fingerprint")  # which source the data is from: checked apart from the settings
+_NATIVE_FINGERPRINT_PEEK = 4  # elements read for the fingerprint of a source the plan does not peek (tf.data)
+_MAIN = "__main__."
+_ASSEMBLED_FILES = ("snapshot.metadata", "snapshot.metadata.tmp", "dataset_spec.pb")
 
 
 def materialize(
@@ -59,14 +68,63 @@ def materialize(
     timeout: float | None = None,
     ray_address: str | None = None,
     verbose: bool | None = None,
+    overwrite: bool = False,
 ) -> tf.data.Dataset:
-    """Write ``source`` once to ``path`` in tf.data's save format and return it loaded (``Dataset.load``).
+    """Write ``source`` once to ``path`` in tf.data's save format and return it loaded (see :func:`load`).
 
     ``shards``: how many parts an indexed source is written in (the unit of resuming; default 16).
     ``compression``: None, "GZIP" or "SNAPPY". The other arguments are those of ``to_dataset``. Calling it
-    again on a complete ``path`` with the same source returns the saved data without running the source.
-    ``verbose`` shows a progress bar (None: when stderr is a terminal).
+    again on a complete ``path`` with the same source returns the saved data without running the source
+    ("reused, not re-run"); the source is recognised by its name and a fingerprint of the elements read to
+    infer its spec, and a path holding another source's data (or the same source giving other values) is
+    refused. ``overwrite=True`` replaces the materialization at ``path`` with this source's data.
+    ``verbose`` shows progress on stderr (None: when stderr is a terminal).
     """
+    return run(
+        source,
+        path,
+        executor=executor,
+        workers=workers,
+        shards=shards,
+        compression=compression,
+        spec=spec,
+        batched=batched,
+        cast_floats=cast_floats,
+        label=label,
+        timeout=timeout,
+        ray_address=ray_address,
+        verbose=verbose,
+        overwrite=overwrite,
+    ).dataset
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`run` did: the loaded data, how many elements it holds, and whether they were reused."""
+
+    dataset: tf.data.Dataset
+    elements: int
+    reused: bool
+
+
+def run(
+    source: Any,
+    path: str | os.PathLike[str],
+    *,
+    executor: ExecutorName | ExecutorOptions = "auto",
+    workers: int | None = None,
+    shards: int | None = None,
+    compression: str | None = None,
+    spec: Spec | Any = None,
+    batched: bool | None = None,
+    cast_floats: CastFloats = "floatx",
+    label: Label | None = None,
+    timeout: float | None = None,
+    ray_address: str | None = None,
+    verbose: bool | None = None,
+    overwrite: bool = False,
+) -> Outcome:
+    """:func:`materialize`, saying whether it wrote the data or reused what was there (the CLI reports it)."""
     from tfbridge import pipeline
     from tfbridge.sources import BuildPlan
 
@@ -74,8 +132,12 @@ def materialize(
     if compression not in _COMPRESSIONS:
         msg = f"compression must be None, 'GZIP' or 'SNAPPY'. Received: {short(compression)}"
         raise TfBridgeError(msg)
+    if not isinstance(overwrite, bool):
+        msg = f"overwrite must be True or False. Received: {short(overwrite)}"
+        raise TfBridgeError(msg)
     options = executors.resolve(executor, workers=workers, timeout=timeout, ray_address=ray_address)
     root = Path(path)
+    _check_target(root)  # before the source runs at all
     p = pipeline.plan(
         source, spec=spec, batched=batched, executor=options, cast_floats=cast_floats, validate="peek", label=label
     )
@@ -99,15 +161,19 @@ def materialize(
             "Hint: materialize one pass (before .repeat()), or take a finite part with .take(n)."
         )
         raise TfBridgeError(msg)
-    manifest = _open(root, wanted)
+    peeked = p.peek if p.peek is not None else src.peek(_NATIVE_FINGERPRINT_PEEK)
+    wanted |= {"source": src.name, "fingerprint": fingerprint(peeked.samples, p.spec)}
+    manifest = _open(root, wanted, overwrite=overwrite)
     if manifest.get("complete"):
-        return load(root)
+        count = int(manifest["elements_written"])
+        note(verbose, f"reused, not re-run: {root} already holds the {count} elements of {src.name}")
+        return Outcome(load(root), count, reused=True)
 
     parts_dir = root / _PARTS
     parts_dir.mkdir(parents=True, exist_ok=True)
     for stale in parts_dir.glob("*.tmp*"):  # half-written by an interrupted run: never read, written again
         shutil.rmtree(stale, ignore_errors=True)
-    bar = progress_bar(verbose, total, "element")
+    bar = progress_bar(verbose, total, "element", rate_note="(producing and saving)")
     written = 0
     errors: list[BaseException] = []
 
@@ -145,7 +211,8 @@ def materialize(
             if count or len(parts) > 1:
                 names.append(name)
             written += count
-            _advance(bar, written)
+            if bar is not None:
+                bar.update(written)
     finally:
         if runner is not None:
             runner.close()
@@ -159,9 +226,9 @@ def materialize(
     _assemble(root, parts_dir, names, written)
     _write_manifest(root, {**wanted, "elements_written": written, "parts": len(names), "complete": True})
     shutil.rmtree(parts_dir, ignore_errors=True)
-    if bar is not None and total is None:
+    if bar is not None:
         bar.update(written, finalize=True)
-    return load(root)
+    return Outcome(load(root), written, reused=False)
 
 
 def load(path: str | os.PathLike[str]) -> tf.data.Dataset:
@@ -194,9 +261,10 @@ def load(path: str | os.PathLike[str]) -> tf.data.Dataset:
 
         return tf.data.Dataset.load(where, element_spec, compression=compression, reader_func=pick)
 
-    # no assert_cardinality: under the tf.data service each worker sees only its splits, and the assertion
-    # would fail there; the element count is in the manifest ("elements_written")
-    return tf.data.Dataset.range(shards).flat_map(shard)
+    ds = tf.data.Dataset.range(shards).flat_map(shard)
+    # the count is known: Keras then knows the epoch's length (tb.distribute takes the assertion out of a pipeline
+    # it splits among tf.data service workers, each of which sees only some of the shards)
+    return ds.apply(tf.data.experimental.assert_cardinality(int(manifest["elements_written"])))
 
 
 def _one_shard(*_: Any) -> Any:
@@ -247,44 +315,136 @@ def _assemble(root: Path, parts_dir: Path, names: list[str], count: int) -> None
     os.replace(tmp, root / "snapshot.metadata")
 
 
-def _open(root: Path, wanted: dict[str, Any]) -> dict[str, Any]:
-    """The manifest at ``root`` (written now if the directory is new); refuses a path that holds other data."""
-    manifest = root / MANIFEST
-    if manifest.exists():
-        try:
-            have: dict[str, Any] = json.loads(manifest.read_text())
-        except (OSError, ValueError) as exc:
-            msg = f"{root} has an unreadable {MANIFEST} ({exc}).\nHint: delete {root} to materialize afresh."
-            raise TfBridgeError(msg) from None
-        differs = [key for key in wanted if have.get(key) != wanted[key]]
-        if differs:
-            msg = (
-                f"{root} holds a materialization of a different source or settings "
-                f"({', '.join(differs)} differ{'s' if len(differs) == 1 else ''}).\n"
-                f"Hint: pass another path, or delete {root} to write this source there."
-            )
-            raise TfBridgeError(msg)
-        return have
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+def _check_target(root: Path) -> None:
+    """Refuse, before any work, a path that cannot be written or that holds something other than a
+    materialization (which is left as it is)."""
+    problem = write_problem(root, directory=True)
+    if problem is not None:
+        msg = f"cannot write to {root}: {problem}.\nHint: pass a path in a directory you can write to."
+        raise TfBridgeError(msg)
+    if root.exists() and not (root / MANIFEST).exists() and any(root.iterdir()):
         msg = (
             f"{root} already exists and is not a tfbridge materialization (no {MANIFEST}); it is left as it is.\n"
             "Hint: pass a new or empty directory."
         )
         raise TfBridgeError(msg)
-    root.mkdir(parents=True, exist_ok=True)
-    _write_manifest(root, {**wanted, "complete": False})
+
+
+def _open(root: Path, wanted: dict[str, Any], *, overwrite: bool) -> dict[str, Any]:
+    """The manifest at ``root`` (written now if the directory is new, or replaced with ``overwrite``); refuses a
+    path that holds another source's data or other settings."""
+    manifest = root / MANIFEST
+    if manifest.exists() and overwrite:
+        _clear(root, {**wanted, "complete": False})
+        return wanted
+    if manifest.exists():
+        try:
+            have: dict[str, Any] = json.loads(manifest.read_text())
+        except (OSError, ValueError) as exc:
+            msg = (
+                f"{root} has an unreadable {MANIFEST} ({exc}).\n"
+                f"Hint: pass overwrite=True (--overwrite on the command line) to materialize afresh there."
+            )
+            raise TfBridgeError(msg) from None
+        differs = [key for key in wanted if key not in _IDENTITY and have.get(key) != wanted[key]]
+        if differs:
+            msg = (
+                f"{root} holds a materialization of a different source or settings "
+                f"({', '.join(differs)} differ{'s' if len(differs) == 1 else ''}).\n"
+                f"Hint: pass another path, or overwrite=True (--overwrite on the command line) to replace it with "
+                "this source's data."
+            )
+            raise TfBridgeError(msg)
+        _check_identity(root, have, wanted)
+        return have
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _write_manifest(root, {**wanted, "complete": False})
+    except OSError as exc:
+        msg = f"cannot write to {root}: {exc.strerror or exc}.\nHint: pass a path in a directory you can write to."
+        raise TfBridgeError(msg) from None
     return wanted
+
+
+def _check_identity(root: Path, have: dict[str, Any], wanted: dict[str, Any]) -> None:
+    """Refuse data written from another source, or from this one when it now gives other values. A manifest of
+    an earlier tfbridge that recorded no identity is taken as before, with a warning."""
+    if "fingerprint" not in have:
+        warnings.warn(
+            f"{root} was written by an earlier tfbridge that did not record which source it holds, so it cannot "
+            "be told whether it is this source's data; it is used as it is.\n"
+            "Hint: pass overwrite=True (--overwrite on the command line) once to write it again from this source.",
+            TfBridgeWarning,
+            stacklevel=find_stacklevel(),
+        )
+        return
+    was, now = str(have.get("source")), str(wanted["source"])
+    if not _same_name(was, now):
+        why = f"it was written from {was}, not {now}"
+    elif have["fingerprint"] != wanted["fingerprint"]:
+        why = (
+            f"it was written from {was}, but the elements this source gives now differ from those written "
+            "(its code, preprocessing or data changed, or it is random)"
+        )
+    else:
+        return
+    msg = (
+        f"{root} holds a materialization of another source: {why}; reusing it would return stale data.\n"
+        "Hint: pass overwrite=True (--overwrite on the command line) to replace it with this source's data, or "
+        f"another path; to read what is there without the source, use load({str(root)!r})."
+    )
+    raise TfBridgeError(msg)
+
+
+def _same_name(was: str, now: str) -> bool:
+    """Source names match, also when one was a script run as ``__main__`` and the other its module imported."""
+    return was == now or any(
+        a.startswith(_MAIN) and b.endswith("." + a[len(_MAIN) :]) for a, b in ((was, now), (now, was))
+    )
+
+
+def fingerprint(samples: list[tuple[int, Any]], spec: Spec) -> str:
+    """A hash of the content of ``samples`` (``(index, element)`` pairs, as the peek read them), each element
+    converted to ``spec`` first so that equal data gives equal bytes whatever its Python types."""
+    conform = Conformer(spec)
+    digest = hashlib.blake2b(digest_size=16)
+    for index, element in samples:
+        digest.update(f"element {index}\n".encode())
+        for value in _nest.flatten(conform(element, index))[0]:
+            if isinstance(value, RaggedParts):
+                arrays: tuple[Any, ...] = (value.flat_values, *value.nested_row_splits)
+            elif isinstance(value, SparseParts):
+                arrays = (value.indices, value.values, value.dense_shape)
+            else:
+                arrays = (value,)
+            for array in map(np.asarray, arrays):
+                digest.update(f"{array.dtype.str} {array.shape}\n".encode())
+                if array.dtype.hasobject:  # strings
+                    for item in array.ravel():
+                        data = item if isinstance(item, bytes) else str(item).encode()
+                        digest.update(f"{len(data)}:".encode() + data)
+                else:
+                    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _clear(root: Path, manifest: dict[str, Any]) -> None:
+    """Remove what a materialization wrote at ``root`` and leave ``manifest`` (unfinished) in its place. Unfinished
+    parts go first and the old data last, so an interruption never leaves old parts under the new manifest, nor
+    old data looking complete without one."""
+    shutil.rmtree(root / _PARTS, ignore_errors=True)
+    _write_manifest(root, manifest)
+    for entry in root.iterdir():
+        if entry.is_dir() and entry.name.isdigit():  # an assembled run's shards
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name in _ASSEMBLED_FILES:
+            entry.unlink(missing_ok=True)
 
 
 def _write_manifest(root: Path, content: dict[str, Any]) -> None:
     tmp = root / f"{MANIFEST}.tmp"
     tmp.write_text(json.dumps(content, indent=1, sort_keys=True))
     os.replace(tmp, root / MANIFEST)
-
-
-def _advance(bar: Any, written: int) -> None:
-    if bar is not None:
-        bar.update(written)
 
 
 __all__ = ["load", "materialize"]

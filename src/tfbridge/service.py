@@ -46,6 +46,7 @@ _UNSPLITTABLE_OPS = {
     "LoadDataset": ("Dataset.load", "Cannot create split providers for dataset of type LoadDataset"),
     "SnapshotDatasetV2": ("Dataset.snapshot", "Splitting is not implemented for snapshot datasets"),
 }
+_ASSERT_CARDINALITY = "AssertCardinalityDataset"
 _HINT_START = "Hint: start one with `tfbridge service dispatcher --port 5050` (it prints the address to use)."
 
 
@@ -69,7 +70,9 @@ def distribute(
     Raises TfBridgeError for a pipeline that calls Python (``from_generator``, ``py_function``,
     ``numpy_function``): tf.data service workers cannot run it. In "distributed_epoch" mode it also refuses a
     pipeline built on ``Dataset.load``/``Dataset.snapshot``, which TensorFlow cannot split among workers (the
-    message shows the ``range(k).flat_map(... .shard(k, i))`` form that can).
+    message shows the ``range(k).flat_map(... .shard(k, i))`` form that can). In every mode that splits the data
+    among workers it sends the pipeline without its ``assert_cardinality`` steps (such as the one on what
+    ``tb.materialize`` returns): a worker that gets part of the data would fail that assertion.
     """
     import tensorflow as tf
 
@@ -101,6 +104,8 @@ def distribute(
             raise TfBridgeError(_unsplittable_message(unsplittable))
     if connect_timeout is not None:
         _wait_for_listener(host, port, connect_timeout, what=f"tf.data service dispatcher at {target}")
+    if _is_split(processing_mode):
+        dataset = _without_count_assertions(dataset, graph)
     transform = tf.data.experimental.service.distribute(
         processing_mode=processing_mode, service=target, job_name=job_name, **kwargs
     )
@@ -165,21 +170,67 @@ def _is_dynamic(processing_mode: Any) -> bool:
     return bool(processing_mode == "distributed_epoch" or processing_mode == ShardingPolicy.DYNAMIC)
 
 
-def _unsplittable_op(graph: Any) -> str | None:
-    """The first op on the pipeline's main chain (sink back to source along each op's first dataset input) that
-    the tf.data service cannot split dynamically. Datasets captured by functions (e.g. a ``Dataset.load`` inside
-    ``flat_map``) are not on the chain: they are built per split, which works."""
+def _main_chain(graph: Any) -> list[Any]:
+    """The pipeline's main chain: its ops from the sink back to the source, along each op's first dataset input.
+    Datasets captured by functions (e.g. a ``Dataset.load`` inside ``flat_map``) are not on it: the tf.data
+    service builds them per split."""
     nodes = {node.name: node for node in graph.node}
     sink = next((node for node in graph.node if node.op == "_Retval"), None)
-    node = nodes.get(sink.input[0].split(":")[0]) if sink is not None and sink.input else None
+    node = nodes.get(_node_name(sink.input[0])) if sink is not None and sink.input else None
+    chain: list[Any] = []
     seen: set[str] = set()
     while node is not None and node.name not in seen:
         seen.add(node.name)
-        if node.op in _UNSPLITTABLE_OPS:
-            return str(node.op)
-        inputs = (nodes.get(name.lstrip("^").split(":")[0]) for name in node.input)
+        chain.append(node)
+        inputs = (nodes.get(_node_name(name)) for name in node.input)
         node = next((n for n in inputs if n is not None and "Dataset" in n.op), None)
-    return None
+    return chain
+
+
+def _node_name(text: str) -> str:
+    return text.lstrip("^").split(":")[0]
+
+
+def _unsplittable_op(graph: Any) -> str | None:
+    """The first op on the main chain that the tf.data service cannot split dynamically."""
+    return next((str(node.op) for node in _main_chain(graph) if node.op in _UNSPLITTABLE_OPS), None)
+
+
+def _is_split(processing_mode: Any) -> bool:
+    """Whether each worker gets only some of the data (every mode but "parallel_epochs", i.e. sharding OFF)."""
+    from tensorflow.data.experimental.service import ShardingPolicy
+
+    return not (processing_mode == "parallel_epochs" or processing_mode == ShardingPolicy.OFF)
+
+
+def _without_count_assertions(dataset: tf.data.Dataset, graph: Any) -> tf.data.Dataset:
+    """``dataset`` without the ``assert_cardinality`` steps of its main chain (what ``tb.materialize`` returns
+    has one), rebuilt from its graph; ``dataset`` itself when it has none.
+
+    A worker that gets only some of the splits delivers fewer elements than the assertion says, and TensorFlow
+    would fail the job with "Input dataset was expected to contain N elements"; the distributed dataset's
+    cardinality is the service's business anyway.
+    """
+    import tensorflow as tf
+
+    skip = {node.name: _node_name(node.input[0]) for node in _main_chain(graph) if node.op == _ASSERT_CARDINALITY}
+    if not skip:
+        return dataset
+
+    def past_assertions(name: str) -> str:
+        while name in skip:
+            name = skip[name]
+        return name
+
+    kept = [node for node in graph.node if node.name not in skip]
+    del graph.node[:]
+    graph.node.extend(kept)
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if _node_name(name) in skip:
+                node.input[k] = past_assertions(_node_name(name))
+    variant = tf.raw_ops.DatasetFromGraph(graph_def=graph.SerializeToString())
+    return tf.data.experimental.from_variant(variant, dataset.element_spec)
 
 
 def _unsplittable_message(op: str) -> str:
