@@ -47,7 +47,7 @@ def from_generator(epochs: Callable[[], Iterator[Any]], plan: BuildPlan, chunk: 
     if plan.errors is not None:
         epochs = _Catching(epochs, plan.errors)
     signature = _chunks.chunk_signature(plan.spec.signature) if chunk else plan.spec.signature
-    ds = tf.data.Dataset.from_generator(epochs, output_signature=signature)
+    ds = generator_dataset(epochs, signature)
     if not chunk:
         return ds
     # split chunks with from_tensor_slices, not unbatch(): TensorFlow 2.21's unbatch crashes the process on
@@ -58,6 +58,54 @@ def from_generator(epochs: Callable[[], Iterator[Any]], plan: BuildPlan, chunk: 
         return tf.data.Dataset.from_tensor_slices(parts if as_tuple else parts[0])
 
     return ds.flat_map(slices)
+
+
+def generator_dataset(epochs: Callable[[], Iterator[Any]], signature: Any) -> Any:
+    """``tf.data.Dataset.from_generator(epochs)``, except that an error of a pass is raised after its generator
+    has ended, by a step that calls no Python when asked again.
+
+    After an error, tf.data's prefetch thread asks its input for the next element at once. Asked of the
+    generator, that is a Python call needing the GIL, while the thread that received the error may already be
+    dropping the iterator, holding the GIL and waiting for the prefetch thread: a deadlock (seen as a script
+    that never exits after ``ElementTimeoutError``). Here the pass's generator ends instead, its error kept under
+    the pass's id; a one-element check after it raises the error; asked again, only TensorFlow's own
+    ``from_tensors`` answers (end of sequence), without Python.
+    """
+    import tensorflow as tf
+
+    failures = _Failures(epochs)
+
+    def one_pass(pass_id: Any) -> Any:
+        elements = tf.data.Dataset.from_generator(failures.run, args=(pass_id,), output_signature=signature)
+        check = tf.data.Dataset.from_tensors(pass_id).map(
+            lambda p: tf.numpy_function(failures.raise_for, [p], tf.int64, stateful=True)
+        )
+        return elements.concatenate(check.flat_map(lambda _: elements.take(0)))
+
+    pass_ids = tf.data.Dataset.from_tensors(0).map(
+        lambda _: tf.random.uniform((), maxval=2**62, dtype=tf.int64)  # one id per iterator (pass)
+    )
+    return pass_ids.flat_map(one_pass)
+
+
+class _Failures:
+    """The error each pass ended with, by pass id, until the check after the pass raises it."""
+
+    def __init__(self, epochs: Callable[[], Iterator[Any]]) -> None:
+        self.epochs = epochs
+        self.errors: dict[int, BaseException] = {}
+
+    def run(self, pass_id: Any) -> Iterator[Any]:
+        try:
+            yield from self.epochs()
+        except Exception as exc:
+            self.errors[int(pass_id)] = exc
+
+    def raise_for(self, pass_id: Any) -> np.ndarray:
+        error = self.errors.pop(int(pass_id), None)
+        if error is not None:
+            raise error
+        return np.asarray(pass_id, dtype=np.int64)
 
 
 def build_indexed(

@@ -747,7 +747,7 @@ class HFBlockSource:
     def build(self, plan: BuildPlan) -> Built:
         import tensorflow as tf
 
-        from tfbridge.sources._python import _Catching
+        from tfbridge.sources._python import _Catching, generator_dataset
 
         self._peeked = None  # the dataset (which TensorFlow keeps alive) must not keep peeked examples
         from tfbridge.validate import Conformer
@@ -757,7 +757,7 @@ class HFBlockSource:
         count = epochs.count  # type: ignore[attr-defined]
         if plan.errors is not None:
             epochs = _Catching(epochs, plan.errors)
-        blocks = tf.data.Dataset.from_generator(epochs, output_signature=column_spec.signature)
+        blocks = generator_dataset(epochs, column_spec.signature)
         ds = split_blocks(blocks, plan.spec)
         if plan.errors is None:  # a failed pass ends short, and must end without another error
             ds = ds.apply(tf.data.experimental.assert_cardinality(count))
