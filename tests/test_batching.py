@@ -194,3 +194,34 @@ def test_a_fixed_shape_dataset_does_not_keep_the_users_arrays_alive_for_a_rebuil
     gc.collect()
     assert ref() is None
     assert sum(1 for _ in ds) == 1000
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+@pytest.mark.parametrize("drop_remainder", [False, True])
+def test_bucketed_pad_batch_tells_its_batch_count(ragged: bool, drop_remainder: bool) -> None:
+    batches = tb.pad_batch(_examples, 8, buckets=3, ragged=ragged, drop_remainder=drop_remainder)
+    counted = sum(1 for _ in batches)
+    assert int(batches.cardinality()) == counted
+    assert sum(1 for _ in batches) == counted  # the second epoch too (the assertion holds)
+
+
+def test_keras_fit_on_bucketed_pad_batch_knows_its_steps_and_never_runs_out() -> None:
+    import warnings
+
+    import keras
+
+    def pairs() -> Any:
+        for x, _ in _examples():
+            yield x, np.float32(len(x))
+
+    batches = tb.pad_batch(pairs, 8, buckets=3)
+    model = keras.Sequential(
+        [keras.Input((None,), dtype="int64"), keras.layers.Embedding(10, 4), keras.layers.GlobalAveragePooling1D(),
+         keras.layers.Dense(1)]
+    )  # fmt: skip
+    model.compile("sgd", "mse")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(batches, epochs=2, verbose=0)
+    assert not [w for w in caught if "ran out of data" in str(w.message)]
+    assert len(history.history["loss"]) == 2

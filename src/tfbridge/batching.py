@@ -164,6 +164,7 @@ def pad_batch(
             msg = "pad_batch: the source is empty; there are no lengths to choose buckets from."
             raise TfBridgeError(msg)
         boundaries = bucket_boundaries(lengths, buckets)
+        batches = _batch_count(lengths, boundaries, batch_size, drop_remainder)
     else:
         boundaries = [int(b) for b in buckets]  # type: ignore[union-attr]
         if not boundaries or any(b <= a for a, b in itertools.pairwise(boundaries)) or boundaries[0] < 1:
@@ -172,6 +173,7 @@ def pad_batch(
                 f"Received: {short(buckets)}"
             )
             raise TfBridgeError(msg)
+        batches = None  # known only after a pass over the lengths
     if ragged:
         edges = tf.constant(boundaries, tf.int32)
 
@@ -179,18 +181,29 @@ def pad_batch(
             n = _call(length)(*element)
             return tf.reduce_sum(tf.cast(n >= edges, tf.int64))
 
-        return ds.group_by_window(
+        out = ds.group_by_window(
             bucket_of,
             lambda _, window: window.ragged_batch(batch_size, drop_remainder=drop_remainder),
             window_size=batch_size,
         )
-    return ds.bucket_by_sequence_length(
-        _call(length),
-        boundaries,
-        [batch_size] * (len(boundaries) + 1),
-        padding_values=padding,
-        drop_remainder=drop_remainder,
-    )
+    else:
+        out = ds.bucket_by_sequence_length(
+            _call(length),
+            boundaries,
+            [batch_size] * (len(boundaries) + 1),
+            padding_values=padding,
+            drop_remainder=drop_remainder,
+        )
+    if batches is not None:  # Keras then knows the steps per epoch (no "ran out of data" in the first epoch)
+        out = out.apply(tf.data.experimental.assert_cardinality(batches))
+    return out
+
+
+def _batch_count(lengths: np.ndarray, boundaries: list[int], batch_size: int, drop_remainder: bool) -> int:
+    """Batches per epoch when each bucket (lengths below boundaries[i], tf.data's rule) is cut into batches."""
+    per_bucket = np.bincount(np.searchsorted(boundaries, lengths, side="right"), minlength=len(boundaries) + 1)
+    full = per_bucket // batch_size
+    return int(full.sum() if drop_remainder else (full + (per_bucket % batch_size > 0)).sum())
 
 
 def _all_lengths(lengths_ds: Any, verbose: bool | None) -> np.ndarray:
