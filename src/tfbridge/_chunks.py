@@ -43,9 +43,11 @@ def chunk_signature(signature: Any) -> Any:
     return tf.nest.map_structure(lambda s: tf.TensorSpec((None, *s.shape), s.dtype), signature)
 
 
-def chunked(elements: Iterable[Any]) -> Iterator[Any]:
+def chunked(elements: Iterable[Any], stall: Any = None) -> Iterator[Any]:
     """Stack consecutive same-shaped elements (conformed dense nests: ndarrays, numpy scalars, and the ``bytes``
-    a scalar tf.string tensor gives) into chunks with a leading axis."""
+    a scalar tf.string tensor gives) into chunks with a leading axis. ``stall``: the marker ``elements`` yields
+    when its next element keeps us waiting (the executors' STALL): what is held is delivered at once, so one slow
+    element never holds back the finished ones before it."""
     group: list[list[np.ndarray]] = []
     shapes: list[tuple[int, ...]] = []
     treespec = None
@@ -61,6 +63,11 @@ def chunked(elements: Iterable[Any]) -> Iterator[Any]:
             if group:  # what came before a failing element is delivered before its error
                 yield _stack(group, treespec)
             raise
+        if element is stall and stall is not None:
+            if group:
+                yield _stack(group, treespec)
+                group, size = [], 0
+            continue
         leaves, spec = _nest.flatten(element)
         leaves = [_as_array(leaf) for leaf in leaves]
         leaf_shapes = [leaf.shape for leaf in leaves]

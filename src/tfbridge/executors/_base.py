@@ -18,13 +18,26 @@ Task = Callable[[int], Any]
 IN_FLIGHT_PER_WORKER = 2  # elements each worker holds: one being made, one waiting
 
 
+class _Stall:
+    """Yielded by ``imap(..., stall_s=t)`` in place of a result when the next element has not been ready for
+    ``t`` seconds (once per element): a consumer holding finished elements back (chunks) delivers them."""
+
+    def __repr__(self) -> str:
+        return "STALL"
+
+
+STALL = _Stall()
+
+
 @runtime_checkable
 class Executor(Protocol):
     name: str
     workers: int
 
-    def imap(self, task: Task, indices: Sequence[int]) -> Iterator[Any]:
-        """``task(i)`` for ``i`` in ``indices``, in that order."""
+    def imap(self, task: Task, indices: Sequence[int], stall_s: float | None = None) -> Iterator[Any]:
+        """``task(i)`` for ``i`` in ``indices``, in that order; with ``stall_s``, also ``STALL`` when the next
+        element has kept the consumer waiting that long (executors that make elements in the consumer's own
+        thread never do)."""
         ...
 
     def close(self) -> None:
@@ -32,4 +45,4 @@ class Executor(Protocol):
         ...
 
 
-__all__ = ["IN_FLIGHT_PER_WORKER", "Executor", "Task", "call_within", "timeout_error"]
+__all__ = ["IN_FLIGHT_PER_WORKER", "STALL", "Executor", "Task", "call_within", "timeout_error"]

@@ -238,7 +238,7 @@ class ProcessExecutor:
         return [w.proc.pid for w in self._pool]
 
     # -- one pass ------------------------------------------------------------------------------------
-    def imap(self, task: Task, indices: Sequence[int]) -> Iterator[Any]:
+    def imap(self, task: Task, indices: Sequence[int], stall_s: float | None = None) -> Iterator[Any]:
         if not self._lock.acquire(blocking=False):
             msg = (
                 "two passes over one process-executor dataset at the same time are not supported.\n"

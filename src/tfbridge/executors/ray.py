@@ -26,7 +26,7 @@ from typing import Any
 
 from tfbridge._checks import worker_died_hint
 from tfbridge.errors import TfBridgeError, WorkerDiedError
-from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, Task, timeout_error
+from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, STALL, Task, timeout_error
 
 _FETCH_POLL_S = 0.1
 _TASKS_KEPT = 4
@@ -99,7 +99,7 @@ class RayExecutor:
             self._remote = ray.remote(num_cpus=1, max_retries=0)(_run)
         return ray
 
-    def imap(self, task: Task, indices: Sequence[int]) -> Iterator[Any]:
+    def imap(self, task: Task, indices: Sequence[int], stall_s: float | None = None) -> Iterator[Any]:
         ray = self._connect()
         from tfbridge.executors.processes import dumps_task
 
@@ -115,6 +115,8 @@ class RayExecutor:
                     break
             while pending:
                 index, ref = pending[0]
+                if stall_s is not None and not ray.wait([ref], timeout=stall_s)[0]:
+                    yield STALL  # the consumer may deliver what it holds while this element is made
                 value = self._fetch(ray, index, ref)
                 pending.popleft()
                 for i in todo:

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, Task, timeout_error
+from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, STALL, Task, timeout_error
 
 
 class ThreadExecutor:
@@ -25,7 +25,7 @@ class ThreadExecutor:
         self.in_flight = in_flight or workers * IN_FLIGHT_PER_WORKER
         self.timeout = timeout
 
-    def imap(self, task: Task, indices: Sequence[int]) -> Iterator[Any]:
+    def imap(self, task: Task, indices: Sequence[int], stall_s: float | None = None) -> Iterator[Any]:
         jobs: deque[tuple[int, int]] = deque()  # (position, index) not yet taken by a thread
         done: dict[int, tuple[bool, Any]] = {}  # position -> (ok, result or exception)
         started: dict[int, float] = {}  # position -> when a thread began it
@@ -59,17 +59,31 @@ class ThreadExecutor:
         submitted = 0
         try:
             for position, index in enumerate(order):
-                with cond:
-                    while submitted < len(order) and submitted < position + self.in_flight:
-                        jobs.append((submitted, order[submitted]))
-                        submitted += 1
-                    cond.notify_all()
-                    while position not in done:
-                        cond.wait(self._wait_s(started.get(position)))
-                        if position not in done:
-                            self._check_deadline(started.get(position), index)
-                    ok, value = done.pop(position)
-                    started.pop(position, None)
+                stalled = stall_s is None  # say STALL at most once per element waited for
+                while True:
+                    with cond:
+                        while submitted < len(order) and submitted < position + self.in_flight:
+                            jobs.append((submitted, order[submitted]))
+                            submitted += 1
+                        cond.notify_all()
+                        waiting_since = time.monotonic()
+                        while position not in done:
+                            wait = self._wait_s(started.get(position))
+                            if not stalled:
+                                assert stall_s is not None
+                                left = stall_s - (time.monotonic() - waiting_since)
+                                if left <= 0:
+                                    break
+                                wait = left if wait is None else min(wait, left)
+                            cond.wait(wait)
+                            if position not in done:
+                                self._check_deadline(started.get(position), index)
+                        if position in done:
+                            ok, value = done.pop(position)
+                            started.pop(position, None)
+                            break
+                    stalled = True
+                    yield STALL  # the consumer may deliver what it holds while this element is made
                 if not ok:
                     raise value
                 yield value

@@ -18,6 +18,7 @@ import numpy as np
 from tfbridge import _chunks, _nest
 from tfbridge._checks import find_stacklevel
 from tfbridge.errors import TfBridgeError, TfBridgeWarning
+from tfbridge.executors._base import STALL
 from tfbridge.sources._base import BuildPlan, Runner, Task, call_user
 from tfbridge.validate import Conformer, to_tensors
 
@@ -202,9 +203,10 @@ class _IndexedEpochs:
         order: Any = self.order(epoch, self._checked_length()) if self.indices is None else self.indices
         if self.shard is not None:  # one permutation for all pipelines (same seed); each takes every k-th
             order = order[self.shard[1] :: self.shard[0]]
-        with contextlib.closing(self.runner.imap(self.task, order)) as results:  # type: ignore[type-var]
+        stall_s = _chunks.CHUNK_MAX_WAIT_S if self.chunk else None
+        with contextlib.closing(self.runner.imap(self.task, order, stall_s)) as results:  # type: ignore[type-var]
             if self.chunk:
-                yield from _chunks.chunked(results)
+                yield from _chunks.chunked(results, STALL)
             else:
                 for element in results:
                     yield to_tensors(element)
