@@ -17,11 +17,13 @@ read from its start, so it is written as one part: an interrupted run writes it 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +52,7 @@ _COMPRESSIONS = (None, "GZIP", "SNAPPY")
 _IDENTITY = ("source", "fingerprint")  # which source the data is from: checked apart from the settings
 _NATIVE_FINGERPRINT_PEEK = 4  # elements read for the fingerprint of a source the plan does not peek (tf.data)
 _MAIN = "__main__."
+_LOCK = ".tfbridge-lock"
 _ASSEMBLED_FILES = ("snapshot.metadata", "snapshot.metadata.tmp", "dataset_spec.pb")
 
 
@@ -163,72 +166,85 @@ def run(
         raise TfBridgeError(msg)
     peeked = p.peek if p.peek is not None else src.peek(_NATIVE_FINGERPRINT_PEEK)
     wanted |= {"source": src.name, "fingerprint": fingerprint(peeked.samples, p.spec)}
-    manifest = _open(root, wanted, overwrite=overwrite)
-    if manifest.get("complete"):
-        count = int(manifest["elements_written"])
-        note(verbose, f"reused, not re-run: {root} already holds the {count} elements of {src.name}")
-        return Outcome(load(root), count, reused=True)
+    with _locked(root, verbose):  # a second run on the path waits, then reuses or continues
+        manifest = _open(root, wanted, overwrite=overwrite)
+        if manifest.get("complete"):
+            count = int(manifest["elements_written"])
+            note(verbose, f"reused, not re-run: {root} already holds the {count} elements of {src.name}")
+            return Outcome(load(root), count, reused=True)
 
-    parts_dir = root / _PARTS
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    for stale in parts_dir.glob("*.tmp*"):  # half-written by an interrupted run: never read, written again
-        shutil.rmtree(stale, ignore_errors=True)
-    bar = progress_bar(verbose, total, "element", rate_note="(producing and saving)")
-    written = 0
-    errors: list[BaseException] = []
+        parts_dir = root / _PARTS
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        for stale in parts_dir.glob("*.tmp*"):  # half-written by an interrupted run: never read, written again
+            shutil.rmtree(stale, ignore_errors=True)
+        bar = progress_bar(verbose, total, "element", rate_note="(producing and saving)")
+        written = 0
+        errors: list[BaseException] = []
 
-    def save(ds: Any, name: str) -> int:
-        """Write one part under a temporary name, then rename it: a part is either whole or absent."""
-        final = parts_dir / name
-        tmp = parts_dir / f"{name}.tmp-{os.getpid()}"
-        ds.save(str(tmp), compression=compression, shard_func=_one_shard)
-        if errors:  # the source failed: this part is incomplete and is not kept
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise errors[0]
-        count = _count_elements(tmp, compression)
-        (tmp / _COUNT).write_text(str(count))  # inside the part, so it is renamed with it
-        os.replace(tmp, final)
-        return count
-
-    names: list[str] = []
-    runner = pipeline.make_runner(p)
-    try:
-        for k, part in enumerate(parts):
-            name = f"part-{k:05d}"
-            if (parts_dir / name).is_dir():
-                count = _count(parts_dir, name, compression)
-            else:
-                plan = BuildPlan(
-                    spec=p.spec,
-                    conform=True,  # every element checked before it is written for good
-                    runner=runner,
-                    timeout=options.timeout,
-                    seconds_per_element=p.seconds_per_element,
-                    bytes_per_element=p.bytes_per_element,
-                    errors=errors if runner is not None else None,
+        def save(ds: Any, name: str) -> int:
+            """Write one part under a temporary name, then rename it: a part is either whole or absent."""
+            final = parts_dir / name
+            tmp = parts_dir / f"{name}.tmp-{os.getpid()}"
+            try:
+                ds.save(str(tmp), compression=compression, shard_func=_one_shard)
+            except Exception as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                full = _disk_full(exc)
+                if full is None:
+                    raise
+                msg = (
+                    f"writing {name} of {root} failed: {full}. The parts written before it are kept.\n"
+                    "Hint: free space there (or pass a path on a larger disk) and run again: a new run on the same "
+                    "path continues from the parts already written."
                 )
-                count = save(part.build(plan).dataset, name)
-            if count or len(parts) > 1:
-                names.append(name)
-            written += count
-            if bar is not None:
-                bar.update(written)
-    finally:
-        if runner is not None:
-            runner.close()
-    if not names or not written:
-        msg = (
-            f"the source {src.name} gave no elements: there is nothing to materialize.\n"
-            "Hint: check that it yields data (a one-shot iterator gives its elements only once)."
-        )
-        raise TfBridgeError(msg)
+                raise TfBridgeError(msg) from None
+            if errors:  # the source failed: this part is incomplete and is not kept
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise errors[0]
+            count = _count_elements(tmp, compression)
+            (tmp / _COUNT).write_text(str(count))  # inside the part, so it is renamed with it
+            os.replace(tmp, final)
+            return count
 
-    _assemble(root, parts_dir, names, written)
-    _write_manifest(root, {**wanted, "elements_written": written, "parts": len(names), "complete": True})
-    shutil.rmtree(parts_dir, ignore_errors=True)
-    if bar is not None:
-        bar.update(written, finalize=True)
-    return Outcome(load(root), written, reused=False)
+        names: list[str] = []
+        runner = pipeline.make_runner(p)
+        try:
+            for k, part in enumerate(parts):
+                name = f"part-{k:05d}"
+                if (parts_dir / name).is_dir():
+                    count = _count(parts_dir, name, compression)
+                else:
+                    plan = BuildPlan(
+                        spec=p.spec,
+                        conform=True,  # every element checked before it is written for good
+                        runner=runner,
+                        timeout=options.timeout,
+                        seconds_per_element=p.seconds_per_element,
+                        bytes_per_element=p.bytes_per_element,
+                        errors=errors if runner is not None else None,
+                    )
+                    count = save(part.build(plan).dataset, name)
+                if count or len(parts) > 1:
+                    names.append(name)
+                written += count
+                if bar is not None:
+                    bar.update(written)
+        finally:
+            if runner is not None:
+                runner.close()
+        if not names or not written:
+            msg = (
+                f"the source {src.name} gave no elements: there is nothing to materialize.\n"
+                "Hint: check that it yields data (a one-shot iterator gives its elements only once)."
+            )
+            raise TfBridgeError(msg)
+
+        _assemble(root, parts_dir, names, written)
+        _write_manifest(root, {**wanted, "elements_written": written, "parts": len(names), "complete": True})
+        shutil.rmtree(parts_dir, ignore_errors=True)
+        if bar is not None:
+            bar.update(written, finalize=True)
+        return Outcome(load(root), written, reused=False)
 
 
 def load(path: str | os.PathLike[str]) -> tf.data.Dataset:
@@ -315,6 +331,41 @@ def _assemble(root: Path, parts_dir: Path, names: list[str], count: int) -> None
     os.replace(tmp, root / "snapshot.metadata")
 
 
+@contextlib.contextmanager
+def _locked(root: Path, verbose: bool | None) -> Iterator[None]:
+    """Hold the path's lock: one run writes at a time; another waits (it then finds the data written, and
+    reuses it, or an interrupted run's parts, and continues). The lock goes with the process, however it ends."""
+    try:
+        import fcntl
+    except ImportError:  # not on a POSIX system: no lock
+        yield
+        return
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root / _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        msg = f"cannot write to {root}: {exc.strerror or exc}.\nHint: pass a path in a directory you can write to."
+        raise TfBridgeError(msg) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            note(verbose, f"{root} is being written by another run; waiting for it to finish")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+_DISK_FULL = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def _disk_full(exc: BaseException) -> str | None:
+    """The disk-space reason a write failed (TensorFlow's op errors carry the system's text), else None."""
+    text = str(exc)
+    return next((reason for reason in _DISK_FULL if reason in text), None)
+
+
 def _check_target(root: Path) -> None:
     """Refuse, before any work, a path that cannot be written or that holds something other than a
     materialization (which is left as it is)."""
@@ -322,7 +373,7 @@ def _check_target(root: Path) -> None:
     if problem is not None:
         msg = f"cannot write to {root}: {problem}.\nHint: pass a path in a directory you can write to."
         raise TfBridgeError(msg)
-    if root.exists() and not (root / MANIFEST).exists() and any(root.iterdir()):
+    if root.exists() and not (root / MANIFEST).exists() and any(e.name != _LOCK for e in root.iterdir()):
         msg = (
             f"{root} already exists and is not a tfbridge materialization (no {MANIFEST}); it is left as it is.\n"
             "Hint: pass a new or empty directory."
