@@ -225,3 +225,33 @@ def test_keras_fit_on_bucketed_pad_batch_knows_its_steps_and_never_runs_out() ->
         history = model.fit(batches, epochs=2, verbose=0)
     assert not [w for w in caught if "ran out of data" in str(w.message)]
     assert len(history.history["loss"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 2**31}, r"batch_size must be at most 16,777,216: TensorFlow reserves room for a whole batch"),
+        ({"batch_size": 8, "buckets": True}, r"buckets must be None, a number of buckets or a list of boundaries\. "
+                                             r"Received: buckets=True"),
+        ({"batch_size": 8, "buckets": [2**40]}, r"boundaries below 2\*\*31 \(lengths are int32 in the graph\)\. "
+                                                r"Received: \[1099511627776\]"),
+        ({"batch_size": 8, "buckets": "abc"}, r"increasing positive boundaries below 2\*\*31"),
+    ],
+)
+def test_pad_batch_refuses_sizes_and_buckets_tensorflow_cannot_take_before_reading_the_source(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    calls = []
+
+    def rows() -> Any:
+        calls.append(1)
+        yield np.arange(3)
+
+    with pytest.raises(tb.TfBridgeError, match=message):
+        tb.pad_batch(rows, **kwargs)
+    assert calls == []
+
+
+def test_to_dataset_refuses_a_batch_size_tensorflow_would_abort_on() -> None:
+    with pytest.raises(tb.TfBridgeError, match=r"batch_size must be at most 16,777,216.*\nHint: use a batch size"):
+        tb.to_dataset(np.zeros((4, 2)), batch_size=2**30)

@@ -30,8 +30,18 @@ def short(value: Any, limit: int = _REPR_LIMIT_CHARS) -> str:
     return text
 
 
-def check_int(name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> None:
-    """Raise TfBridgeError unless ``value`` is an int (not a bool) >= ``minimum`` (or None when optional)."""
+def check_int(
+    name: str,
+    value: Any,
+    *,
+    minimum: int = 1,
+    optional: bool = False,
+    maximum: int | None = None,
+    why: str = "",
+    hint: str = "",
+) -> None:
+    """Raise TfBridgeError unless ``value`` is an int (not a bool) >= ``minimum`` and <= ``maximum`` (or None
+    when optional); ``why`` explains the maximum."""
     from tfbridge.errors import TfBridgeError
 
     if optional and value is None:
@@ -40,6 +50,16 @@ def check_int(name: str, value: Any, *, minimum: int = 1, optional: bool = False
         kind = "positive" if minimum == 1 else "non-negative"
         msg = f"{name} must be a {kind} int{' or None' if optional else ''}. Received: {short(value)}"
         raise TfBridgeError(msg)
+    if maximum is not None and value > maximum:
+        msg = f"{name} must be at most {maximum:,}{': ' + why if why else ''}. Received: {short(value)}"
+        if hint:
+            msg += f"\nHint: {hint}"
+        raise TfBridgeError(msg)
+
+
+MAX_BATCH_SIZE = 2**24
+MAX_BATCH_WHY = "TensorFlow reserves room for a whole batch when it starts one (near 2**30 that aborts the process)"
+MAX_BATCH_HINT = "use a batch size no larger than the data."
 
 
 def check_seconds(name: str, value: Any) -> None:

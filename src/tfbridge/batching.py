@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tfbridge import _nest, _tf
-from tfbridge._checks import check_int, short
+from tfbridge._checks import MAX_BATCH_HINT, MAX_BATCH_SIZE, MAX_BATCH_WHY, check_int, short
 from tfbridge.errors import TfBridgeError
 from tfbridge.executors import ExecutorName, ExecutorOptions
 from tfbridge.sources.labels import Label
@@ -107,7 +107,12 @@ def pad_batch(
     from tfbridge import sources
     from tfbridge.pipeline import build
 
-    check_int("batch_size", batch_size)
+    check_int("batch_size", batch_size, maximum=MAX_BATCH_SIZE, why=MAX_BATCH_WHY, hint=MAX_BATCH_HINT)
+    if isinstance(buckets, bool):
+        msg = f"buckets must be None, a number of buckets or a list of boundaries. Received: buckets={buckets}"
+        raise TfBridgeError(msg)
+    if buckets is not None and not isinstance(buckets, int):
+        _checked_boundaries(buckets)  # before the source is read
     rebuild = _tf.rebuild_of(dataset_or_source)
     if rebuild is not None and label is None and buckets is None and not ragged:
         # a dataset to_dataset made (not yet batched): built again, padded where its rows are gathered
@@ -155,7 +160,7 @@ def pad_batch(
             return ds.ragged_batch(batch_size, drop_remainder=drop_remainder)
         return ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
     length = length_fn or _default_length(spec)
-    if isinstance(buckets, int) and not isinstance(buckets, bool):
+    if isinstance(buckets, int):
         if buckets < 1:
             msg = f"buckets must be at least 1. Received: buckets={buckets}"
             raise TfBridgeError(msg)
@@ -166,13 +171,7 @@ def pad_batch(
         boundaries = bucket_boundaries(lengths, buckets)
         batches = _batch_count(lengths, boundaries, batch_size, drop_remainder)
     else:
-        boundaries = [int(b) for b in buckets]  # type: ignore[union-attr]
-        if not boundaries or any(b <= a for a, b in itertools.pairwise(boundaries)) or boundaries[0] < 1:
-            msg = (
-                "buckets must be an int or a non-empty list of increasing positive boundaries. "
-                f"Received: {short(buckets)}"
-            )
-            raise TfBridgeError(msg)
+        boundaries = _checked_boundaries(buckets)
         batches = None  # known only after a pass over the lengths
     if ragged:
         edges = tf.constant(boundaries, tf.int32)
@@ -197,6 +196,25 @@ def pad_batch(
     if batches is not None:  # Keras then knows the steps per epoch (no "ran out of data" in the first epoch)
         out = out.apply(tf.data.experimental.assert_cardinality(batches))
     return out
+
+
+def _checked_boundaries(buckets: Any) -> list[int]:
+    try:
+        boundaries = [int(b) for b in buckets]
+    except (TypeError, ValueError):
+        boundaries = []
+    if (
+        not boundaries
+        or any(b <= a for a, b in itertools.pairwise(boundaries))
+        or boundaries[0] < 1
+        or boundaries[-1] >= 2**31
+    ):
+        msg = (
+            "buckets must be an int or a non-empty list of increasing positive boundaries below 2**31 "
+            f"(lengths are int32 in the graph). Received: {short(buckets)}"
+        )
+        raise TfBridgeError(msg)
+    return boundaries
 
 
 def _batch_count(lengths: np.ndarray, boundaries: list[int], batch_size: int, drop_remainder: bool) -> int:

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from tfbridge import _nest, _tf, executors, sources
-from tfbridge._checks import check_choice, check_int, check_seed, find_stacklevel, short
+from tfbridge._checks import (
+    MAX_BATCH_HINT,
+    MAX_BATCH_SIZE,
+    MAX_BATCH_WHY,
+    check_choice,
+    check_int,
+    check_seed,
+    find_stacklevel,
+    short,
+)
 from tfbridge.errors import TfBridgeError, TfBridgeWarning
 from tfbridge.executors import Choice, Cost, ExecutorName, ExecutorOptions
 from tfbridge.sources import BuildPlan, Peek, Source
@@ -223,7 +232,7 @@ def build(
     buckets): sources that gather rows in the graph pad there, others through ``padded_batch``."""
     tf = _tf.tf()
 
-    check_int("batch_size", batch_size, optional=True)
+    check_int("batch_size", batch_size, optional=True, maximum=MAX_BATCH_SIZE, why=MAX_BATCH_WHY, hint=MAX_BATCH_HINT)
     check_seed(seed)
     for flag, value in (("shuffle", shuffle), ("finite", finite)):
         if not isinstance(value, bool):
