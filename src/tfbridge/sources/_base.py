@@ -211,15 +211,19 @@ def timed(produce: Callable[[int], Any], indices: Sequence[int]) -> Peek:
     return out
 
 
-def infer_from_peek(source: Source, peek: Peek) -> Inference:
-    """The spec of peeked samples; an empty peek is an empty source."""
+def infer_from_peek(
+    source: Source,
+    peek: Peek,
+    *,
+    empty: str = "reading it gave no element",
+    hint: str = "check that the source holds data.",
+) -> Inference:
+    """The spec of peeked samples. An empty peek is an empty source: ``empty`` says how that showed and ``hint``
+    what to do, as fits the kind of source."""
     from tfbridge.spec import infer
 
     if not peek.samples:
-        msg = (
-            f"the source {source.name} is empty: there is no element to infer a spec from.\n"
-            "Hint: check that the source yields data (a one-shot iterator gives its elements only once)."
-        )
+        msg = f"the source {source.name} is empty: {empty}, so there is no element to infer a spec from.\nHint: {hint}"
         raise SpecInferenceError(msg)
     return infer(peek.samples, source.batched)
 
