@@ -470,7 +470,40 @@ def test_spec_mismatch_while_iterating_surfaces_as_op_error_naming_class_and_ind
     assert "SpecMismatchError: element 13 at x: expected shape (None, 3), got shape (2, 4)." in message
 
 
+@pytest.mark.parametrize("executor", ["serial", "thread"])
+def test_source_error_inside_tf_data_says_its_traceback_is_below_and_it_is(executor: str) -> None:
+    """TensorFlow's op error carries tfbridge's message first and the original traceback after it."""
+    ds = tb.to_dataset(RaisesAt17([_batch()] * 24), executor=executor, peek=2)
+
+    with pytest.raises(tf.errors.OpError) as info:
+        _iterate(ds)
+
+    message = info.value.message
+    hint = "Hint: the source's own code raised this (traceback below)."
+    assert (
+        f"SourceError: element 17: ValueError: corrupt record 17\n{hint}\nTraceback (most recent call last):"
+        in message
+    )
+    assert "traceback above" not in message
+    user_frame = message.index(", in __getitem__\n")
+    assert message.index(hint) < user_frame < message.index("ValueError: corrupt record 17\n", user_frame)
+
+
 # ---- SourceError before iterating ---------------------------------------------------------------------
+
+
+def test_source_error_raised_directly_says_its_traceback_is_above_and_it_is() -> None:
+    """Raised in the caller's own process, the original is chained: Python prints its traceback first."""
+    import traceback
+
+    with pytest.raises(tb.SourceError) as info:
+        tb.to_dataset(RaisesAt17([_batch()] * 30))  # the spread peek reads element 17
+
+    assert str(info.value) == (
+        "element 17: ValueError: corrupt record 17\nHint: the source's own code raised this (traceback above)."
+    )
+    printed = "".join(traceback.format_exception(info.value))
+    assert printed.index(", in __getitem__\n") < printed.index("(traceback above)")
 
 
 def test_validate_source_error_carries_index_and_original_traceback() -> None:
