@@ -73,6 +73,25 @@ N = 3
 
 def broken():
     raise RuntimeError("factory exploded")
+
+
+class NeedsArgs:  # a source once made; as a TARGET, a class whose __init__ needs arguments
+    def __init__(self, n, scale=1.0, *, seed, **options):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return np.zeros(3)
+
+
+def make(n):
+    return NeedsArgs(n, seed=0)
+
+
+def gen_of(n):
+    yield from range(n)
 '''
 
 _BADMOD = 'raise RuntimeError("import exploded")\n'
@@ -371,6 +390,27 @@ _BAD_TARGETS = [
         "plain:np",
         "plain:np is not a data source: module is not a data source.",
         id="module-object",
+    ),
+    pytest.param(
+        "plain:NeedsArgs",
+        "plain:NeedsArgs is a class that needs arguments (n, seed), and tfbridge can call a TARGET only without "
+        "arguments; point TARGET at the source itself or at a function without arguments that returns it (e.g. add "
+        "`source = NeedsArgs(...)` to plain and use plain:source)",
+        id="class-needing-arguments",
+    ),
+    pytest.param(
+        "plain.py:make",
+        "plain.py:make is a function that needs arguments (n), and tfbridge can call a TARGET only without "
+        "arguments; point TARGET at the source itself or at a function without arguments that returns it (e.g. add "
+        "`source = make(...)` to plain.py and use plain.py:source)",
+        id="function-needing-arguments",
+    ),
+    pytest.param(
+        "plain:gen_of",
+        "plain:gen_of is a generator function that needs arguments (n), and tfbridge can call a TARGET only without "
+        "arguments; point TARGET at a generator function without arguments (e.g. add "
+        "`def source(): yield from gen_of(...)` to plain and use plain:source)",
+        id="generator-function-needing-arguments",
     ),
 ]
 

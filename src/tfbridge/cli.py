@@ -64,6 +64,9 @@ def load_target(target: str) -> Any:
             msg = f"{module_part} has no attribute {attr!r}"
             raise TargetError(msg)
         obj = getattr(obj, part)
+    needed = _arguments_needed(obj)
+    if needed:
+        raise TargetError(_needs_arguments(target, obj, needed))
     if callable(obj) and not _inspect.isgeneratorfunction(obj) and _is_factory(obj):
         try:
             obj = obj()
@@ -113,6 +116,41 @@ def _load_file(name: str) -> Any:
         msg = f"{name} raised {type(exc).__name__} while loading: {exc}"
         raise TargetError(msg) from exc
     return module
+
+
+def _arguments_needed(obj: Any) -> list[str]:
+    """The parameters a class, function or method TARGET must be given (none: it can be called bare, or it is
+    not such a callable, or its signature is unknown)."""
+    if not (_inspect.isclass(obj) or _inspect.isfunction(obj) or _inspect.ismethod(obj)):
+        return []
+    try:
+        parameters = _inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    variadic = (_inspect.Parameter.VAR_POSITIONAL, _inspect.Parameter.VAR_KEYWORD)
+    return [p.name for p in parameters if p.default is p.empty and p.kind not in variadic]
+
+
+def _needs_arguments(target: str, obj: Any, needed: list[str]) -> str:
+    """One line: TARGET is a callable that cannot be called bare, and what to point it at instead."""
+    module_part, _, attr = target.rpartition(":")
+    what = (
+        "a class"
+        if _inspect.isclass(obj)
+        else "a generator function"
+        if _inspect.isgeneratorfunction(obj)
+        else "a function"
+    )
+    if _inspect.isgeneratorfunction(obj):
+        instead, example = "a generator function without arguments", f"def source(): yield from {attr}(...)"
+    else:
+        instead = "the source itself or at a function without arguments that returns it"
+        example = f"source = {attr}(...)"
+    return (
+        f"{target} is {what} that needs arguments ({', '.join(needed)}), and tfbridge can call a TARGET only "
+        f"without arguments; point TARGET at {instead} (e.g. add `{example}` to {module_part} and use "
+        f"{module_part}:source)"
+    )
 
 
 def _is_factory(obj: Any) -> bool:
