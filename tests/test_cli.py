@@ -73,6 +73,53 @@ N = 3
 
 def broken():
     raise RuntimeError("factory exploded")
+
+
+class NeedsArgs:  # a source once made; as a TARGET, a class whose __init__ needs arguments
+    def __init__(self, n, scale=1.0, *, seed, **options):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return np.zeros(3)
+
+
+def make(n):
+    return NeedsArgs(n, seed=0)
+
+
+def gen_of(n):
+    yield from range(n)
+'''
+
+# Sources whose messages carry hints: each element one (4, 3) array (a batch or an example?), scalar fields (not
+# batches), dict elements (columns for --label), and a generator function that raises at its third element.
+_HINTSRC = '''
+import numpy as np
+
+
+def same():
+    for i in range(5):
+        yield np.full((4, 3), i, np.float32)
+
+
+def scalars():
+    for i in range(5):
+        yield np.float32(i), np.int64(i)
+
+
+def rows():
+    for i in range(5):
+        yield {"a": np.zeros(3, np.float32), "b": np.float32(i)}
+
+
+def fails():
+    for i in range(5):
+        if i == 2:
+            raise ValueError("bad row 2")  # line 23
+        yield np.zeros(3, np.float32)
 '''
 
 _BADMOD = 'raise RuntimeError("import exploded")\n'
@@ -135,6 +182,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "badmod.py").write_text(_BADMOD)
     (root / "data.py").write_text(_DATA)
     (root / "benchsrc.py").write_text(_BENCHSRC)
+    (root / "hintsrc.py").write_text(_HINTSRC)
     return root
 
 
@@ -372,6 +420,27 @@ _BAD_TARGETS = [
         "plain:np is not a data source: module is not a data source.",
         id="module-object",
     ),
+    pytest.param(
+        "plain:NeedsArgs",
+        "plain:NeedsArgs is a class that needs arguments (n, seed), and tfbridge can call a TARGET only without "
+        "arguments; point TARGET at the source itself or at a function without arguments that returns it (e.g. add "
+        "`source = NeedsArgs(...)` to plain and use plain:source)",
+        id="class-needing-arguments",
+    ),
+    pytest.param(
+        "plain.py:make",
+        "plain.py:make is a function that needs arguments (n), and tfbridge can call a TARGET only without "
+        "arguments; point TARGET at the source itself or at a function without arguments that returns it (e.g. add "
+        "`source = make(...)` to plain.py and use plain.py:source)",
+        id="function-needing-arguments",
+    ),
+    pytest.param(
+        "plain:gen_of",
+        "plain:gen_of is a generator function that needs arguments (n), and tfbridge can call a TARGET only without "
+        "arguments; point TARGET at a generator function without arguments (e.g. add "
+        "`def source(): yield from gen_of(...)` to plain and use plain:source)",
+        id="generator-function-needing-arguments",
+    ),
 ]
 
 
@@ -386,6 +455,103 @@ def test_bad_target_exits_2_with_one_error_line_and_no_traceback(project: Path, 
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("tfbridge: error: ")
     assert message in lines[0]
+
+
+# ---- hints name the command line's flags ---------------------------------------------------------------------
+
+
+def test_a_guessed_batched_is_a_warning_whose_hint_names_the_batched_flag(project: Path) -> None:
+    result = _run(["inspect", "hintsrc:same"], project)
+
+    assert result.returncode == 0, result.stderr
+    assert (  # TensorFlow may log lines of its own around it
+        "tfbridge: TfBridgeWarning: same: every peeked element has a leading axis of 4, so an element could be a "
+        "batch or a single example; it is taken as a batch (the Keras convention for generators and __getitem__ "
+        "sources).\nHint: pass --batched no if each element is one example, or --batched yes if it is a batch "
+        "(either also silences this).\n"
+    ) in result.stderr
+    assert "batched=" not in result.stderr
+
+
+def test_a_wrong_batched_is_an_error_whose_hint_names_the_batched_flag(project: Path) -> None:
+    result = _run(["inspect", "hintsrc:scalars", "--batched", "yes"], project)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "tfbridge: SpecInferenceError: element 0 at x: a batched source needs a batch axis on every field, but this "
+        "field is a scalar. Received: float32(shape=(), dtype=float32)",
+        "Hint: pass --batched no if each element is a single example.",
+    ]
+
+
+def test_a_missing_label_column_is_an_error_whose_hint_names_the_label_flag(project: Path) -> None:
+    result = _run(["code", "hintsrc:rows", "--label", "z"], project)
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "tfbridge: TfBridgeError: label column(s) ['z'] not found. The element has the columns ['a', 'b'].",
+        "Hint: pass --label the name(s) of existing columns. Received: --label z",
+    ]
+
+
+def test_a_source_error_prints_the_sources_traceback_above_as_its_hint_says(project: Path) -> None:
+    result = _run(["inspect", "hintsrc:fails"], project)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("Traceback (most recent call last):\n")
+    frame = f'  File "{project / "hintsrc.py"}", line 23, in fails\n    raise ValueError("bad row 2")  # line 23\n'
+    assert frame in result.stderr
+    assert result.stderr.endswith(
+        "ValueError: bad row 2\n"
+        "tfbridge: SourceError: element 2: ValueError: bad row 2\n"
+        "Hint: the source's own code raised this (traceback above).\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "printed"),
+    [
+        pytest.param(
+            "the source is taken as batched=False.\nHint: pass batched=True to read the source that way.",
+            "the source is taken as batched=False.\nHint: pass --batched yes to read the source that way.",
+            id="only-the-hint-line",
+        ),
+        pytest.param(
+            "x\nHint: use executor=\"thread\", or keep unpicklable members out of the source.",
+            "x\nHint: use --executor thread, or keep unpicklable members out of the source.",
+            id="executor",
+        ),
+        pytest.param(
+            "x\nHint: try workers=4, timeout=2.5 or peek=32; or pass spec= or finite=True.",
+            "x\nHint: try --workers 4, --timeout 2.5 or --peek 32; or pass spec= or finite=True.",
+            id="numbers-and-python-only-keywords",
+        ),
+        pytest.param(
+            "x\nHint: check ray_address= (e.g. 'auto'). Received: label=['a', 'my col']",
+            "x\nHint: check --ray-address (e.g. 'auto'). Received: --label a --label 'my col'",
+            id="bare-keyword-and-label-list",
+        ),
+        pytest.param(
+            "x\nHint: pass overwrite=True (--overwrite on the command line) to replace it, or use load('out').",
+            "x\nHint: pass --overwrite to replace it, or use load('out').",
+            id="overwrite-already-named",
+        ),
+        pytest.param(
+            "x\nHint: use `tb.to_dataset(source, executor=\"ray\")`, or pad_batch(..., ragged=True, peek=2).",
+            "x\nHint: use `tb.to_dataset(source, executor=\"ray\")`, or pad_batch(..., ragged=True, peek=2).",
+            id="code-stays-code",
+        ),
+        pytest.param(
+            "x\nHint: its traceback:\nTraceback (most recent call last):\n    load(label='y', batched=False)",
+            "x\nHint: its traceback:\nTraceback (most recent call last):\n    load(label='y', batched=False)",
+            id="traceback-lines-stay",
+        ),
+    ],
+)
+def test_hint_keywords_are_written_as_the_command_lines_flags(message: str, printed: str) -> None:
+    assert cli.for_the_command_line(message) == printed
 
 
 def test_code_with_bad_target_exits_2_with_one_error_line(project: Path) -> None:
@@ -475,6 +641,7 @@ def test_bench_of_in_memory_arrays_exits_2_saying_there_is_no_python_to_compare(
                      id="no-seconds"),
         pytest.param(["--seconds", "x"], "argument --seconds: must be a positive number. Received: 'x'",
                      id="seconds-not-a-number"),
+        pytest.param(["--peek", "0"], "argument --peek: must be a positive int. Received: '0'", id="no-peek"),
     ],
 )
 def test_bench_bad_arguments_exit_2_with_usage(project: Path, args: list[str], message: str) -> None:
@@ -602,7 +769,7 @@ def test_materialize_progress_in_a_log_is_plain_and_a_second_run_says_reused_not
     assert refused.returncode == 1
     assert refused.stdout == "" and "Traceback" not in refused.stderr
     assert "\ntfbridge: TfBridgeError: out holds a materialization of another source: " in "\n" + refused.stderr
-    assert "Hint: pass overwrite=True (--overwrite on the command line)" in refused.stderr
+    assert "Hint: pass --overwrite to replace it with this source's data, or another path; " in refused.stderr
 
     replaced = _run(["materialize", *other, "--overwrite"], tmp_path)
 

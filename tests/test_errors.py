@@ -206,8 +206,91 @@ def test_infer_empty_source_raises_spec_inference_error(source: Any, message: st
 
 
 def test_to_dataset_of_empty_generator_raises_spec_inference_error() -> None:
-    with pytest.raises(tb.SpecInferenceError, match=r"the source _empty_gen is empty: there is no element"):
+    with pytest.raises(tb.SpecInferenceError, match=r"the source _empty_gen is empty: calling _empty_gen\(\) gave"):
         tb.to_dataset(_empty_gen)
+
+
+class _EmptyIterable:
+    def __iter__(self) -> Iterator[Any]:
+        return iter(())
+
+
+def _used_up() -> Iterator[Any]:
+    it = iter([_batch()])
+    next(it)
+    return it
+
+
+_ONCE = "an iterator gives its elements only once"
+_EMPTY_KINDS = [
+    pytest.param(
+        [],
+        "the source builtins.list is empty (len 0): there is no element to infer a spec from.\n"
+        "Hint: the list holds no elements: check the code that loads or fills it.",
+        id="list",
+    ),
+    pytest.param(
+        Empty(),
+        "the source test_errors.Empty is empty (len 0): there is no element to infer a spec from.\n"
+        "Hint: its __len__ returned 0: check the data it loads.",
+        id="zero-length-pydataset",
+    ),
+    pytest.param(
+        (np.zeros((0, 3)), np.zeros((0,))),
+        "the arrays of the source are empty (0 rows): there is no element to infer a spec from.\n"
+        "Hint: they hold no rows: check the code that loads them (a filter or an empty file leaves none).",
+        id="arrays",
+    ),
+    pytest.param(
+        _empty_gen,
+        "the source _empty_gen is empty: calling _empty_gen() gave a generator that yielded nothing, so there is "
+        "no element to infer a spec from.\nHint: check the data the generator function reads and the conditions of "
+        "its loop.",
+        id="generator-function",
+    ),
+    pytest.param(
+        lambda: [],
+        "the source <lambda> is empty: <lambda>() returned an empty iterable, so there is no element to infer a "
+        "spec from.\nHint: check the data it loads.",
+        id="function-returning-an-empty-list",
+    ),
+    pytest.param(
+        _EmptyIterable(),
+        "the source test_errors._EmptyIterable is empty: iterating it gave no element, so there is no element to "
+        "infer a spec from.\nHint: check the data it holds or loads.",
+        id="re-iterable",
+    ),
+    pytest.param(
+        _used_up(),
+        "the source builtins.list_iterator is empty: the iterator gave no element, so there is no element to infer "
+        f"a spec from.\nHint: {_ONCE}, so one that was read before (by a loop, list() or a dataset made from it) is "
+        "used up; pass a generator function or a re-iterable such as a list to read the data more than once.",
+        id="used-up-iterator",
+    ),
+    pytest.param(
+        _empty_gen(),
+        "the source builtins.generator is empty: the iterator gave no element, so there is no element to infer "
+        f"a spec from.\nHint: {_ONCE}, so one that",
+        id="generator-object",
+    ),
+    pytest.param(
+        tf.data.Dataset.range(0).map(lambda x: tf.py_function(lambda v: v, [x], tf.int64)),
+        "the source tf.data.Dataset (MapDataset) is empty: the dataset gave no element, so there is no element to "
+        "infer a spec from.\nHint: check the pipeline's input, and its filter, take, skip or shard steps.",
+        id="tf-data-of-unknown-rank",
+    ),
+]
+
+
+@pytest.mark.parametrize(("source", "message"), _EMPTY_KINDS)
+def test_an_empty_source_has_the_hint_of_its_kind(source: Any, message: str) -> None:
+    """Only a one-shot iterator is told that its elements come once; a list, a generator function or a
+    re-iterable is simply empty."""
+    with pytest.raises(tb.SpecInferenceError) as info:
+        tb.infer_spec(source)
+
+    assert str(info.value).startswith(message)
+    assert (_ONCE in str(info.value)) == isinstance(source, Iterator)
 
 
 def test_infer_batched_source_with_scalar_field_names_element_and_path() -> None:
@@ -387,7 +470,40 @@ def test_spec_mismatch_while_iterating_surfaces_as_op_error_naming_class_and_ind
     assert "SpecMismatchError: element 13 at x: expected shape (None, 3), got shape (2, 4)." in message
 
 
+@pytest.mark.parametrize("executor", ["serial", "thread"])
+def test_source_error_inside_tf_data_says_its_traceback_is_below_and_it_is(executor: str) -> None:
+    """TensorFlow's op error carries tfbridge's message first and the original traceback after it."""
+    ds = tb.to_dataset(RaisesAt17([_batch()] * 24), executor=executor, peek=2)
+
+    with pytest.raises(tf.errors.OpError) as info:
+        _iterate(ds)
+
+    message = info.value.message
+    hint = "Hint: the source's own code raised this (traceback below)."
+    assert (
+        f"SourceError: element 17: ValueError: corrupt record 17\n{hint}\nTraceback (most recent call last):"
+        in message
+    )
+    assert "traceback above" not in message
+    user_frame = message.index(", in __getitem__\n")
+    assert message.index(hint) < user_frame < message.index("ValueError: corrupt record 17\n", user_frame)
+
+
 # ---- SourceError before iterating ---------------------------------------------------------------------
+
+
+def test_source_error_raised_directly_says_its_traceback_is_above_and_it_is() -> None:
+    """Raised in the caller's own process, the original is chained: Python prints its traceback first."""
+    import traceback
+
+    with pytest.raises(tb.SourceError) as info:
+        tb.to_dataset(RaisesAt17([_batch()] * 30))  # the spread peek reads element 17
+
+    assert str(info.value) == (
+        "element 17: ValueError: corrupt record 17\nHint: the source's own code raised this (traceback above)."
+    )
+    printed = "".join(traceback.format_exception(info.value))
+    assert printed.index(", in __getitem__\n") < printed.index("(traceback above)")
 
 
 def test_validate_source_error_carries_index_and_original_traceback() -> None:

@@ -125,6 +125,54 @@ def test_process_executor_source_error_keeps_index_and_traceback_across_the_proc
         ex.close()
 
 
+_SCRIPT = """\
+import numpy as np
+import tensorflow as tf
+
+import tfbridge as tb
+
+
+class Records:
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        if i == 20:
+            raise ValueError(f"corrupt record {i}")  # line 13
+        return np.full((3,), i, np.float32)
+
+
+if __name__ == "__main__":
+    spec = tb.infer_spec(Records(), peek=2, batched=False)  # reads elements 0 and 39 only
+    try:
+        tb.validate(Records(), spec, batched=False, executor="process", workers=1)
+    except tb.SourceError as err:
+        print(err.traceback)
+    try:
+        for _ in tb.to_dataset(Records(), spec=spec, batched=False, executor="process", workers=1):
+            pass
+    except tf.errors.OpError as err:
+        print(err.message)
+"""
+
+
+@pytest.mark.timeout(240)
+def test_a_worker_traceback_names_the_file_and_line_of_a_class_defined_in_the_script_run(tmp_path: Path) -> None:
+    """A class of ``__main__`` travels to worker processes by value; its traceback still names the script, the
+    line and the source line, in SourceError.traceback and in the message inside tf.data."""
+    script = tmp_path / "train.py"
+    script.write_text(_SCRIPT)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=200, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    frame = f'File "{script}", line 13, in __getitem__\n    raise ValueError(f"corrupt record {{i}}")  # line 13\n'
+    assert result.stdout.count(frame) >= 2, result.stdout  # once from validate, at least once from tf.data
+    assert "SourceError: element 20: ValueError: corrupt record 20" in result.stdout
+    assert "<dynamic-code>" not in result.stdout
+
+
 # ---- a worker process killed -------------------------------------------------------------------------------
 
 

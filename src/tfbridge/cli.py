@@ -4,10 +4,13 @@ library."""
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import importlib.util
 import inspect as _inspect
 import os
+import re
+import shlex
 import signal
 import sys
 import threading
@@ -15,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from tfbridge.errors import TfBridgeError, TfBridgeWarning
+from tfbridge.errors import SourceError, TfBridgeError, TfBridgeWarning
 
 EXIT_USAGE = 2
 _SERVICE_STOP_TIMEOUT_S = 10.0
@@ -64,6 +67,9 @@ def load_target(target: str) -> Any:
             msg = f"{module_part} has no attribute {attr!r}"
             raise TargetError(msg)
         obj = getattr(obj, part)
+    needed = _arguments_needed(obj)
+    if needed:
+        raise TargetError(_needs_arguments(target, obj, needed))
     if callable(obj) and not _inspect.isgeneratorfunction(obj) and _is_factory(obj):
         try:
             obj = obj()
@@ -113,6 +119,41 @@ def _load_file(name: str) -> Any:
         msg = f"{name} raised {type(exc).__name__} while loading: {exc}"
         raise TargetError(msg) from exc
     return module
+
+
+def _arguments_needed(obj: Any) -> list[str]:
+    """The parameters a class, function or method TARGET must be given (none: it can be called bare, or it is
+    not such a callable, or its signature is unknown)."""
+    if not (_inspect.isclass(obj) or _inspect.isfunction(obj) or _inspect.ismethod(obj)):
+        return []
+    try:
+        parameters = _inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    variadic = (_inspect.Parameter.VAR_POSITIONAL, _inspect.Parameter.VAR_KEYWORD)
+    return [p.name for p in parameters if p.default is p.empty and p.kind not in variadic]
+
+
+def _needs_arguments(target: str, obj: Any, needed: list[str]) -> str:
+    """One line: TARGET is a callable that cannot be called bare, and what to point it at instead."""
+    module_part, _, attr = target.rpartition(":")
+    what = (
+        "a class"
+        if _inspect.isclass(obj)
+        else "a generator function"
+        if _inspect.isgeneratorfunction(obj)
+        else "a function"
+    )
+    if _inspect.isgeneratorfunction(obj):
+        instead, example = "a generator function without arguments", f"def source(): yield from {attr}(...)"
+    else:
+        instead = "the source itself or at a function without arguments that returns it"
+        example = f"source = {attr}(...)"
+    return (
+        f"{target} is {what} that needs arguments ({', '.join(needed)}), and tfbridge can call a TARGET only "
+        f"without arguments; point TARGET at {instead} (e.g. add `{example}` to {module_part} and use "
+        f"{module_part}:source)"
+    )
 
 
 def _is_factory(obj: Any) -> bool:
@@ -402,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="TARGET",
             help="MODULE:OBJECT or FILE.py:OBJECT (a source or a zero-argument callable returning one)",
         )
-        p.add_argument("--peek", type=int, default=8, help="elements to sample (default 8)")
+        p.add_argument("--peek", type=_positive_int, default=8, help="elements to sample (default 8)")
         p.add_argument(
             "--batched",
             choices=("auto", "yes", "no"),
@@ -525,17 +566,85 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The Python API's keyword arguments that the command line takes as flags, as messages write them: the name, then
+# a value in Python's notation (a constant, a quoted string, a list of them or a number) or nothing (``label=``).
+_KEYWORD = re.compile(
+    r"\b(?P<name>batched|label|executor|workers|timeout|peek|overwrite|ray_address)="
+    r"(?P<value>True|False|None|'[^']*'|\"[^\"]*\"|\[[^\]]*\]|\d+(?:\.\d+)?(?!\d))?(?![\w=\[('\"])"
+)
+_BOTH = re.compile(r"\b\w+=\S+ \((--[\w-]+) on the command line\)")  # "overwrite=True (--overwrite on the ...)"
+_CODE = re.compile(r"`[^`]*`|[\w.]+\([^()]*(?:\([^()]*\)[^()]*)*\)")  # `quoted code`, and calls: f(a, g(b))
+_BATCHED = {"True": "yes", "False": "no", "None": "auto"}
+
+
+def for_the_command_line(message: str) -> str:
+    """``message`` with the keyword arguments of its ``Hint:`` lines written as the command line's flags
+    (``batched=False`` -> ``--batched no``, ``label='y'`` -> ``--label y``); the rest of the message, code quoted
+    in backticks or written as a call, and keywords the command line has no flag for stay as they are."""
+    return "\n".join(_flags(line) if line.startswith("Hint:") else line for line in message.split("\n"))
+
+
+def _flags(line: str) -> str:
+    line = _BOTH.sub(r"\1", line)
+    code = [m.span() for m in _CODE.finditer(line)]
+
+    def flag(m: re.Match[str]) -> str:
+        if any(start <= m.start() < end for start, end in code):
+            return m.group(0)
+        name, value = m.group("name"), m.group("value")
+        option = "--" + name.replace("_", "-")
+        if value is None:
+            return option
+        if name == "batched":
+            return f"{option} {_BATCHED[value]}" if value in _BATCHED else m.group(0)
+        if name == "overwrite":
+            return option if value == "True" else m.group(0)
+        if value in ("True", "False", "None"):
+            return m.group(0)
+        try:
+            given = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return m.group(0)
+        if isinstance(given, list):
+            if not given or not all(isinstance(v, str) for v in given) or name != "label":
+                return m.group(0)
+            return " ".join(f"{option} {shlex.quote(v)}" for v in given)
+        return f"{option} {shlex.quote(str(given))}"
+
+    return _KEYWORD.sub(flag, line)
+
+
+def _warnings_shown_by(python_format: Any) -> Any:
+    """A ``warnings.formatwarning`` showing tfbridge's warnings as the command line's own lines (``tfbridge:
+    TfBridgeWarning: ...``, hints naming flags) and others with ``python_format``."""
+
+    def format_warning(
+        message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+    ) -> str:
+        if issubclass(category, TfBridgeWarning):
+            return f"tfbridge: {category.__name__}: {for_the_command_line(str(message))}\n"
+        return str(python_format(message, category, filename, lineno, line))
+
+    return format_warning
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
+    shown = warnings.formatwarning
+    warnings.formatwarning = _warnings_shown_by(shown)
     try:
         return int(args.func(args))
     except TargetError as exc:
         print(f"tfbridge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except TfBridgeError as exc:
-        print(f"tfbridge: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if isinstance(exc, SourceError) and exc.traceback and exc.traceback not in str(exc):
+            print(exc.traceback, end="", file=sys.stderr)  # the source's own code, which the hint says is above
+        print(f"tfbridge: {type(exc).__name__}: {for_the_command_line(str(exc))}", file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = shown
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
+import io
 import os
 import pickle
 import signal
@@ -24,11 +26,12 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import weakref
-from collections import deque
+from collections import ChainMap, deque
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import numpy as np
 
@@ -45,10 +48,10 @@ _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF
 
 def dumps_task(task: Task) -> bytes:
     """The task as bytes for worker processes; TfBridgeError saying why when it does not pickle."""
-    import cloudpickle
-
     try:
-        payload: bytes = cloudpickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+        with io.BytesIO() as out:
+            _task_pickler()(out, protocol=pickle.HIGHEST_PROTOCOL).dump(task)
+            payload = out.getvalue()
     except Exception as exc:
         msg = (
             f"the source cannot be sent to worker processes: {type(exc).__name__}: {exc}\n"
@@ -57,6 +60,26 @@ def dumps_task(task: Task) -> bytes:
         )
         raise TfBridgeError(msg) from exc
     return payload
+
+
+@functools.cache
+def _task_pickler() -> type[pickle.Pickler]:
+    """cloudpickle's Pickler, keeping the file name of code it sends by value (classes and functions of
+    ``__main__`` or a notebook): cloudpickle writes ``<dynamic-code>`` instead, and a traceback from a worker
+    would then name no file. With the name the traceback gives the user's file and line, and the source line
+    where the file can be read."""
+    import cloudpickle
+
+    reduce_code = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+    def keep_file_name(code: types.CodeType) -> Any:
+        rebuild, args = reduce_code(code)
+        return rebuild, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+    class TaskPickler(cloudpickle.Pickler):  # type: ignore[misc]
+        dispatch_table: ClassVar[Any] = ChainMap({types.CodeType: keep_file_name}, cloudpickle.Pickler.dispatch_table)
+
+    return TaskPickler
 
 
 class _Worker:

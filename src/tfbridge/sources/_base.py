@@ -170,12 +170,17 @@ def call_user(fn: Callable[..., T], index: int | None, *args: Any) -> T:
         raise source_error(exc, index) from exc
 
 
+_RAISED_HERE = "\nHint: the source's own code raised this (traceback above)."
+_RAISED_IN_TF_DATA = "\nHint: the source's own code raised this (traceback below)."
+
+
 def source_error(exc: BaseException, index: int | None, *, remote: bool = False) -> SourceError:
     """SourceError for ``exc``. In-process the original is chained (``raise ... from exc``) so its traceback
-    prints with it; from another process (``remote=True``) the traceback text goes into the message."""
+    prints with it, above this error (``TfDataEpochs`` says below when the error reaches the user inside
+    TensorFlow's); from another process (``remote=True``) the traceback text goes into the message."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     where = f"element {index}" if index is not None else "the source"
-    msg = f"{where}: {type(exc).__name__}: {exc}\nHint: the source's own code raised this (traceback above)."
+    msg = f"{where}: {type(exc).__name__}: {exc}{_RAISED_HERE}"
     if remote:
         msg = f"{where}: {type(exc).__name__}: {exc}\nHint: the source's own code raised this; its traceback:\n{tb}"
     return SourceError(msg, index=index, traceback=tb)
@@ -189,6 +194,24 @@ def remote_error(exc: BaseException, index: int | None) -> BaseException:
     if isinstance(exc, TfBridgeError):
         return exc
     return source_error(exc, index, remote=True)
+
+
+class TfDataEpochs:
+    """``epochs`` as ``tf.data.Dataset.from_generator`` calls them. A SourceError raised in them reaches the user
+    inside TensorFlow's op error, whose message puts the original traceback after tfbridge's message: its hint
+    says so."""
+
+    def __init__(self, epochs: Callable[[], Iterator[Any]]) -> None:
+        self.epochs = epochs
+
+    def __call__(self) -> Iterator[Any]:
+        try:
+            yield from self.epochs()
+        except SourceError as exc:
+            text = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else ""
+            if text.endswith(_RAISED_HERE):
+                exc.args = (text[: -len(_RAISED_HERE)] + _RAISED_IN_TF_DATA,)
+            raise
 
 
 def nbytes(element: Any) -> int:
@@ -211,15 +234,19 @@ def timed(produce: Callable[[int], Any], indices: Sequence[int]) -> Peek:
     return out
 
 
-def infer_from_peek(source: Source, peek: Peek) -> Inference:
-    """The spec of peeked samples; an empty peek is an empty source."""
+def infer_from_peek(
+    source: Source,
+    peek: Peek,
+    *,
+    empty: str = "reading it gave no element",
+    hint: str = "check that the source holds data.",
+) -> Inference:
+    """The spec of peeked samples. An empty peek is an empty source: ``empty`` says how that showed and ``hint``
+    what to do, as fits the kind of source."""
     from tfbridge.spec import infer
 
     if not peek.samples:
-        msg = (
-            f"the source {source.name} is empty: there is no element to infer a spec from.\n"
-            "Hint: check that the source yields data (a one-shot iterator gives its elements only once)."
-        )
+        msg = f"the source {source.name} is empty: {empty}, so there is no element to infer a spec from.\nHint: {hint}"
         raise SpecInferenceError(msg)
     return infer(peek.samples, source.batched)
 

@@ -19,7 +19,7 @@ from tfbridge import _chunks, _nest
 from tfbridge._checks import find_stacklevel
 from tfbridge.errors import TfBridgeError, TfBridgeWarning
 from tfbridge.executors._base import STALL
-from tfbridge.sources._base import BuildPlan, Runner, Task, call_user
+from tfbridge.sources._base import BuildPlan, Runner, Task, TfDataEpochs, call_user
 from tfbridge.validate import Conformer, to_tensors
 
 
@@ -48,7 +48,7 @@ def from_generator(epochs: Callable[[], Iterator[Any]], plan: BuildPlan, chunk: 
     if plan.errors is not None:
         epochs = _Catching(epochs, plan.errors)
     signature = _chunks.chunk_signature(plan.spec.signature) if chunk else plan.spec.signature
-    ds = generator_dataset(epochs, signature)
+    ds = generator_dataset(TfDataEpochs(epochs), signature)
     if not chunk:
         return ds
     # split chunks with from_tensor_slices, not unbatch(): TensorFlow 2.21's unbatch crashes the process on

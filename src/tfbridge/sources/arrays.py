@@ -128,7 +128,7 @@ class ArraysSource:
         if self._len == 0:
             msg = (
                 "the arrays of the source are empty (0 rows): there is no element to infer a spec from.\n"
-                "Hint: pass arrays with one row per example, at least one."
+                "Hint: they hold no rows: check the code that loads them (a filter or an empty file leaves none)."
             )
             raise SpecInferenceError(msg)
         if self.batched:

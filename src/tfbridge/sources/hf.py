@@ -52,7 +52,17 @@ import numpy as np
 from tfbridge import _nest
 from tfbridge._checks import short
 from tfbridge.errors import SpecInferenceError, TfBridgeError
-from tfbridge.sources._base import BuildPlan, Built, Peek, Problems, Runner, Task, infer_from_peek, nbytes
+from tfbridge.sources._base import (
+    BuildPlan,
+    Built,
+    Peek,
+    Problems,
+    Runner,
+    Task,
+    TfDataEpochs,
+    infer_from_peek,
+    nbytes,
+)
 from tfbridge.sources.arrays import ArraysSource, gather_rows, split_blocks
 from tfbridge.sources.indexed import IndexedSource
 from tfbridge.sources.labels import Label, split_label
@@ -757,7 +767,7 @@ class HFBlockSource:
         count = epochs.count  # type: ignore[attr-defined]
         if plan.errors is not None:
             epochs = _Catching(epochs, plan.errors)
-        blocks = generator_dataset(epochs, column_spec.signature)
+        blocks = generator_dataset(TfDataEpochs(epochs), column_spec.signature)
         ds = split_blocks(blocks, plan.spec)
         if plan.errors is None:  # a failed pass ends short, and must end without another error
             ds = ds.apply(tf.data.experimental.assert_cardinality(count))

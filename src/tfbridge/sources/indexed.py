@@ -120,10 +120,13 @@ class IndexedSource:
 
     def infer(self, n: int, peek: Peek | None) -> Inference:
         if self.length() == 0:
-            msg = (
-                f"the source {self.name} is empty (len 0): there is no element to infer a spec from.\n"
-                "Hint: check that the source holds data."
+            kind = type(self.obj)
+            hint = (
+                f"the {kind.__name__} holds no elements: check the code that loads or fills it."
+                if kind.__module__ == "builtins"
+                else "its __len__ returned 0: check the data it loads."
             )
+            msg = f"the source {self.name} is empty (len 0): there is no element to infer a spec from.\nHint: {hint}"
             raise SpecInferenceError(msg)
         return infer_from_peek(self, peek if peek is not None else self.peek(n))
 

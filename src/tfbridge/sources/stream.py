@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import inspect
 import sys
 import threading
 import weakref
@@ -239,7 +240,25 @@ class StreamSource:
         return element if self._transform is None else self._transform(element)
 
     def infer(self, n: int, peek: Peek | None) -> Inference:
-        return infer_from_peek(self, peek if peek is not None else self.peek(n))
+        return infer_from_peek(self, peek if peek is not None else self.peek(n), **self._empty())
+
+    def _empty(self) -> dict[str, str]:
+        """How an empty peek showed, and what to do, for this kind of stream."""
+        if self.one_shot:
+            return {
+                "empty": "the iterator gave no element",
+                "hint": "an iterator gives its elements only once, so one that was read before (by a loop, list() "
+                "or a dataset made from it) is used up; pass a generator function or a re-iterable such as a list "
+                "to read the data more than once.",
+            }
+        if inspect.isgeneratorfunction(self.obj):
+            return {
+                "empty": f"calling {self.name}() gave a generator that yielded nothing",
+                "hint": "check the data the generator function reads and the conditions of its loop.",
+            }
+        if callable(self.obj):
+            return {"empty": f"{self.name}() returned an empty iterable", "hint": "check the data it loads."}
+        return {"empty": "iterating it gave no element", "hint": "check the data it holds or loads."}
 
     def with_label(self, label: Any) -> StreamSource:
         split = functools.partial(split_label, label=label)

@@ -133,7 +133,10 @@ class TFDataSource:
             # some field has unknown rank (e.g. after py_function): read it off sample elements
             samples = (peek or self.peek(n)).samples
             if not samples:
-                msg = f"the source {self.name} is empty: there is no element to infer a spec from."
+                msg = (
+                    f"the source {self.name} is empty: the dataset gave no element, so there is no element to "
+                    "infer a spec from.\nHint: check the pipeline's input, and its filter, take, skip or shard steps."
+                )
                 raise SpecInferenceError(msg) from None
             return infer(samples, self.batched)
         if not self.batched:
