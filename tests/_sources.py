@@ -148,3 +148,23 @@ class Counting:
 
     def on_epoch_end(self) -> None:
         self.ends += 1
+
+
+class FileGated:
+    """40 small examples; element 20 waits (at most 30 s, then fails) until the file ``gate`` exists, so a test in
+    another process can hold it back."""
+
+    def __init__(self, gate: str) -> None:
+        self.gate = gate
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, i: int) -> Any:
+        if i == 20:
+            deadline = time.monotonic() + 30
+            while not os.path.exists(self.gate):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("element 20 was never released: the elements before it were held back")
+                time.sleep(0.01)
+        return np.float32(i), np.int64(i)

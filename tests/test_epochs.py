@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from _fault_sources import Batches
+from _sources import Counting
 
 import tfbridge as tb
 
@@ -207,3 +208,56 @@ def test_fit_with_steps_per_epoch_on_a_stream_sees_what_it_sees_with_an_unsized_
     expected = _fit_in_memory(steps, epochs, known_length=False)
     assert expected[0] == (_SHORTER if steps == 4 else _LONGER), "Keras learns the length when the data runs out"
     assert _fit(tb.to_dataset(batches), steps, epochs) == expected
+
+
+class _Validated(keras.Model):
+    """A real linear model that also records the label id of every batch it trains ("t") or validates on ("v")."""
+
+    def __init__(self) -> None:
+        super().__init__(name="validated")
+        self.dense = keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros")
+        self.seen: list[tuple[str, int]] = []
+
+    def call(self, x: Any) -> Any:
+        return self.dense(x)[:, 0]
+
+    def _note(self, tag: str, y: Any) -> None:
+        def note(y: Any) -> Any:
+            self.seen.append((tag, int(y.numpy()[0])))
+            return np.float32(0)
+
+        tf.py_function(note, [y], tf.float32)
+
+    def train_step(self, data: Any) -> Any:
+        self._note("t", data[1])
+        return super().train_step(data)
+
+    def test_step(self, data: Any) -> Any:
+        self._note("v", data[1])
+        return super().test_step(data)
+
+
+def _fit_validating_on_itself(executor: str, steps: int, epochs: int) -> tuple[dict[str, Any], list[Any], Counting]:
+    source = Counting(300)
+    ds = tb.to_dataset(source, executor=executor, workers=2, batched=True)
+    model = _Validated()
+    model.compile(keras.optimizers.SGD(1e-6), "mse")
+    history = model.fit(ds, validation_data=ds, steps_per_epoch=steps, epochs=epochs, verbose=0)
+    return history.history, model.seen, source
+
+
+@pytest.mark.timeout(180)
+def test_fit_validating_on_its_training_dataset_with_a_shorter_steps_per_epoch_works_on_worker_processes() -> None:
+    """Keras keeps the training pass open between epochs and validates on the same dataset meanwhile: two passes
+    at the same time, the second one whole each epoch."""
+    history, seen, source = _fit_validating_on_itself("process", steps=4, epochs=3)
+    expected = []
+    for epoch in range(3):
+        expected += [("t", i) for i in range(4 * epoch, 4 * epoch + 4)] + [("v", i) for i in range(300)]
+    assert seen == expected
+    assert source.begins == 4 and source.ends == 3, "three whole validation passes; the training pass is open"
+    serial_history, serial_seen, _ = _fit_validating_on_itself("serial", steps=4, epochs=3)
+    assert serial_seen == seen
+    assert len(history["val_loss"]) == 3
+    for key in ("loss", "val_loss"):
+        np.testing.assert_allclose(history[key], serial_history[key], rtol=1e-6)

@@ -4,6 +4,7 @@ unguarded ``__main__``, and what ``executor="auto"`` picks. Faults are in test_f
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
+from _leaks import Snapshot, children, wait_exit
 from _sources import Augmenting, Bf16, BigArrays, Counting, Deterministic
 
 import tfbridge as tb
@@ -51,6 +53,92 @@ def test_serial_thread_process_give_identical_ordered_content_over_three_epochs(
 def test_thread_executor_keeps_source_order_with_uneven_element_times() -> None:
     ds = tb.to_dataset(Counting(jitter_s=0.01), executor="thread", workers=8)
     assert [int(y.numpy()[0]) for _, y in ds] == list(range(37))
+
+
+# ---- passes at the same time -------------------------------------------------------------------------------
+
+
+def _label(element: Any) -> int:
+    return int(element[1][0])
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", EXECUTORS)
+def test_interleaved_passes_over_one_executor_each_deliver_their_own_order_exactly_once(name: str) -> None:
+    from tfbridge.executors import ProcessExecutor, SerialExecutor, ThreadExecutor
+    from tfbridge.sources import adapt
+
+    ex: Any = {"serial": SerialExecutor, "thread": ThreadExecutor, "process": ProcessExecutor}[name](2)
+    task = adapt(Counting(40), batched=True).task(None)
+    orders = [list(range(40)), list(range(39, -1, -1)), np.random.default_rng(3).permutation(40).tolist()]
+    try:
+        passes = [ex.imap(task, order) for order in orders]
+        got: list[list[int]] = [[], [], []]
+        for _ in range(5):  # the first pass is left mid-way while the second starts
+            got[0].append(_label(next(passes[0])))
+        for _ in range(3):
+            got[1].append(_label(next(passes[1])))
+        live = [0, 1, 2]  # the third joins; then one element from each in turn until all are done
+        while live:
+            for k in list(live):
+                element = next(passes[k], None)
+                if element is None:
+                    live.remove(k)
+                else:
+                    got[k].append(_label(element))
+        assert got == orders
+        if name == "process":
+            assert len(ex.pids()) == 2, "once passes no longer overlap, one pool of workers is left"
+            assert [_label(e) for e in ex.imap(task, range(40))] == list(range(40))
+    finally:
+        ex.close()
+
+
+def _labels(it: Any) -> list[int]:
+    return [int(y.numpy()[0]) for _, y in it]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("executor", EXECUTORS)
+def test_a_whole_pass_run_while_another_is_mid_way_then_the_first_finishes_both_whole(
+    executor: str, shuffle: bool
+) -> None:
+    """``it1 = iter(ds); next(it1); list(iter(ds)); list(it1)``: what Keras does when it validates on the dataset
+    it trains on with a steps_per_epoch shorter than the data."""
+    reference = tb.to_dataset(Counting(600), executor="serial", batched=True, shuffle=shuffle, seed=4)
+    first_order, second_order = _labels(reference), _labels(reference)
+    source = Counting(600)
+    ds = tb.to_dataset(source, executor=executor, workers=2, batched=True, shuffle=shuffle, seed=4)
+    it1 = iter(ds)
+    first = _labels([next(it1)])
+    second = _labels(iter(ds))
+    assert source.ends == 1, "the first pass was still running while the second ran whole"
+    first += _labels(it1)
+    assert source.begins == source.ends == 2
+    assert first == first_order and second == second_order
+    assert sorted(first) == list(range(600))
+
+
+@pytest.mark.timeout(120)
+def test_a_half_consumed_pass_dropped_while_another_runs_stops_its_workers_and_the_dataset_leaves_nothing() -> None:
+    before = Snapshot.take()
+    ds = tb.to_dataset(Counting(600), executor="process", workers=2, batched=True)
+    it1 = iter(ds)
+    assert _labels([next(it1)]) == [0]
+    first_pool = children() - before.children
+    it2 = iter(ds)
+    assert _labels([next(it2), next(it2)]) == [0, 1]
+    second_pool = children() - before.children - first_pool
+    assert len(first_pool) == len(second_pool) == 2, "the second pass runs on workers of its own"
+    del it2  # dropped half-consumed: its workers stop, the first pass goes on
+    gc.collect()
+    assert all(wait_exit(pid, 30) for pid in second_pool)
+    assert _labels(it1) == list(range(1, 600))
+    del it1, ds
+    gc.collect()
+    assert all(wait_exit(pid, 30) for pid in first_pool)
+    assert Snapshot.take().new_since(before) == []
 
 
 # ---- shared memory ------------------------------------------------------------------------------------------

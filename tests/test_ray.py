@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from _fault_sources import DiesAway, HangsAway, RaisesAway
-from _sources import Deterministic
+from _sources import Counting, Deterministic
 
 import tfbridge as tb
 
@@ -91,6 +91,26 @@ def test_ray_early_stop_cancels_outstanding_work_and_the_next_pass_is_whole() ->
     assert taken == [0, 1, 2]
     assert len([e for e in ds]) == 40
 
+
+
+def test_ray_passes_at_the_same_time_each_deliver_every_element_once_in_their_own_order() -> None:
+    """``it1 = iter(ds); next(it1); list(iter(ds)); list(it1)``, as Keras does when it validates on the dataset it
+    trains on with a shorter steps_per_epoch; shuffled, so each pass has its own order."""
+
+    def labels(it: Any) -> list[int]:
+        return [int(y.numpy()[0]) for _, y in it]
+
+    reference = tb.to_dataset(Counting(300), executor="serial", batched=True, shuffle=True, seed=8)
+    first_order, second_order = labels(reference), labels(reference)
+    source = Counting(300)
+    ds = tb.to_dataset(source, executor="ray", workers=2, batched=True, shuffle=True, seed=8)
+    it1 = iter(ds)
+    first = labels([next(it1)])
+    second = labels(iter(ds))
+    assert source.ends == 1, "the first pass was still running while the second ran whole"
+    first += labels(it1)
+    assert first == first_order and second == second_order and first != second
+    assert sorted(first) == list(range(300))
 
 def test_ray_executor_refuses_an_unpicklable_source_before_iterating() -> None:
     class Locked:

@@ -35,3 +35,13 @@ def test_elements_before_a_slow_one_arrive_while_it_is_made(workers: int) -> Non
     assert first == list(range(20))
     src.gate.set()
     assert [int(y) for _, y in it] == list(range(20, 40))
+
+
+def test_worker_processes_deliver_the_elements_before_a_slow_one_while_it_is_made(tmp_path: Any) -> None:
+    from _sources import FileGated
+
+    gate = tmp_path / "gate"
+    it = iter(tb.to_dataset(FileGated(str(gate)), executor="process", workers=2, batched=False, timeout=60))
+    assert [int(next(it)[1]) for _ in range(20)] == list(range(20))
+    gate.touch()
+    assert [int(y) for _, y in it] == list(range(20, 40))

@@ -9,6 +9,11 @@ The pool lives as long as the executor: it starts on first use, survives between
 dataset that owns it is garbage collected (or the interpreter exits). At each epoch the task is sent again when
 the source changed (e.g. ``on_epoch_end`` reshuffled its index), and every worker is reseeded from
 ``(seed, worker id, epoch)`` so random augmentations differ between workers and epochs.
+
+A pass that starts while another is still running (Keras validating on the dataset whose training pass it left
+mid-way, or two iterators of one dataset) gets a pool of its own, started when it begins. Passes never share
+workers or slots, so each delivers its own order, once. An extra pool is kept while passes still overlap, for the
+next overlapping pass, and shut down once the passes left need one pool again.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import numpy as np
 
 from tfbridge._checks import worker_died_hint
 from tfbridge.errors import TfBridgeError, WorkerDiedError
-from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, Task, timeout_error
+from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, STALL, Task, timeout_error
 from tfbridge.executors._shm import SlotMap, create_slot, loads_result
 
 _LEASED_SLOTS = 8  # results handed to TensorFlow without a copy, alive at once (prefetch buffers hold some)
@@ -162,154 +167,94 @@ def _at_exit() -> None:
         ex.wait_for_pass(_EXIT_WAIT_S)
 
 
-class ProcessExecutor:
-    name = "process"
+class _Pool:
+    """One set of worker processes and its ring of shared-memory slots, serving one pass at a time.
 
-    def __init__(
-        self, workers: int, in_flight: int | None = None, seed: int | None = None, timeout: float | None = None
-    ) -> None:
-        self.workers = workers
-        self.timeout = timeout
-        self.in_flight = in_flight or workers * IN_FLIGHT_PER_WORKER
-        # a SeedSequence made without entropy draws an int
-        self.seed = seed if seed is not None else int(cast(int, np.random.SeedSequence().entropy) % (2**63))
-        self._pool: list[_Worker] = []
-        self._slot_fds: list[int] = []
-        self._slots: list[SlotMap] = []
-        self._lock = threading.Lock()
-        self._free: deque[int] = deque()  # slots no worker is writing and no live array views
-        self._leased = 0  # slots whose arrays TensorFlow may still hold
-        self._lease_lock = threading.Lock()
-        self._generation = 0  # bumped when the pool stops: leases of an old pool do not free new slots
-        self._epoch = 0
-        self._closed = False
-        self._pass_done = threading.Event()
-        self._pass_done.set()
-        self._pass_thread: int | None = None
-        self._exiting = False  # the interpreter is exiting: passes end at once, quietly
-        _LIVE.add(self)
+    ``lock`` is held by the pass it serves, from its first element to its end (or its early stop).
+    """
 
-    # -- pool ---------------------------------------------------------------------------------------
-    def _start(self) -> None:
-        self._slot_fds = [create_slot() for _ in range(self.in_flight + _LEASED_SLOTS)]
-        self._slots = [SlotMap(fd) for fd in self._slot_fds]
-        self._free = deque(range(len(self._slots)))
-        self._leased = 0
-        self._pool = [_Worker(w, self._slot_fds) for w in range(self.workers)]
-        for w in self._pool:
+    def __init__(self, workers: int, in_flight: int, timeout: float | None) -> None:
+        self.size, self.in_flight, self.timeout = workers, in_flight, timeout
+        self.workers: list[_Worker] = []
+        self.slot_fds: list[int] = []
+        self.slots: list[SlotMap] = []
+        self.free: deque[int] = deque()  # slots no worker is writing and no live array views
+        self.leased = 0  # slots whose arrays TensorFlow may still hold
+        self.lease_lock = threading.Lock()
+        self.generation = 0  # bumped when the pool stops: leases of an old pool do not free new slots
+        self.lock = threading.Lock()
+        self.pass_done = threading.Event()
+        self.pass_done.set()
+        self.pass_thread: int | None = None
+        self.exiting = False  # the interpreter is exiting: the pass ends at once, quietly
+
+    def start(self) -> None:
+        self.slot_fds = [create_slot() for _ in range(self.in_flight + _LEASED_SLOTS)]
+        self.slots = [SlotMap(fd) for fd in self.slot_fds]
+        self.free = deque(range(len(self.slots)))
+        self.leased = 0
+        self.workers = [_Worker(w, self.slot_fds) for w in range(self.size)]
+        for w in self.workers:
             if not w.conn.poll(_WORKER_START_TIMEOUT_S):
-                self._shutdown()
+                self.shutdown()
                 msg = f"worker process {w.wid} did not start within {_WORKER_START_TIMEOUT_S:.0f} s"
                 raise WorkerDiedError(msg)
             try:
                 w.conn.recv_bytes()
             except (EOFError, OSError):
                 reason = w.death()
-                self._shutdown()
+                self.shutdown()
                 msg = (
                     f"worker process {w.wid} {reason} while starting.\n"
                     "Hint: run the source with executor='serial' to see its error."
                 )
                 raise WorkerDiedError(msg) from None
 
-    def _shutdown(self) -> None:
-        for w in self._pool:
+    def shutdown(self) -> None:
+        for w in self.workers:
             w.stop()
-        for w in self._pool:
+        for w in self.workers:
             w.join()
-        self._pool = []
-        for slot in self._slots:
+        self.workers = []
+        for slot in self.slots:
             slot.close()
-        for fd in self._slot_fds:
+        for fd in self.slot_fds:
             os.close(fd)  # mappings still viewed by live arrays stay valid; the memory goes with them
-        self._slots, self._slot_fds, self._free = [], [], deque()
-        self._generation += 1
+        self.slots, self.slot_fds, self.free = [], [], deque()
+        self.generation += 1
 
-    def close(self) -> None:
-        """Stop the workers now if no pass is running; else end the running pass by stopping its workers.
-
-        A pass can only be running while its dataset is being closed at interpreter exit (a live iterator keeps
-        its dataset alive): the pass must leave Python before the interpreter goes, or TensorFlow's thread would
-        hang in it at shutdown.
-        """
-        self._closed = True
-        if self._lock.acquire(blocking=False):
-            try:
-                self._shutdown()
-            finally:
-                self._lock.release()
-            return
-        for w in list(self._pool):
-            w.proc.kill()  # the pass sees its workers gone, raises, and shuts the pool down as it ends
-        if self._pass_thread != threading.get_ident():
-            self._pass_done.wait(_WORKER_JOIN_TIMEOUT_S)
-
-    def stop_for_exit(self) -> None:
-        """For the interpreter's exit: mark the executor exiting (a running pass ends at once, quietly) and kill
-        its workers. Does not wait: see :meth:`wait_for_pass`."""
-        self._exiting = True
-        for w in list(self._pool):
+    def kill(self) -> None:
+        """Kill the workers without waiting: the pass using them sees them gone, raises, and shuts the pool down."""
+        for w in list(self.workers):
             w.proc.kill()
 
     def wait_for_pass(self, timeout: float) -> None:
-        """Wait at most ``timeout`` seconds for a pass running in another thread to leave; returns at once when
-        no pass is running or the caller is the thread running it."""
-        if self._pass_thread not in (None, threading.get_ident()):
-            self._pass_done.wait(timeout)
+        """Wait at most ``timeout`` seconds for the pass using this pool in another thread to leave; returns at
+        once when no pass is using it or the caller is the thread running that pass."""
+        if self.pass_thread not in (None, threading.get_ident()):
+            self.pass_done.wait(timeout)
 
     def pids(self) -> list[int]:
-        return [w.proc.pid for w in self._pool]
+        return [w.proc.pid for w in self.workers]
 
-    # -- one pass ------------------------------------------------------------------------------------
-    def imap(self, task: Task, indices: Sequence[int], stall_s: float | None = None) -> Iterator[Any]:
-        if not self._lock.acquire(blocking=False):
-            msg = (
-                "two passes over one process-executor dataset at the same time are not supported.\n"
-                "Hint: finish (or drop) the first iterator before starting another."
-            )
-            raise TfBridgeError(msg)
-        self._pass_done.clear()
-        self._pass_thread = threading.get_ident()
-        try:
-            if self._exiting:
-                return
-            if self._closed:
-                msg = "this process executor was closed with the dataset that owned it"
-                raise TfBridgeError(msg)
-            if not self._pool:
-                self._start()
-            self._drain()
-            self._prepare(task)
-            yield from self._run(list(indices))
-        except BaseException:
-            self._shutdown()  # a broken pool is never reused; the next pass starts a fresh one
-            raise
-        finally:
-            if self._closed:  # the dataset went away during this pass
-                self._shutdown()
-            self._pass_thread = None
-            self._pass_done.set()
-            self._lock.release()
-
-    def _prepare(self, task: Task) -> None:
-        payload = dumps_task(task)
+    def prepare(self, payload: bytes, seed: int, epoch: int) -> None:
+        """Send the task to each worker that does not hold it yet, and reseed every worker for this pass."""
         digest = hashlib.sha256(payload).digest()
-        epoch, self._epoch = self._epoch, self._epoch + 1
-        for w in self._pool:
+        for w in self.workers:
             if w.task_digest != digest:
                 w.send(("task", payload))
                 w.task_digest = digest
-            seed = np.random.SeedSequence([self.seed, w.wid, epoch]).generate_state(1, np.uint64)[0]
-            w.send(("seed", int(seed)))
+            worker_seed = np.random.SeedSequence([seed, w.wid, epoch]).generate_state(1, np.uint64)[0]
+            w.send(("seed", int(worker_seed)))
 
-    def _drain(self) -> None:
+    def drain(self) -> None:
         """Collect answers still owed by a pass that stopped early, so no slot is written while reused."""
-        for w in self._pool:
+        for w in self.workers:
             while w.outstanding:
                 results: dict[int, Any] = {}
                 self._receive(w, results)
                 for _, (_, _, slot) in results.items():
-                    self._free.append(slot)
+                    self.free.append(slot)
 
     def _receive(self, w: _Worker, results: dict[int, Any]) -> None:
         try:
@@ -325,10 +270,10 @@ class ProcessExecutor:
         w.busy_since = time.monotonic()  # the next element it holds begins now
         results[index] = (kind, payload, w.slots.pop(index))
 
-    def _run(self, order: list[int]) -> Iterator[Any]:
+    def run(self, order: list[int], stall_s: float | None = None) -> Iterator[Any]:
         results: dict[int, Any] = {}
         submitted = 0
-        by_conn = {w.conn: w for w in self._pool}
+        by_conn = {w.conn: w for w in self.workers}
         # a dead worker's error is raised at the position of the first element it owed, after every earlier
         # element (made by the other workers) has been delivered, as a user error would be
         dead: dict[_Worker, WorkerDiedError] = {}
@@ -337,11 +282,11 @@ class ProcessExecutor:
             for position in range(len(order)):
                 # invariant: in flight + leased <= slots, so a free slot exists for every submission
                 while submitted < len(order) and submitted < position + self.in_flight:
-                    usable = [w for w in self._pool if w not in unusable]
+                    usable = [w for w in self.workers if w not in unusable]
                     if not usable:
                         break
                     w = min(usable, key=lambda w: len(w.outstanding))
-                    index, slot = order[submitted], self._free.popleft()
+                    index, slot = order[submitted], self.free.popleft()
                     if not w.outstanding:
                         w.busy_since = time.monotonic()
                     w.outstanding.append(index)
@@ -352,16 +297,21 @@ class ProcessExecutor:
                     except WorkerDiedError:
                         unusable.add(w)  # answers it sent before dying are still read, then its end
                 index = order[position]
+                waiting_since, stalled = time.monotonic(), stall_s is None
                 while index not in results:
-                    if self._exiting:
+                    if not stalled and time.monotonic() - waiting_since >= cast(float, stall_s):
+                        stalled = True
+                        yield STALL  # the consumer may deliver what it holds while this element is made
+                    if self.exiting:
                         return
                     for w, error in dead.items():
                         if index in w.outstanding:  # the first element it owed (earlier ones were raised)
                             raise error
                     if not by_conn:  # every worker is gone and this element was never handed to one
                         raise next(iter(dead.values()))
-                    for conn in wait(list(by_conn), timeout=_POLL_S):
-                        if self._exiting:
+                    poll_s = _POLL_S if stalled else min(_POLL_S, cast(float, stall_s))
+                    for conn in wait(list(by_conn), timeout=poll_s):
+                        if self.exiting:
                             return
                         w = by_conn[cast(Connection, conn)]  # wait() returns the objects it was given
                         try:
@@ -374,34 +324,157 @@ class ProcessExecutor:
                         self._check_deadline(index)
                 kind, payload, slot = results.pop(index)
                 if kind == "err":
-                    self._free.append(slot)
+                    self.free.append(slot)
                     raise pickle.loads(payload)
-                with self._lease_lock:
-                    lease = self._leased < _LEASED_SLOTS
-                    self._leased += lease
+                with self.lease_lock:
+                    lease = self.leased < _LEASED_SLOTS
+                    self.leased += lease
                 if lease:
-                    yield loads_result(payload, self._slots, slot, self._lease_ended(), lease=True)
+                    yield loads_result(payload, self.slots, slot, self._lease_ended(), lease=True)
                 else:
-                    yield loads_result(payload, self._slots, slot, self._free.append, lease=False)
+                    yield loads_result(payload, self.slots, slot, self.free.append, lease=False)
         finally:
             for _, _, slot in results.values():  # answered but never delivered (early stop)
-                self._free.append(slot)
+                self.free.append(slot)
 
     def _check_deadline(self, index: int) -> None:
         assert self.timeout is not None
-        for w in self._pool:
+        for w in self.workers:
             if w.outstanding and w.outstanding[0] == index and time.monotonic() - w.busy_since >= self.timeout:
                 w.proc.kill()  # nothing else can stop it; the pool is replaced before the next pass
                 where = f"worker process {w.wid} (pid {w.proc.pid}) was still producing it and has been stopped"
                 raise timeout_error(index, self.timeout, where)
 
     def _lease_ended(self) -> Callable[[int], None]:
-        generation = self._generation
+        generation = self.generation
 
         def free(slot: int) -> None:  # runs in whichever thread drops the last view
-            with self._lease_lock:
-                if generation == self._generation:
-                    self._leased -= 1
-                    self._free.append(slot)
+            with self.lease_lock:
+                if generation == self.generation:
+                    self.leased -= 1
+                    self.free.append(slot)
 
         return free
+
+
+class ProcessExecutor:
+    """Worker pools for a dataset: the first serves every pass while passes follow one another; a pass that starts
+    while others are live gets a pool of its own, kept while passes still overlap (see :meth:`_release`)."""
+
+    name = "process"
+
+    def __init__(
+        self, workers: int, in_flight: int | None = None, seed: int | None = None, timeout: float | None = None
+    ) -> None:
+        self.workers = workers
+        self.timeout = timeout
+        self.in_flight = in_flight or workers * IN_FLIGHT_PER_WORKER
+        # a SeedSequence made without entropy draws an int
+        self.seed = seed if seed is not None else int(cast(int, np.random.SeedSequence().entropy) % (2**63))
+        self._pools = [_Pool(workers, self.in_flight, timeout)]  # workers start on a pool's first pass
+        # guards the list, the choice of a pool and the epoch count; reentrant: a pass dropped by the garbage
+        # collector releases its pool in whichever thread the collection runs, maybe one inside _acquire
+        self._pools_lock = threading.RLock()
+        self._epoch = 0
+        self._closed = False
+        self._exiting = False  # the interpreter is exiting: passes end at once, quietly
+        _LIVE.add(self)
+
+    def _acquire(self) -> tuple[_Pool, int]:
+        """A pool no pass is using (the first one when it is free; a new one when every pool is in use), locked
+        for the calling pass, and the pass's epoch number (for the workers' seeds)."""
+        with self._pools_lock:
+            epoch, self._epoch = self._epoch, self._epoch + 1
+            for pool in list(self._pools):
+                if pool.lock.acquire(blocking=False):
+                    return pool, epoch
+            pool = _Pool(self.workers, self.in_flight, self.timeout)
+            pool.exiting = self._exiting
+            pool.lock.acquire()
+            self._pools.append(pool)
+            return pool, epoch
+
+    def _release(self, pool: _Pool) -> None:
+        """End a pass's hold on ``pool``. While other passes are live an idle pool is kept for the next pass that
+        overlaps them (Keras validating on the dataset whose training pass is mid-way, every epoch); once a
+        single idle pool suffices again, the extra ones are shut down."""
+        pool.lock.release()
+        spare = []
+        with self._pools_lock:
+            idle = [p for p in self._pools if p.lock.acquire(blocking=False)]
+            for p in idle[1:]:  # the first in the list (the original pool, when it is idle) is kept
+                self._pools.remove(p)
+                spare.append(p)
+            if idle:
+                idle[0].lock.release()
+        for p in spare:  # out of the list, still locked: no pass can pick it up
+            p.shutdown()
+            p.lock.release()
+
+    def close(self) -> None:
+        """Stop the workers of every pool no pass is using; end any running pass by killing its workers.
+
+        A pass can only be running while its dataset is being closed at interpreter exit (a live iterator keeps
+        its dataset alive): the pass must leave Python before the interpreter goes, or TensorFlow's thread would
+        hang in it at shutdown.
+        """
+        self._closed = True
+        with self._pools_lock:
+            pools = list(self._pools)
+        running = []
+        for pool in pools:
+            if pool.lock.acquire(blocking=False):
+                try:
+                    pool.shutdown()
+                finally:
+                    pool.lock.release()
+            else:
+                pool.kill()  # the pass sees its workers gone, raises, and shuts the pool down as it ends
+                running.append(pool)
+        for pool in running:
+            pool.wait_for_pass(_WORKER_JOIN_TIMEOUT_S)
+
+    def stop_for_exit(self) -> None:
+        """For the interpreter's exit: mark the executor exiting (running passes end at once, quietly) and kill
+        its workers. Does not wait: see :meth:`wait_for_pass`."""
+        self._exiting = True
+        with self._pools_lock:
+            pools = list(self._pools)
+        for pool in pools:
+            pool.exiting = True
+            pool.kill()
+
+    def wait_for_pass(self, timeout: float) -> None:
+        """Wait at most ``timeout`` seconds for the passes running in other threads to leave."""
+        deadline = time.monotonic() + timeout
+        for pool in list(self._pools):
+            pool.wait_for_pass(max(0.0, deadline - time.monotonic()))
+
+    def pids(self) -> list[int]:
+        return [pid for pool in list(self._pools) for pid in pool.pids()]
+
+    # -- one pass ------------------------------------------------------------------------------------
+    def imap(self, task: Task, indices: Sequence[int], stall_s: float | None = None) -> Iterator[Any]:
+        pool, epoch = self._acquire()
+        pool.pass_done.clear()
+        pool.pass_thread = threading.get_ident()
+        try:
+            if self._exiting:
+                return
+            if self._closed:
+                msg = "this process executor was closed with the dataset that owned it"
+                raise TfBridgeError(msg)
+            if not pool.workers:
+                pool.start()
+            pool.drain()
+            pool.prepare(dumps_task(task), self.seed, epoch)
+            yield from pool.run(list(indices), stall_s)
+        except BaseException:
+            pool.shutdown()  # a broken pool is never reused; the next pass starts a fresh one
+            raise
+        finally:
+            if self._closed:  # the dataset went away during this pass
+                pool.shutdown()
+            pool.pass_thread = None
+            pool.pass_done.set()
+            self._release(pool)
