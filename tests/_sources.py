@@ -168,3 +168,20 @@ class FileGated:
                     raise RuntimeError("element 20 was never released: the elements before it were held back")
                 time.sleep(0.01)
         return np.float32(i), np.int64(i)
+
+
+class ExitsAt3:
+    """Ten scalars; element 3 calls sys.exit(3) (or raises a bare BaseException when ``base``)."""
+
+    def __init__(self, base: bool = False) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int) -> Any:
+        if i == 3:
+            if self.base:
+                raise BaseException("a bare BaseException")
+            raise SystemExit(3)
+        return np.float32(i)

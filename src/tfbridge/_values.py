@@ -36,10 +36,22 @@ def dtype_name(dtype: np.dtype) -> str:
     """TensorFlow dtype name for a numpy dtype; text is ``string``."""
     if dtype.kind in "USO":
         return STRING
-    if dtype.kind in "biufc" or dtype.name == "bfloat16":
+    if dtype.name in _TF_NUMERIC:
         return str(dtype.name)
-    msg = f"dtype {dtype} has no TensorFlow equivalent"
+    if dtype.kind in "fc":  # float128 / complex256 (long double)
+        msg = (
+            f"dtype {dtype} has no TensorFlow equivalent (TensorFlow's widest float is float64); convert it in "
+            "the source, e.g. .astype(np.float64)"
+        )
+    else:
+        msg = f"dtype {dtype} has no TensorFlow equivalent"
     raise ValueProblem(msg)
+
+
+_TF_NUMERIC = frozenset(
+    ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16", "bfloat16",
+     "float32", "float64", "complex64", "complex128"]
+)  # fmt: skip
 
 
 def _from_module(value: Any, prefix: str) -> bool:

@@ -157,16 +157,19 @@ def call_user(fn: Callable[..., T], index: int | None, *args: Any) -> T:
     """Run user code; anything it raises becomes SourceError with the index and the original traceback.
 
     StopIteration passes through only from ``next`` (the end of a stream); from any other code it is an error.
+    So are ``SystemExit`` and other ``BaseException`` subclasses raised by the source's code (a ``sys.exit`` in a
+    data loader must not end the training process, or a worker, without a word); only Ctrl-C
+    (``KeyboardInterrupt``) and a generator being closed (``GeneratorExit``) pass through.
     """
     try:
         return fn(*args)
-    except TfBridgeError:
+    except (TfBridgeError, KeyboardInterrupt, GeneratorExit):
         raise
     except StopIteration as exc:
         if fn is next:
             raise
         raise source_error(exc, index) from exc
-    except Exception as exc:
+    except BaseException as exc:
         raise source_error(exc, index) from exc
 
 
