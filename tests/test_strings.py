@@ -113,9 +113,9 @@ def chunk_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     real = _chunks.chunked
 
-    def counting(elements: Any) -> Any:
+    def counting(elements: Any, *args: Any) -> Any:
         calls.append(1)
-        return real(elements)
+        return real(elements, *args)
 
     monkeypatch.setattr(_chunks, "chunked", counting)
     return calls
