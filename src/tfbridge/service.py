@@ -315,8 +315,10 @@ def _check_port(port: Any) -> None:
     if port == 0:
         return
     # gRPC binds with SO_REUSEPORT, so a second server on a taken port would start and silently share it.
-    # A plain bind (no SO_REUSEPORT) fails on a port that any socket holds.
+    # A bind without SO_REUSEPORT fails on a port that a listening socket holds. SO_REUSEADDR lets it pass the
+    # connections a killed server left in TIME_WAIT, so a worker restarted on its port after a crash starts.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("", port))
         except OSError as exc:
