@@ -341,12 +341,16 @@ def cmd_service(args: argparse.Namespace) -> int:
     from tfbridge import service
 
     if args.role == "dispatcher":
-        server = service.dispatcher(port=args.port, work_dir=args.work_dir)
+        server = service.dispatcher(port=args.port, work_dir=args.work_dir, worker_timeout=args.worker_timeout)
         line = f"tfbridge: tf.data service dispatcher listening on {service.address(server)}"
     else:
         worker_address = None if args.host is None else f"{args.host}:%port%"
         server = service.worker(
-            args.dispatcher, port=args.port, worker_address=worker_address, connect_timeout=args.connect_timeout
+            args.dispatcher,
+            port=args.port,
+            worker_address=worker_address,
+            connect_timeout=args.connect_timeout,
+            heartbeat_interval=args.heartbeat_interval,
         )
         where = service.address(server)
         if args.host is not None:
@@ -560,6 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="keep the dispatcher's journal here, so a restarted dispatcher recovers its jobs",
     )
+    r.add_argument(
+        "--worker-timeout",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="declare a worker lost after this long without a heartbeat (default: TensorFlow's, 600); an epoch "
+        "waiting for a dead worker still waits until a worker restarts at its address",
+    )
     r.set_defaults(func=cmd_service)
     r = roles.add_parser("worker", help="start a worker registered with a dispatcher")
     r.add_argument(
@@ -569,7 +581,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_address,
         help="the dispatcher's address, host:port or grpc://host:port",
     )
-    r.add_argument("--port", type=_port, default=0, help="port to listen on (default 0: any free port)")
+    r.add_argument(
+        "--port",
+        type=_port,
+        default=0,
+        help="port to listen on (default 0: any free port); with a fixed port, a worker restarted after a crash "
+        "takes over the dead one's tasks, which a running epoch waits for",
+    )
     r.add_argument(
         "--host",
         default=None,
@@ -581,6 +599,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         metavar="SECONDS",
         help="how long to wait for the dispatcher to accept connections (default 60)",
+    )
+    r.add_argument(
+        "--heartbeat-interval",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="how often to report to the dispatcher (default: TensorFlow's, 30); keep it well below the "
+        "dispatcher's --worker-timeout",
     )
     r.set_defaults(func=cmd_service)
 

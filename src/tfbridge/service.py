@@ -12,6 +12,7 @@ TensorFlow is imported inside the functions: ``import tfbridge`` stays light.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import socket
 import time
@@ -30,6 +31,9 @@ _PROTOCOL = "grpc"
 _MAX_PORT = 65535
 _CONNECT_POLL_S = 0.1
 _DEFAULT_CONNECT_TIMEOUT_S = 30.0
+# TensorFlow's default job garbage-collection interval (DispatcherConfig.job_gc_check_interval_ms): the dispatcher
+# also looks for workers past their timeout only this often.
+_TF_GC_CHECK_MS = 600_000
 # DatasetToGraphV2's external_state_policy: 1 is POLICY_IGNORE (stateful ops such as random or py_function are
 # serialized as they are instead of failing; we only want to look at the graph).
 _POLICY_IGNORE = 1
@@ -61,11 +65,21 @@ def distribute(
 ) -> tf.data.Dataset:
     """``dataset`` processed by the tf.data service at ``service`` ("grpc://host:port" or "host:port").
 
-    ``processing_mode``: "distributed_epoch" (each element once, split among the workers), "parallel_epochs"
-    (every worker runs the whole dataset) or a ``tf.data.experimental.service.ShardingPolicy``. ``job_name``
-    lets several consumers share one job. Other keyword arguments go to
+    ``processing_mode``: "distributed_epoch" (the data split among the workers, each element at most once),
+    "parallel_epochs" (every worker runs the whole dataset) or a ``tf.data.experimental.service.ShardingPolicy``.
+    ``job_name`` lets several consumers share one job. Other keyword arguments go to
     ``tf.data.experimental.service.distribute``. ``connect_timeout`` (seconds): how long to wait for the
     dispatcher to accept connections before raising (None waits as long as TensorFlow does, up to an hour).
+
+    When a worker dies mid-epoch, TensorFlow promises at most once, not exactly once. In "distributed_epoch" the
+    elements the dead worker had taken but not yet delivered are lost (a few, plus what the pipeline itself
+    holds: the rest of the split it was reading, which for what ``tb.materialize`` returns is a shard, a shuffle
+    or prefetch buffer, a partial batch) and none is repeated. In both modes the epoch then neither ends nor
+    fails: it waits, however short the dispatcher's worker timeout, until a worker starts again at the dead
+    one's address (same host and port) and takes over its task. Run workers on fixed ports under something that
+    restarts them, or watch the consumer (docs/RELIABILITY.md has a recipe and the figures). In
+    "parallel_epochs" the restarted worker runs its copy of the dataset from the start again, so what it
+    delivered before dying comes twice.
 
     Raises TfBridgeError for a pipeline that calls Python (``from_generator``, ``py_function``,
     ``numpy_function``): tf.data service workers cannot run it. In "distributed_epoch" mode it also refuses a
@@ -315,8 +329,10 @@ def _check_port(port: Any) -> None:
     if port == 0:
         return
     # gRPC binds with SO_REUSEPORT, so a second server on a taken port would start and silently share it.
-    # A plain bind (no SO_REUSEPORT) fails on a port that any socket holds.
+    # A bind without SO_REUSEPORT fails on a port that a listening socket holds. SO_REUSEADDR lets it pass the
+    # connections a killed server left in TIME_WAIT, so a worker restarted on its port after a crash starts.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("", port))
         except OSError as exc:
@@ -334,6 +350,7 @@ def dispatcher(
     *,
     fault_tolerant_mode: bool | None = None,
     worker_addresses: list[str] | None = None,
+    worker_timeout: float | None = None,
 ) -> Any:
     """Start a tf.data service dispatcher in this process; returns the running
     ``tf.data.experimental.service.DispatchServer`` (``address(server)`` is the address for ``distribute``).
@@ -341,8 +358,16 @@ def dispatcher(
     ``port=0`` picks a free port. ``work_dir`` keeps the dispatcher's journal so that a restarted dispatcher
     recovers its state; ``fault_tolerant_mode`` defaults to True when ``work_dir`` is given.
     ``worker_addresses`` is the fixed worker list that static sharding policies need.
+
+    ``worker_timeout`` (seconds; None: TensorFlow's default, 10 minutes in TensorFlow 2.21): how long a worker
+    may go without a heartbeat before the dispatcher declares it lost (it logs "Lost worker ... due to
+    timeout"). TensorFlow looks for such workers on its job garbage-collection interval (10 minutes); with a
+    shorter ``worker_timeout`` that interval is shortened to it, so a worker is declared lost within about twice
+    ``worker_timeout``. Keep it well above the workers' heartbeat interval. Declaring a worker lost does not end
+    an epoch that waits for it: only a worker started again at its address does (see ``distribute``).
     """
     _check_port(port)
+    worker_timeout_ms = _milliseconds(worker_timeout, "worker_timeout")
     if fault_tolerant_mode is None:
         fault_tolerant_mode = work_dir is not None
     if fault_tolerant_mode and work_dir is None:
@@ -358,6 +383,8 @@ def dispatcher(
         work_dir=None if work_dir is None else os.fspath(work_dir),
         fault_tolerant_mode=bool(fault_tolerant_mode),
         worker_addresses=worker_addresses,
+        worker_timeout_ms=worker_timeout_ms,
+        job_gc_check_interval_ms=None if worker_timeout_ms is None else min(worker_timeout_ms, _TF_GC_CHECK_MS),
     )
     return svc.DispatchServer(config)
 
@@ -368,25 +395,48 @@ def worker(
     *,
     worker_address: str | None = None,
     connect_timeout: float | None = 60.0,
+    heartbeat_interval: float | None = None,
 ) -> Any:
     """Start a tf.data service worker in this process, registered with the dispatcher at
     ``dispatcher_address`` ("grpc://host:port" or "host:port"); returns the running
     ``tf.data.experimental.service.WorkerServer``.
 
-    ``port=0`` picks a free port. ``worker_address`` is the address clients reach this worker at, in
-    TensorFlow's form ("host:%port%" stands for the bound port; default "localhost:%port%", so set it when
-    clients run on other machines). ``connect_timeout`` (seconds): how long to wait for the dispatcher to accept
-    connections (TensorFlow alone would wait silently); None skips the wait.
+    ``port=0`` picks a free port; a fixed port lets a worker restarted after a crash take over the tasks of the
+    one that died, which an epoch in progress waits for (see ``distribute``). ``worker_address`` is the address
+    clients reach this worker at, in TensorFlow's form ("host:%port%" stands for the bound port; default
+    "localhost:%port%", so set it when clients run on other machines). ``connect_timeout`` (seconds): how long
+    to wait for the dispatcher to accept connections (TensorFlow alone would wait silently); None skips the
+    wait. ``heartbeat_interval`` (seconds; None: TensorFlow's default, 30 s in TensorFlow 2.21): how often the
+    worker reports to the dispatcher; keep it well below the dispatcher's ``worker_timeout``.
     """
     _check_port(port)
+    heartbeat_interval_ms = _milliseconds(heartbeat_interval, "heartbeat_interval")
     target, host, dispatcher_port = parse_address(dispatcher_address, what="dispatcher_address")
     if connect_timeout is not None:
         _wait_for_listener(host, dispatcher_port, connect_timeout, what=f"tf.data service dispatcher at {target}")
     import tensorflow as tf
 
     svc = tf.data.experimental.service
-    config = svc.WorkerConfig(dispatcher_address=f"{host}:{dispatcher_port}", worker_address=worker_address, port=port)
+    config = svc.WorkerConfig(
+        dispatcher_address=f"{host}:{dispatcher_port}",
+        worker_address=worker_address,
+        port=port,
+        heartbeat_interval_ms=heartbeat_interval_ms,
+    )
     return svc.WorkerServer(config)
+
+
+def _milliseconds(seconds: Any, name: str) -> int | None:
+    """``seconds`` (a positive number, or None for TensorFlow's default) as whole milliseconds, at least 1."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
+        msg = (
+            f"{name} must be a positive number of seconds, or None for TensorFlow's default. "
+            f"Received: {short(seconds)}"
+        )
+        raise TfBridgeError(msg)
+    return max(1, round(seconds * 1000))
 
 
 def address(server: Any) -> str:
