@@ -137,10 +137,9 @@ def test_workers_inside_getitem_exit_when_the_main_process_is_killed(
         try:
             workers = [int(words[0]) for words in _read_until(proc, "HUNG", 2)]
             proc.send_signal(sig)
-            proc.wait()
             left, took = _gone_within(workers, _GONE_WITHIN_S)
             assert not left, f"workers {left} still run {_GONE_WITHIN_S} s after the main process was killed"
-            print(f"workers gone {took:.3f} s after the main process")
+            print(f"workers gone {took:.3f} s after the signal")  # 0.04-0.3 s here
         finally:
             proc.kill()
             proc.communicate()

@@ -7,8 +7,14 @@ ring of shared memory slots (one per element in flight), copied out once in the 
 
 The pool lives as long as the executor: it starts on first use, survives between epochs, and is closed when the
 dataset that owns it is garbage collected (or the interpreter exits). At each epoch the task is sent again when
-the source changed (e.g. ``on_epoch_end`` reshuffled its index), and every worker is reseeded from
-``(seed, worker id, epoch)`` so random augmentations differ between workers and epochs.
+the source changed (e.g. ``on_epoch_end`` reshuffled its index), and the pass's seed and epoch number go to every
+worker, which seeds ``random`` and ``numpy.random`` from ``(seed, epoch, index)`` before each element: an
+element's draws never depend on which worker makes it, so a run is reproducible whatever the worker count.
+
+Workers end with this process however it ends (see ``_worker.exit_with_parent``); their descriptors are
+non-inheritable here, and a process forked from this one closes its copies and lets the pools be (see
+:meth:`ProcessExecutor._forked`). With ``max_elements_per_worker`` or ``max_worker_rss`` a worker is replaced by a
+fresh one between elements (:meth:`_Pool.recycle`).
 
 A pass that starts while another is still running (Keras validating on the dataset whose training pass it left
 mid-way, or two iterators of one dataset) gets a pool of its own, started when it begins. Passes never share
