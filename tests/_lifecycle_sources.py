@@ -12,9 +12,11 @@ _LEAKED: list[bytes] = []  # what Leaks keeps, in whichever process makes its el
 _MIB = 2**20
 
 
-def rss_bytes() -> int:
+def own_rss_bytes() -> int:
+    """Resident memory less shared pages, as the worker measures it for max_worker_rss."""
     with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        fields = f.read().split()
+    return (int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
 
 
 class Augmented:
@@ -35,7 +37,7 @@ class Augmented:
 
 class Leaks:
     """Keeps ``mib`` MiB per element in a global list (a leak), and says which process made the element and how
-    big that process was just after: ``[index, pid, rss bytes]``."""
+    much memory of its own that process held just after: ``[index, pid, bytes]``."""
 
     def __init__(self, n: int, mib: int = 1) -> None:
         self.n, self.mib = n, mib
@@ -45,7 +47,7 @@ class Leaks:
 
     def __getitem__(self, i: int) -> np.ndarray:
         _LEAKED.append(b"\x01" * (self.mib * _MIB))  # written, so resident
-        return np.array([i, os.getpid(), rss_bytes()], np.int64)
+        return np.array([i, os.getpid(), own_rss_bytes()], np.int64)
 
 
 class InheritableFds:

@@ -22,8 +22,9 @@ class ExecutorOptions:
     ``ray_address``: the Ray cluster ``name="ray"`` connects to (None: Ray already running in this process,
     RAY_ADDRESS, or a new local instance).
     ``max_elements_per_worker`` / ``max_worker_rss`` (``name="process"`` only): a worker process that was handed
-    that many elements, or whose resident memory is above that many bytes after an element, is replaced by a
-    fresh one between elements (no element lost, repeated or reordered): for sources that leak memory.
+    that many elements, or whose resident memory of its own (not counting shared memory or mapped files) is above
+    that many bytes after an element, is replaced by a fresh one between elements (no element lost, repeated or
+    reordered): for sources that leak memory.
 
     Every entry point that runs a Python source takes ``executor=`` as this value or as its name alone, and
     ``workers=`` as a shorthand.

@@ -89,10 +89,15 @@ class _Seeder:
         np.random.seed(np.frombuffer(digest, np.uint32))
 
 
-def _rss_bytes() -> int:
-    """This process's resident set size now (Linux: /proc/self/statm)."""
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def _own_rss_bytes() -> int:
+    """This process's resident memory of its own now: resident pages less shared ones (Linux: /proc/self/statm),
+    so neither the shared-memory slots it writes results into nor mapped files count, only what it allocated."""
     with open("/proc/self/statm", "rb") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        fields = f.read().split()
+    return (int(fields[1]) - int(fields[2])) * _PAGE_BYTES
 
 
 def serve(conn: Connection) -> None:
@@ -139,7 +144,7 @@ def serve(conn: Connection) -> None:
         except Exception as exc:
             reply = ("err", index, _picklable(remote_error(exc, index), index))
         # the last field asks to be replaced: it grew past max_worker_rss (it still serves what it was sent)
-        reply = (*reply, max_rss is not None and _rss_bytes() > max_rss)
+        reply = (*reply, max_rss is not None and _own_rss_bytes() > max_rss)
         try:
             conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
         except (EOFError, OSError):

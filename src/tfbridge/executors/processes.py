@@ -402,7 +402,7 @@ class _Pool:
                 # invariant: in flight + leased <= slots, so a free slot exists for every submission
                 while submitted < len(order) and submitted < position + self.in_flight:
                     for old, new in self.recycle():
-                        del by_conn[old.conn]
+                        by_conn.pop(old.conn, None)
                         by_conn[new.conn] = new
                     usable = [w for w in self.workers if w not in unusable and not self.spent(w)]
                     if not usable:
