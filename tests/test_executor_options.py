@@ -27,6 +27,8 @@ def test_options_are_a_frozen_keyword_only_value() -> None:
     with pytest.raises(TypeError):
         tb.ExecutorOptions("thread", 3)  # type: ignore[misc]
     assert tb.ExecutorOptions() == tb.ExecutorOptions("auto")
+    recycled = tb.ExecutorOptions("process", max_elements_per_worker=500, max_worker_rss=2 * 2**30)
+    assert (recycled.max_elements_per_worker, recycled.max_worker_rss) == (500, 2 * 2**30)
 
 
 @pytest.mark.parametrize(
@@ -44,6 +46,21 @@ def test_options_are_a_frozen_keyword_only_value() -> None:
                      id="ray_address-with-auto"),
         pytest.param({"name": "ray", "ray_address": ""}, "ray_address must be a non-empty string or None",
                      id="ray_address-empty"),
+        pytest.param({"name": "process", "max_elements_per_worker": 0}, "max_elements_per_worker must be a "
+                     "positive int or None. Received: 0", id="max_elements_per_worker-zero"),
+        pytest.param({"name": "process", "max_elements_per_worker": True}, "max_elements_per_worker must be a "
+                     "positive int or None. Received: True", id="max_elements_per_worker-bool"),
+        pytest.param({"name": "thread", "max_elements_per_worker": 100}, "max_elements_per_worker is for "
+                     "executor='process' (it replaces worker processes), but the executor is 'thread'.\nHint: pass "
+                     "executor='process' with it, or leave it out.", id="max_elements_per_worker-with-thread"),
+        pytest.param({"max_worker_rss": 2**30}, "max_worker_rss is for executor='process' (it replaces worker "
+                     "processes), but the executor is 'auto' (which may choose threads, which share this process's "
+                     "memory).", id="max_worker_rss-with-auto"),
+        pytest.param({"name": "process", "max_worker_rss": 2}, "max_worker_rss must be an int number of bytes of "
+                     "at least 16,777,216 (16 MiB: less than any Python interpreter), or None. Received: 2\nHint: "
+                     "it counts bytes, e.g. max_worker_rss=2 * 2**30 for 2 GiB.", id="max_worker_rss-too-small"),
+        pytest.param({"name": "process", "max_worker_rss": 2e9}, "max_worker_rss must be an int number of bytes",
+                     id="max_worker_rss-float"),
     ],
 )
 def test_bad_options_are_refused_with_what_was_received(kwargs: dict[str, Any], message: str) -> None:

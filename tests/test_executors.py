@@ -1,5 +1,5 @@
 """Executors: serial, thread and process give identical ordered content over epochs (on_epoch_end's changes
-reach the workers), shared-memory results stay intact, per-worker seeds, unpicklable sources, sources from an
+reach the workers), shared-memory results stay intact, per-element seeds, unpicklable sources, sources from an
 unguarded ``__main__``, and what ``executor="auto"`` picks. Faults are in test_faults.py, Ray in test_ray.py."""
 
 from __future__ import annotations
@@ -172,10 +172,10 @@ def test_bfloat16_arrays_survive_shared_memory() -> None:
 # ---- worker state -----------------------------------------------------------------------------------------
 
 
-def test_each_worker_gets_its_own_rng_seed_and_each_epoch_new_draws() -> None:
+def test_each_element_gets_its_own_rng_seed_and_each_epoch_new_draws() -> None:
     ds = tb.to_dataset(Augmenting(), executor="process", workers=2, seed=5, cast_floats=None)
     values = [float(x.numpy()[0, 0]) for x in ds]
-    assert len(set(values)) == len(values), "two workers with one seed would repeat each other's draws"
+    assert len(set(values)) == len(values), "elements seeded alike would repeat each other's draws"
     again = [float(x.numpy()[0, 0]) for x in ds]
     assert again != values, "a new epoch gives new draws"
 

@@ -180,7 +180,11 @@ def to_dataset(
     - ``executor``: "auto" | "serial" | "thread" | "process" | "ray", or a ``tb.ExecutorOptions``; ``workers``,
       ``timeout`` (seconds per element: a hung element becomes ``ElementTimeoutError``) and ``ray_address``
       are shorthands for its fields.
-    - ``shuffle``/``seed``: a new permutation of an indexed source each epoch, reproducible from ``seed``.
+    - ``shuffle``/``seed``: a new permutation of an indexed source each epoch, reproducible from ``seed``. With
+      ``executor="process"`` ``seed`` also seeds ``random`` and ``numpy.random`` before each element from
+      ``(seed, epoch, index)``: random augmentation is reproducible whatever the worker count. Serial and thread
+      executors leave the global generators to you (threads share them: for reproducible draws the source needs
+      a generator per element, e.g. ``np.random.default_rng((seed, index))``); see docs/GUIDE.md section 10.
     - ``cast_floats``: "floatx" (float64 becomes ``keras.config.floatx()``), a float dtype name, or None.
     - ``validate``: "peek" checks every element as it is produced, "all" also scans the source first,
       "none" checks nothing.

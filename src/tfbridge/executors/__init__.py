@@ -108,14 +108,21 @@ def choose(cost: Cost, pickles: Callable[[], str | None] = lambda: None) -> Choi
 
 
 def make(choice: Choice, options: ExecutorOptions, seed: int | None = None) -> Executor:
-    """The executor for ``choice`` (never "auto" or "native"), with the options' timeout and Ray address."""
+    """The executor for ``choice`` (never "auto" or "native"), with the options' timeout, Ray address and worker
+    recycling."""
     workers = choice.workers or options.workers
     if choice.name == "serial":
         return SerialExecutor(options.timeout)
     if choice.name == "thread":
         return ThreadExecutor(workers or _LATENCY_WORKERS, timeout=options.timeout)
     if choice.name == "process":
-        return ProcessExecutor(workers or cores(), seed=seed, timeout=options.timeout)
+        return ProcessExecutor(
+            workers or cores(),
+            seed=seed,
+            timeout=options.timeout,
+            max_elements_per_worker=options.max_elements_per_worker,
+            max_worker_rss=options.max_worker_rss,
+        )
     if choice.name == "ray":
         from tfbridge.executors.ray import RayExecutor, _ray
 

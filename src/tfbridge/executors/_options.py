@@ -21,6 +21,10 @@ class ExecutorOptions:
     ``timeout``: seconds any one element may take before it becomes ``ElementTimeoutError`` (None: no limit).
     ``ray_address``: the Ray cluster ``name="ray"`` connects to (None: Ray already running in this process,
     RAY_ADDRESS, or a new local instance).
+    ``max_elements_per_worker`` / ``max_worker_rss`` (``name="process"`` only): a worker process that was handed
+    that many elements, or whose resident memory of its own (not counting shared memory or mapped files) is above
+    that many bytes after an element, is replaced by a fresh one between elements (no element lost, repeated or
+    reordered): for sources that leak memory.
 
     Every entry point that runs a Python source takes ``executor=`` as this value or as its name alone, and
     ``workers=`` as a shorthand.
@@ -31,6 +35,8 @@ class ExecutorOptions:
     workers: int | None = None
     timeout: float | None = None
     ray_address: str | None = None
+    max_elements_per_worker: int | None = None
+    max_worker_rss: int | None = None
 
     def __post_init__(self) -> None:
         check_choice("executor", self.name, EXECUTOR_NAMES)
@@ -45,6 +51,27 @@ class ExecutorOptions:
                 "Hint: pass executor='ray' with ray_address=, or leave ray_address out."
             )
             raise TfBridgeError(msg)
+        check_int("max_elements_per_worker", self.max_elements_per_worker, optional=True)
+        rss = self.max_worker_rss
+        if rss is not None and (not isinstance(rss, int) or isinstance(rss, bool) or rss < MIN_WORKER_RSS):
+            msg = (
+                f"max_worker_rss must be an int number of bytes of at least {MIN_WORKER_RSS:,} (16 MiB: less "
+                f"than any Python interpreter), or None. Received: {short(rss)}\n"
+                "Hint: it counts bytes, e.g. max_worker_rss=2 * 2**30 for 2 GiB."
+            )
+            raise TfBridgeError(msg)
+        for field in ("max_elements_per_worker", "max_worker_rss"):
+            if getattr(self, field) is not None and self.name != "process":
+                msg = (
+                    f"{field} is for executor='process' (it replaces worker processes), but the executor is "
+                    f"{self.name!r}"
+                    + (" (which may choose threads, which share this process's memory)" if self.name == "auto" else "")
+                    + ".\nHint: pass executor='process' with it, or leave it out."
+                )
+                raise TfBridgeError(msg)
+
+
+MIN_WORKER_RSS = 16 * 2**20
 
 
 def resolve(

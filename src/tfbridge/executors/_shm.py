@@ -43,10 +43,9 @@ class ArrayHandle:
 
 
 def create_slot() -> int:
-    """A new empty shared memory file; returns its descriptor (inheritable, for worker processes)."""
-    fd = os.memfd_create("tfbridge-slot", 0)
-    os.set_inheritable(fd, True)
-    return fd
+    """A new empty shared memory file; returns its descriptor. Not inheritable: worker processes get it on
+    purpose (``pass_fds``), nothing else this process starts does."""
+    return os.memfd_create("tfbridge-slot", os.MFD_CLOEXEC)
 
 
 class SlotMap:

@@ -7,8 +7,14 @@ ring of shared memory slots (one per element in flight), copied out once in the 
 
 The pool lives as long as the executor: it starts on first use, survives between epochs, and is closed when the
 dataset that owns it is garbage collected (or the interpreter exits). At each epoch the task is sent again when
-the source changed (e.g. ``on_epoch_end`` reshuffled its index), and every worker is reseeded from
-``(seed, worker id, epoch)`` so random augmentations differ between workers and epochs.
+the source changed (e.g. ``on_epoch_end`` reshuffled its index), and the pass's seed and epoch number go to every
+worker, which seeds ``random`` and ``numpy.random`` from ``(seed, epoch, index)`` before each element: an
+element's draws never depend on which worker makes it, so a run is reproducible whatever the worker count.
+
+Workers end with this process however it ends (see ``_worker.exit_with_parent``); their descriptors are
+non-inheritable here, and a process forked from this one closes its copies and lets the pools be (see
+:meth:`ProcessExecutor._forked`). With ``max_elements_per_worker`` or ``max_worker_rss`` a worker is replaced by a
+fresh one between elements (:meth:`_Pool.recycle`).
 
 A pass that starts while another is still running (Keras validating on the dataset whose training pass it left
 mid-way, or two iterators of one dataset) gets a pool of its own, started when it begins. Passes never share
@@ -88,27 +94,54 @@ def _task_pickler() -> type[pickle.Pickler]:
 
 
 class _Worker:
-    def __init__(self, wid: int, slot_fds: list[int]) -> None:
-        parent, child = socket.socketpair()
+    def __init__(self, wid: int, slot_fds: list[int], max_rss: int | None = None) -> None:
+        parent, child = socket.socketpair()  # both ends non-inheritable; the child's is passed on purpose
+        death_r, death_w = os.pipe()  # the worker's watch on this process (see _worker.exit_with_parent)
         env = dict(os.environ)
         for name in _THREAD_ENV:  # one worker per core: no nested thread pools unless the user asked
             env.setdefault(name, "1")
         env.setdefault("CUDA_VISIBLE_DEVICES", "")  # workers make numpy data; the GPU stays with training
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self.wid = wid
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tfbridge.executors._worker", str(child.fileno())],
-            pass_fds=[child.fileno(), *slot_fds],
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
-        child.close()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tfbridge.executors._worker", *map(str, (child.fileno(), death_r, os.getpid()))],
+                pass_fds=[child.fileno(), death_r, *slot_fds],
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        except BaseException:
+            parent.close()
+            os.close(death_w)
+            raise
+        finally:
+            child.close()
+            os.close(death_r)
+        self.death_w: int | None = death_w  # closed once the worker has exited (its closing kills the worker)
         self.conn = Connection(parent.detach())
-        self.conn.send_bytes(pickle.dumps({"sys_path": list(sys.path), "slot_fds": slot_fds}))
+        hello = {"sys_path": list(sys.path), "slot_fds": slot_fds, "max_rss": max_rss}
+        self.conn.send_bytes(pickle.dumps(hello))
         self.outstanding: list[int] = []  # indices sent, not yet answered, in order
         self.slots: dict[int, int] = {}  # index -> slot it writes into
         self.task_digest = b""
         self.busy_since = 0.0  # when it began its first outstanding element
+        self.handed = 0  # elements handed to it, for max_elements_per_worker
+        self.retiring = False  # it asked to be replaced (max_worker_rss) or was handed its last element
+        self.successor: _Worker | None = None  # started early to take its place
+
+    def wait_ready(self) -> None:
+        """Wait for the worker's hello back; WorkerDiedError when it dies or does not answer while starting."""
+        if not self.conn.poll(_WORKER_START_TIMEOUT_S):
+            msg = f"worker process {self.wid} did not start within {_WORKER_START_TIMEOUT_S:.0f} s"
+            raise WorkerDiedError(msg)
+        try:
+            self.conn.recv_bytes()
+        except (EOFError, OSError):
+            msg = (
+                f"worker process {self.wid} {self.death()} while starting.\n"
+                "Hint: run the source with executor='serial' to see its error."
+            )
+            raise WorkerDiedError(msg) from None
 
     def send(self, message: Any) -> None:
         try:
@@ -135,6 +168,8 @@ class _Worker:
 
     def stop(self) -> None:
         """Ask the worker to exit (kill it when it is mid-element: nobody will read that work)."""
+        if self.successor is not None:
+            self.successor.stop()
         if self.outstanding:
             self.proc.kill()
         else:
@@ -142,17 +177,51 @@ class _Worker:
                 self.send(("stop",))
         self.conn.close()
 
+    def kill(self) -> None:
+        if self.successor is not None:
+            self.successor.kill()
+        self.proc.kill()
+
     def join(self) -> None:
+        if self.successor is not None:
+            self.successor.join()
         try:
             self.proc.wait(timeout=_WORKER_JOIN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.death_w is not None:
+            os.close(self.death_w)
+            self.death_w = None
+
+    def disown(self) -> None:
+        """In a process forked from the main one: close this copy of the socket and pipe, touch nothing else (the
+        worker is the parent's)."""
+        if self.successor is not None:
+            self.successor.disown()
+        with contextlib.suppress(OSError):
+            self.conn.close()
+        if self.death_w is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.death_w)
+            self.death_w = None
+        _INHERITED.append(self)  # never collected here: Popen's finalizer would poll a process that is not ours
+
+
+_INHERITED: list[_Worker] = []
 
 
 _LIVE: weakref.WeakSet[ProcessExecutor] = weakref.WeakSet()
 _EXIT_WAIT_S = 2.0
 _POLL_S = 0.1
+
+
+def _after_fork_in_child() -> None:
+    for ex in list(_LIVE):
+        ex._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @atexit.register
@@ -173,8 +242,18 @@ class _Pool:
     ``lock`` is held by the pass it serves, from its first element to its end (or its early stop).
     """
 
-    def __init__(self, workers: int, in_flight: int, timeout: float | None) -> None:
+    def __init__(
+        self,
+        workers: int,
+        in_flight: int,
+        timeout: float | None,
+        max_elements: int | None = None,
+        max_rss: int | None = None,
+    ) -> None:
         self.size, self.in_flight, self.timeout = workers, in_flight, timeout
+        self.max_elements, self.max_rss = max_elements, max_rss  # when a worker is replaced by a fresh one
+        self.task: tuple[bytes, bytes] | None = None  # (payload, digest) of the current pass, for new workers
+        self.seed_message: tuple[str, int, int] | None = None
         self.workers: list[_Worker] = []
         self.slot_fds: list[int] = []
         self.slots: list[SlotMap] = []
@@ -193,22 +272,15 @@ class _Pool:
         self.slots = [SlotMap(fd) for fd in self.slot_fds]
         self.free = deque(range(len(self.slots)))
         self.leased = 0
-        self.workers = [_Worker(w, self.slot_fds) for w in range(self.size)]
-        for w in self.workers:
-            if not w.conn.poll(_WORKER_START_TIMEOUT_S):
-                self.shutdown()
-                msg = f"worker process {w.wid} did not start within {_WORKER_START_TIMEOUT_S:.0f} s"
-                raise WorkerDiedError(msg)
-            try:
-                w.conn.recv_bytes()
-            except (EOFError, OSError):
-                reason = w.death()
-                self.shutdown()
-                msg = (
-                    f"worker process {w.wid} {reason} while starting.\n"
-                    "Hint: run the source with executor='serial' to see its error."
-                )
-                raise WorkerDiedError(msg) from None
+        self.workers = []
+        try:
+            for w in range(self.size):
+                self.workers.append(_Worker(w, self.slot_fds, self.max_rss))
+            for worker in self.workers:
+                worker.wait_ready()
+        except BaseException:
+            self.shutdown()
+            raise
 
     def shutdown(self) -> None:
         for w in self.workers:
@@ -226,7 +298,21 @@ class _Pool:
     def kill(self) -> None:
         """Kill the workers without waiting: the pass using them sees them gone, raises, and shuts the pool down."""
         for w in list(self.workers):
-            w.proc.kill()
+            w.kill()
+
+    def disown(self) -> None:
+        """In a process forked from the one that owns this pool: close this process's copies of the workers'
+        sockets and pipes and of the slots (their memory is freed when the owner lets go), and forget them. The
+        workers stay the owner's: nothing here may stop them or keep them alive."""
+        for w in self.workers:
+            w.disown()
+        for slot in self.slots:
+            slot.close()
+        for fd in self.slot_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.workers, self.slots, self.slot_fds, self.free = [], [], [], deque()
+        self.generation += 1
 
     def wait_for_pass(self, timeout: float) -> None:
         """Wait at most ``timeout`` seconds for the pass using this pool in another thread to leave; returns at
@@ -238,14 +324,46 @@ class _Pool:
         return [w.proc.pid for w in self.workers]
 
     def prepare(self, payload: bytes, seed: int, epoch: int) -> None:
-        """Send the task to each worker that does not hold it yet, and reseed every worker for this pass."""
-        digest = hashlib.sha256(payload).digest()
+        """Send the task to each worker that does not hold it yet, and this pass's seed and epoch to every worker
+        (each seeds every element from ``(seed, epoch, index)``). Workers due for replacement are replaced first."""
+        self.task = (payload, hashlib.sha256(payload).digest())
+        self.seed_message = ("seed", seed, epoch)
+        self.recycle()
         for w in self.workers:
-            if w.task_digest != digest:
-                w.send(("task", payload))
-                w.task_digest = digest
-            worker_seed = np.random.SeedSequence([seed, w.wid, epoch]).generate_state(1, np.uint64)[0]
-            w.send(("seed", int(worker_seed)))
+            self._brief(w)
+
+    def _brief(self, w: _Worker) -> None:
+        assert self.task is not None and self.seed_message is not None
+        payload, digest = self.task
+        if w.task_digest != digest:
+            w.send(("task", payload))
+            w.task_digest = digest
+        w.send(self.seed_message)
+
+    def spent(self, w: _Worker) -> bool:
+        """Whether ``w`` gets no more elements: it asked to be replaced, or was handed max_elements_per_worker."""
+        return w.retiring or (self.max_elements is not None and w.handed >= self.max_elements)
+
+    def recycle(self) -> list[tuple[_Worker, _Worker]]:
+        """Replace every spent worker that owes nothing by a fresh one (started early, as soon as it was found
+        spent, so it is usually ready by then). Returns the (old, new) pairs."""
+        replaced = []
+        for position, w in enumerate(self.workers):
+            if not self.spent(w):
+                continue
+            if w.successor is None:
+                w.successor = _Worker(w.wid, self.slot_fds, self.max_rss)
+            if w.outstanding:
+                continue
+            new, w.successor = w.successor, None
+            self.workers[position] = new  # first: a failure below stops it with the pool
+            w.stop()
+            w.join()
+            new.wait_ready()
+            if self.task is not None:
+                self._brief(new)
+            replaced.append((w, new))
+        return replaced
 
     def drain(self) -> None:
         """Collect answers still owed by a pass that stopped early, so no slot is written while reused."""
@@ -258,7 +376,7 @@ class _Pool:
 
     def _receive(self, w: _Worker, results: dict[int, Any]) -> None:
         try:
-            kind, index, payload = pickle.loads(w.conn.recv_bytes())
+            kind, index, payload, retiring = pickle.loads(w.conn.recv_bytes())
         except (EOFError, OSError):
             index = w.outstanding[0] if w.outstanding else None
             msg = (
@@ -267,6 +385,7 @@ class _Pool:
             )
             raise WorkerDiedError(msg, index=index) from None
         w.outstanding.remove(index)
+        w.retiring = w.retiring or retiring
         w.busy_since = time.monotonic()  # the next element it holds begins now
         results[index] = (kind, payload, w.slots.pop(index))
 
@@ -282,7 +401,10 @@ class _Pool:
             for position in range(len(order)):
                 # invariant: in flight + leased <= slots, so a free slot exists for every submission
                 while submitted < len(order) and submitted < position + self.in_flight:
-                    usable = [w for w in self.workers if w not in unusable]
+                    for old, new in self.recycle():
+                        by_conn.pop(old.conn, None)
+                        by_conn[new.conn] = new
+                    usable = [w for w in self.workers if w not in unusable and not self.spent(w)]
                     if not usable:
                         break
                     w = min(usable, key=lambda w: len(w.outstanding))
@@ -290,6 +412,7 @@ class _Pool:
                     if not w.outstanding:
                         w.busy_since = time.monotonic()
                     w.outstanding.append(index)
+                    w.handed += 1
                     w.slots[index] = slot
                     submitted += 1
                     try:
@@ -364,14 +487,21 @@ class ProcessExecutor:
     name = "process"
 
     def __init__(
-        self, workers: int, in_flight: int | None = None, seed: int | None = None, timeout: float | None = None
+        self,
+        workers: int,
+        in_flight: int | None = None,
+        seed: int | None = None,
+        timeout: float | None = None,
+        max_elements_per_worker: int | None = None,
+        max_worker_rss: int | None = None,
     ) -> None:
         self.workers = workers
         self.timeout = timeout
         self.in_flight = in_flight or workers * IN_FLIGHT_PER_WORKER
+        self.max_elements_per_worker, self.max_worker_rss = max_elements_per_worker, max_worker_rss
         # a SeedSequence made without entropy draws an int
         self.seed = seed if seed is not None else int(cast(int, np.random.SeedSequence().entropy) % (2**63))
-        self._pools = [_Pool(workers, self.in_flight, timeout)]  # workers start on a pool's first pass
+        self._pools = [self._new_pool()]  # workers start on a pool's first pass
         # guards the list, the choice of a pool and the epoch count; reentrant: a pass dropped by the garbage
         # collector releases its pool in whichever thread the collection runs, maybe one inside _acquire
         self._pools_lock = threading.RLock()
@@ -379,6 +509,19 @@ class ProcessExecutor:
         self._closed = False
         self._exiting = False  # the interpreter is exiting: passes end at once, quietly
         _LIVE.add(self)
+
+    def _new_pool(self) -> _Pool:
+        return _Pool(self.workers, self.in_flight, self.timeout, self.max_elements_per_worker, self.max_worker_rss)
+
+    def _forked(self) -> None:
+        """In a child forked from the process that made this executor (``os.fork``, multiprocessing's "fork"):
+        let go of the parent's pools (this process's copies of their sockets, pipes and slots are closed) and
+        start afresh, so that nothing in the child, its finalizers and exit included, holds or stops the
+        parent's workers. A pass the child runs starts workers of its own."""
+        for pool in self._pools:
+            pool.disown()
+        self._pools = [self._new_pool()]
+        self._pools_lock = threading.RLock()  # another thread of the parent may have held it: not ours to wait on
 
     def _acquire(self) -> tuple[_Pool, int]:
         """A pool no pass is using (the first one when it is free; a new one when every pool is in use), locked
@@ -388,7 +531,7 @@ class ProcessExecutor:
             for pool in list(self._pools):
                 if pool.lock.acquire(blocking=False):
                     return pool, epoch
-            pool = _Pool(self.workers, self.in_flight, self.timeout)
+            pool = self._new_pool()
             pool.exiting = self._exiting
             pool.lock.acquire()
             self._pools.append(pool)
