@@ -569,7 +569,7 @@ def section(sizes: Sizes | None = None, quick: bool | None = None, workloads: tu
         "PyDataset, as Keras users write it, tokenises 32 sentences per `__getitem__` and pads them to the "
         "longest; grain maps the tokeniser and batches with a padding `batch_fn`. The ceiling is the same tokens "
         "made beforehand and held in memory (a RaggedTensor), bucketed by tf.data alone. (c) HuggingFace datasets: "
-        "see the section of benchmarks/hf.py below.",
+        "the section *HuggingFace datasets* of this file (benchmarks/hf.py, run by the same `make bench`).",
         "",
         "### Goals",
         "",
