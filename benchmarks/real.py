@@ -337,28 +337,65 @@ def child(workload: str, name: str, data: str, sizes: Sizes) -> dict[str, Any]:
 # -- the parent: one interpreter per method, its memory sampled ---------------------------------------------------
 
 
-def _session_memory(session: int) -> tuple[float, float, int]:
-    """(RSS, PSS) in MB summed over every process of ``session``, and how many there are."""
-    rss = pss = 0.0
-    count = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+_SAMPLE_S = 0.2  # resident memory (cheap to read) this often
+_RESCAN_S = 1.0  # the session's processes listed again, and PSS read at most, this often: reading PSS walks every
+# mapping of a process (about 30 ms for one with TensorFlow loaded), too costly to do often on 2 shared cores
+
+
+def _session_pids(session: int) -> list[int]:
+    pids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
+            with open(f"/proc/{name}/stat", "rb") as f:
                 stat = f.read()
-            if int(stat[stat.rindex(b")") + 2 :].split()[3]) != session:
-                continue
-            with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Rss:"):
-                        rss += int(line.split()[1]) / 1024
-                    elif line.startswith("Pss:"):
-                        pss += int(line.split()[1]) / 1024
-            count += 1
+            if int(stat[stat.rindex(b")") + 2 :].split()[3]) == session:
+                pids.append(int(name))
         except (OSError, ValueError, IndexError):  # the process ended meanwhile
             continue
-    return rss, pss, count
+    return pids
+
+
+def _rss_of(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _pss_of(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next((int(line.split()[1]) / 1024 for line in f if line.startswith("Pss:")), 0.0)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class MemorySampler:
+    """Peak memory of every process of a session: the sum of RSS every ``_SAMPLE_S``; the sum of PSS when the
+    RSS sum reaches a new peak (at most every ``_RESCAN_S``)."""
+
+    def __init__(self, session: int) -> None:
+        self.session = session
+        self.pids: list[int] = []
+        self.scanned = self.pss_read = float("-inf")
+        self.peak_rss = self.peak_pss = 0.0
+        self.peak_processes = 0
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now - self.scanned >= _RESCAN_S:
+            self.pids, self.scanned = _session_pids(self.session), now
+        sizes = [_rss_of(pid) for pid in self.pids]
+        rss = sum(sizes)
+        self.peak_processes = max(self.peak_processes, sum(1 for size in sizes if size))
+        if rss > self.peak_rss:
+            self.peak_rss = rss
+            if now - self.pss_read >= _RESCAN_S:
+                self.peak_pss = max(self.peak_pss, sum(_pss_of(pid) for pid in self.pids))
+                self.pss_read = now
 
 
 @dataclass
@@ -395,7 +432,7 @@ class Result:
 
 
 def run_method(workload: str, name: str, group: str, data: str, sizes: Sizes, quick: bool) -> Result:
-    """``name`` in a fresh interpreter of its own session, its processes' memory sampled every 0.1 s."""
+    """``name`` in a fresh interpreter of its own session, its processes' memory sampled meanwhile."""
     command = [sys.executable, str(Path(__file__).resolve()), "--child", workload, name, "--data", data]
     if quick:
         command.append("--quick")
@@ -403,13 +440,11 @@ def run_method(workload: str, name: str, group: str, data: str, sizes: Sizes, qu
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
     done = threading.Event()
+    memory = MemorySampler(proc.pid)
 
     def sample() -> None:
-        while not done.wait(0.1):
-            rss, pss, count = _session_memory(proc.pid)
-            result.peak_rss_mb = max(result.peak_rss_mb, rss)
-            result.peak_pss_mb = max(result.peak_pss_mb, pss)
-            result.peak_processes = max(result.peak_processes, count)
+        while not done.wait(_SAMPLE_S):
+            memory.tick()
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -422,6 +457,8 @@ def run_method(workload: str, name: str, group: str, data: str, sizes: Sizes, qu
     finally:
         done.set()
         sampler.join()
+        result.peak_rss_mb, result.peak_pss_mb = memory.peak_rss, memory.peak_pss
+        result.peak_processes = memory.peak_processes
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # worker processes the method left behind, if any
     lines = [line for line in stdout.splitlines() if line.startswith(RESULT)]
@@ -546,9 +583,11 @@ def section(sizes: Sizes | None = None, quick: bool | None = None, workloads: tu
         f"the dataset to the first batch in hand), then {sizes.warmup} batches of warm-up and a timed window of at "
         f"least {sizes.window_s:g} s and {sizes.min_batches} batches, pulled by a compiled TensorFlow loop as "
         "training pulls them. Figures: batches of 32 per second and seconds to the first batch, median [min .. max]; "
-        "peak memory is the largest sum over the method's interpreter and all its worker processes, sampled every "
-        "0.1 s over all repetitions (RSS counts pages shared between processes once per process, PSS divides them; "
-        "the interpreter alone, with TensorFlow, Keras and the data loaded, holds the baseline shown). Section run: "
+        "peak memory is the largest sum over the method's interpreter and all its worker processes, RSS sampled "
+        f"every {_SAMPLE_S:g} s over all repetitions and PSS read when that sum reached a new peak (at most every "
+        f"{_RESCAN_S:g} s): RSS counts pages shared between processes once per process, PSS divides them; "
+        "the interpreter alone, with TensorFlow, Keras and the data loaded, holds the baseline shown by each table. "
+        "Section run: "
         f"{seconds / 60:.1f} min; load average at the end: {load} (the machine was shared with other work: "
         "compare ratios within this run, not absolute figures). Command: `python benchmarks/real.py`"
         + (" --quick" if quick else "")
@@ -564,11 +603,14 @@ def section(sizes: Sizes | None = None, quick: bool | None = None, workloads: tu
         f"{sizes.sentences:,} sentences of made-up words (lengths lognormal, median 16 words), tokenised on every "
         "call in pure Python (accents stripped character by character, words and punctuation split, word pieces "
         "for words outside a 3,000-word vocabulary; about 25 tokens a sentence). tfbridge takes an indexed source "
-        f"of single examples, `tb.pad_batch(source, 32, buckets=[{sizes.buckets - 1} boundaries])`; `from_generator`"
-        " over the same examples is bucketed by `bucket_by_sequence_length` with the same boundaries; a Keras "
-        "PyDataset, as Keras users write it, tokenises 32 sentences per `__getitem__` and pads them to the "
-        "longest; grain maps the tokeniser and batches with a padding `batch_fn`. The ceiling is the same tokens "
-        "made beforehand and held in memory (a RaggedTensor), bucketed by tf.data alone. (c) HuggingFace datasets: "
+        f"of single examples, `tb.pad_batch(source, 32, buckets=boundaries)` ({sizes.buckets} buckets, the "
+        "boundaries given, from `tb.bucket_boundaries` over the corpus's lengths, so that no pass over the lengths "
+        "comes first); `from_generator` over the same examples is bucketed by `bucket_by_sequence_length` with the "
+        "same boundaries; a Keras PyDataset, as Keras users write it, tokenises 32 sentences per `__getitem__` and "
+        "pads them to the longest (tfbridge is given that PyDataset too, in the last tfbridge row); grain maps the "
+        "tokeniser and batches with a padding `batch_fn`. The last row is tf.data alone: the same tokens made "
+        "beforehand, held in memory (one flat tensor, sliced per example) and bucketed the same way, which bounds "
+        "every route that buckets single examples in tf.data. (c) HuggingFace datasets: "
         "the section *HuggingFace datasets* of this file (benchmarks/hf.py, run by the same `make bench`).",
         "",
         "### Goals",
