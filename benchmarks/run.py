@@ -3,8 +3,13 @@
 For each workload (benchmarks/workloads.py): tfbridge (auto and each executor), plain `from_generator`,
 Keras's own PyDataset conversion (threads, processes), an index-parallel `tf.numpy_function` map, and the
 ceilings (a plain Python loop over the source, an in-memory tf.data pipeline, numpy memcpy). Every figure is
-elements/s: median of several repetitions with min-max spread, warm-up excluded. Writes
-benchmarks/RESULTS.md and benchmarks/throughput.png.
+elements/s: median of several repetitions with min-max spread, warm-up excluded. Then the sections of
+benchmarks/variable.py, scaling.py, service.py, hf.py, sources.py and real.py (real workloads: JPEG images and
+tokenised text, with time to the first batch and peak memory). Writes benchmarks/RESULTS.md and
+benchmarks/throughput.png.
+
+``--quick`` (or ``BENCH_QUICK=1``, e.g. ``BENCH_QUICK=1 make bench``) runs every section small (one repetition,
+short windows, small data) and only prints; ``--only real,hf`` runs those sections alone (and only prints).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ sys.path.insert(0, str(HERE))
 
 import hf  # noqa: E402
 import numpy as np  # noqa: E402
+import real  # noqa: E402
 import scaling  # noqa: E402
 import service  # noqa: E402
 import sources  # noqa: E402
@@ -213,25 +219,47 @@ def chart(results: list[Any]) -> Path | None:
     return path
 
 
+SECTIONS = ("workloads", "variable", "scaling", "service", "hf", "sources", "real")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--window", type=float, default=3.0, help="seconds per timed window")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=None, help="repetitions per method (default 3; quick: 1)")
+    parser.add_argument("--window", type=float, default=None, help="seconds per timed window (default 3; quick: 0.5)")
+    parser.add_argument("--quick", action="store_true", help="every section small; prints, writes nothing")
+    parser.add_argument("--only", help=f"comma-separated sections to run, of: {', '.join(SECTIONS)} (prints only)")
     args = parser.parse_args()
-    results, seconds = run(args.repeats, args.window)
+    quick = args.quick or real.quick_mode()
+    repeats = args.repeats or (1 if quick else 3)
+    window = args.window or (0.5 if quick else 3.0)
+    only = tuple(x.strip() for x in args.only.split(",")) if args.only else SECTIONS
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}; the sections: {', '.join(SECTIONS)}")
     started = time.perf_counter()
-    extra = (
-        variable.section()
-        + "\n"
-        + scaling.section(args.repeats, args.window)
-        + "\n## tf.data service: 1 and 2 local workers\n\n"
-        + service.section()
-        + "\n"
-        + "\n" + hf.section(args.repeats)
-        + "\n" + sources.section(args.repeats)
-    )
-    seconds += time.perf_counter() - started
-    print("\n" + write(results, seconds, args.repeats, args.window, extra))
+    results: list[Any] = []
+    if "workloads" in only:
+        results, _ = run(repeats, window)
+    parts = []
+    if "variable" in only:
+        parts.append(variable.section())
+    if "scaling" in only:
+        parts.append(scaling.section(repeats, window))
+    if "service" in only:
+        parts.append("## tf.data service: 1 and 2 local workers\n\n" + service.section())
+    if "hf" in only:
+        parts.append(hf.section(repeats, 1, 5_000, 8, 2_000) if quick else hf.section(repeats))
+    if "sources" in only:
+        parts.append(sources.section(repeats, 1, 2_000, 2_000, 5_000) if quick else sources.section(repeats))
+    if "real" in only:
+        parts.append(real.section(quick=quick))
+    extra = "\n".join(parts)
+    seconds = time.perf_counter() - started
+    if quick or only != SECTIONS:
+        print(f"\n(quick run or a part of the sections: RESULTS.md is left as it is; {seconds / 60:.1f} min)\n")
+        print(extra)
+        return
+    print("\n" + write(results, seconds, repeats, window, extra))
     path = chart(results)
     if path:
         print(f"chart: {path}")
