@@ -89,7 +89,9 @@ def plan(
         found = (
             None
             if peeked is None
-            else sources.Found(Inference(spec), peeked.wall_s, peeked.cpu_s, peeked.count, peeked.nbytes)
+            else sources.Found(
+                Inference(spec), peeked.wall_s, peeked.cpu_s, peeked.count, peeked.nbytes, peeked.queued_s
+            )
         )
         out_spec = spec if isinstance(spec, Spec) else Spec.from_signature(spec, batched=src.batched)
         if out_spec.batched != src.batched:
@@ -105,11 +107,19 @@ def plan(
                 conform(element, index)
     cost = None
     if src.native_route is None and found is not None:
-        cost = Cost(found.wall_s, found.cpu_s, found.count, found.nbytes, sequential=not src.random_access)
-    return Plan(src, out_spec, inference, _choose(src, options, cost, out_spec), options, peeked, cost)
+        cost = Cost(
+            found.wall_s,
+            found.cpu_s,
+            found.count,
+            found.nbytes,
+            sequential=not src.random_access,
+            queued_s=found.queued_s,
+            length=src.length(),
+        )
+    return Plan(src, out_spec, inference, _choose(src, options, cost, out_spec, source), options, peeked, cost)
 
 
-def _choose(src: Source, options: ExecutorOptions, cost: Cost | None, spec: Spec) -> Choice:
+def _choose(src: Source, options: ExecutorOptions, cost: Cost | None, spec: Spec, obj: Any = None) -> Choice:
     if src.native_route is not None:
         if options.name not in ("auto", "serial"):
             _unused_executor(src, options, f"{src.native_route}, so there is nothing for it to run")
@@ -126,7 +136,7 @@ def _choose(src: Source, options: ExecutorOptions, cost: Cost | None, spec: Spec
                 executors.processes.dumps_task(task)
         return Choice(options.name, options.workers or 0, "as given")
     assert cost is not None
-    choice = executors.choose(cost, lambda: executors.pickle_problem(src.task(Conformer(spec))))
+    choice = executors.choose(cost, lambda: executors.pickled(src.task(Conformer(spec))), source=obj)
     if options.workers is not None and choice.name != "serial":
         choice = Choice(choice.name, options.workers, choice.reason + f" (workers={options.workers} as given)")
     return choice
