@@ -127,6 +127,23 @@ class Records:
         return features, np.full((4,), i)
 
 
+class Burning:
+    """``n`` batches of float32 (8, 4), each taking ``ms`` of the reading thread's CPU time in pure Python (the
+    GIL held): a CPU-bound source whose cost does not depend on how busy the machine is."""
+
+    def __init__(self, n: int, ms: float) -> None:
+        self.n, self.ms = n, ms
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        end = time.thread_time() + self.ms / 1e3
+        while time.thread_time() < end:
+            pass
+        return np.full((8, 4), i, np.float32)
+
+
 class Counting:
     """``n`` batches of 4 rows: features float64 (4, 2) and labels int64 (4,), both filled with the index; counts
     the epoch hooks; ``jitter_s``: a random delay of up to that long per element (uneven element times)."""

@@ -121,6 +121,65 @@ def test_a_stream_delivers_an_element_before_the_next_one_exists() -> None:
     assert waited < 25, "the first element waited for the second (which waits for the first)"
 
 
+# ---- the end of an epoch --------------------------------------------------------------------------------
+
+
+def _stream() -> Iterator[Any]:
+    for i in range(2000):
+        time.sleep(0.0003)  # an epoch of about a second: far enough from the model thread's next wake-up
+        yield np.full((i % 50 + 1,), i % 7, np.int32)
+
+
+class _Rows:
+    def __len__(self) -> int:
+        return 2000
+
+    def __getitem__(self, i: int) -> Any:
+        time.sleep(0.0003)
+        return np.full((8,), i % 7, np.float32)
+
+
+_ROUTES = {
+    "pad_batch with bucket boundaries": lambda: tb.pad_batch(_stream, 32, buckets=[10, 20, 40]),
+    "generator-function stream": lambda: tb.to_dataset(_stream, batched=False),
+    "indexed source": lambda: tb.to_dataset(_Rows(), batched=False, executor="serial"),
+}
+
+
+def _end_gaps(dataset: Any, epochs: int) -> list[float]:
+    """Seconds from the last element of each epoch to the end of its pass, each epoch a new call of a compiled
+    loop (a custom training loop's ``for batch in dataset``)."""
+
+    @tf.function
+    def epoch() -> Any:
+        last = tf.timestamp()
+        for element in dataset:
+            with tf.control_dependencies(tf.nest.flatten(element)):
+                last = tf.timestamp()
+        return tf.timestamp() - last
+
+    return [float(epoch()) for _ in range(epochs)]
+
+
+@pytest.mark.parametrize("route", list(_ROUTES))
+def test_a_compiled_loop_ends_each_epoch_soon_after_its_last_element(route: str) -> None:
+    # with tf.data's autotuning model on, a pass here ended when the model's thread next woke, at 10 ms x
+    # (2**k - 1) after it began: 0.3 to 2.5 s after the last element on these routes (benchmarks/RESULTS.md)
+    dataset = _ROUTES[route]()
+    assert dataset.options().autotune.enabled is False
+    gaps = _end_gaps(dataset, 8)
+    assert max(gaps) < 0.25, [f"{g * 1e3:.0f} ms" for g in gaps]
+
+
+def test_a_dataset_whose_pipeline_sets_autotuning_keeps_it() -> None:
+    options = tf.data.Options()
+    options.autotune.enabled = True
+    chosen = tf.data.Dataset.range(5).with_options(options)
+    assert tb.to_dataset(chosen).options().autotune.enabled is True
+    assert tb.pad_batch(chosen.map(lambda i: tf.fill([i], i)), 2).options().autotune.enabled is True
+    assert tb.to_dataset(tf.data.Dataset.range(5)).options().autotune.enabled is False
+
+
 # ---- model.fit with steps_per_epoch ---------------------------------------------------------------------
 
 

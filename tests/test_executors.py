@@ -4,6 +4,7 @@ unguarded ``__main__``, and what ``executor="auto"`` picks. Faults are in test_f
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import subprocess
@@ -14,13 +15,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from _leaks import Snapshot, children, wait_exit
-from _sources import Augmenting, Bf16, BigArrays, Counting, Deterministic
+from _sources import Augmenting, Bf16, BigArrays, Burning, Counting, Deterministic
 
 import tfbridge as tb
+from tfbridge import executors
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -229,14 +232,89 @@ def test_auto_choice_reflects_cpu_time_waiting_and_picklability() -> None:
     assert cpu.name == "process" and cpu.workers >= 2 and "CPU-bound" in cpu.reason
     waiting = choose(Cost(0.08, 0.001, 8))
     assert waiting.name == "thread" and waiting.workers >= 16
-    copying = choose(Cost(0.08, 0.08, 8, 8 * 38_500_000))
-    assert copying.name == "thread" and "big" in copying.reason
-    big_cpu = choose(Cost(0.4, 0.4, 8, 8 * 38_500_000))
-    assert big_cpu.name == "process"
-    unpicklable = choose(Cost(0.16, 0.16, 8, 1000), pickles=lambda: "the source does not pickle (lock)")
+    queued = choose(Cost(0.08, 0.04, 8, queued_s=0.04))  # wall time spent waiting for a core is not waiting
+    assert queued.name == "process"
+    big = choose(Cost(0.08, 0.08, 8, 8 * 38_500_000))  # every route copies each element once: processes share it
+    assert big.name == "process"
+    unpicklable = choose(Cost(0.16, 0.16, 8, 1000), lambda: "the source does not pickle (lock)")
     assert unpicklable.name == "thread" and "does not pickle" in unpicklable.reason
     assert choose(Cost(0.0001, 0.0001, 8)).name == "serial"
     assert choose(Cost(1.0, 1.0, 8, sequential=True)).name == "serial"
+    light = choose(Cost(0.008, 0.008, 8, 8 * 4096))  # 1 ms: passing elements back would eat the gain
+    assert light.name == "serial" and "too little" in light.reason
+
+
+def test_auto_counts_worker_start_up_against_the_first_epoch() -> None:
+    from tfbridge.executors import Cost, choose
+
+    cpu_bound = Cost(0.16, 0.16, 8, 8 * 16_000)  # 20 ms of CPU per element
+    short = choose(dataclasses.replace(cpu_bound, length=10))  # 0.2 s of work, 0.25 s to start a worker
+    assert short.name == "serial" and "to start" in short.reason
+    long = choose(dataclasses.replace(cpu_bound, length=10_000))
+    assert long.name == "process" and "start-up included" in long.reason
+
+
+class FourMsBatches(keras.utils.PyDataset):
+    """10 batches, 4 ms of pure Python each: a whole epoch is 40 ms of work, and a worker process would first
+    have to import Keras and TensorFlow to unpickle it."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int) -> Any:
+        end = time.thread_time() + 0.004
+        while time.thread_time() < end:
+            pass
+        return np.full((32, 16), i, np.float32), np.full((32,), i % 2, np.int32)
+
+
+def test_auto_keeps_a_short_keras_pydataset_out_of_worker_processes() -> None:
+    from tfbridge.sources._python import IndexedTask
+
+    choice = tb.inspect(FourMsBatches()).executor
+    assert choice["name"] in ("serial", "thread"), choice
+    started = executors.startup(executors.dumps_task(IndexedTask(FourMsBatches().__getitem__, None)))
+    assert started.seconds > 1.0 and "tensorflow" in dict(started.imports)  # Keras brings its backend
+    assert executors.startup(executors.dumps_task(IndexedTask(Burning(4, 1).__getitem__, None))).seconds < 1.0
+
+
+def test_auto_picks_processes_for_a_cpu_heavy_source_with_many_elements() -> None:
+    choice = tb.inspect(Burning(100_000, 20), batched=True).executor
+    assert choice["name"] == "process" and choice["workers"] == executors.cores(), choice
+
+
+def test_a_decision_for_a_source_stands_until_a_measurement_passes_the_threshold_clearly() -> None:
+    from tfbridge.executors import Cost, choose
+
+    class Source:
+        pass
+
+    def per_element(ms: float) -> Cost:  # CPU-bound, 1,000,000 elements: start-up does not matter
+        return Cost(8 * ms / 1e3, 8 * ms / 1e3, 8, 8 * 4096, length=1_000_000)
+
+    # the threshold (processes 1.5x faster per element on 2 cores) is near 1.35 ms here
+    assert choose(per_element(1.2)).name == "serial" and choose(per_element(1.6)).name == "process"
+    for first, far in ((0.7, 3.0), (3.0, 0.7)):
+        source = Source()
+        chosen = choose(per_element(first), source=source).name
+        assert chosen == ("serial" if first < 1 else "process")
+        for near in (1.2, 1.6):  # just either side of the threshold: the earlier choice stands
+            assert choose(per_element(near), source=source).name == chosen
+        assert choose(per_element(far), source=source).name != chosen  # far past it: the choice changes
+
+
+def test_auto_chooses_the_same_executor_ten_times_while_both_cores_are_busy() -> None:
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        for make in (lambda: Burning(100_000, 5), lambda: Burning(100_000, 0.05), FourMsBatches):
+            # a new object each time: measured anew, with no earlier decision to keep
+            chosen = [tb.inspect(make(), batched=True).executor for _ in range(10)]
+            names = [(c["name"], c["workers"]) for c in chosen]
+            assert len(set(names)) == 1, [c["reason"] for c in chosen]
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
 
 
 def test_auto_picks_threads_for_a_waiting_source_serial_for_a_cheap_one_and_native_for_arrays() -> None:

@@ -152,13 +152,13 @@ def pad_batch(
                 "Hint: batch ragged fields with dataset.ragged_batch(batch_size) instead."
             )
             raise TfBridgeError(msg)
-    from tfbridge.pipeline import padding_values
+    from tfbridge.pipeline import ends_promptly, padding_values
 
     padding = None if ragged else padding_values(spec, pad_value)
     if buckets is None:
         if ragged:
-            return ds.ragged_batch(batch_size, drop_remainder=drop_remainder)
-        return ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
+            return ends_promptly(ds.ragged_batch(batch_size, drop_remainder=drop_remainder))
+        return ends_promptly(ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder))
     length = length_fn or _default_length(spec)
     if isinstance(buckets, int):
         if buckets < 1:
@@ -195,7 +195,7 @@ def pad_batch(
         )
     if batches is not None:  # Keras then knows the steps per epoch (no "ran out of data" in the first epoch)
         out = out.apply(tf.data.experimental.assert_cardinality(batches))
-    return out
+    return ends_promptly(out)
 
 
 def _checked_boundaries(buckets: Any) -> list[int]:

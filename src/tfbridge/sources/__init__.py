@@ -178,7 +178,7 @@ def examine(
     if peeked is None:
         found = _memo.Found(inference, 0.0, 0.0, 0, 0)
     else:
-        found = _memo.Found(inference, peeked.wall_s, peeked.cpu_s, peeked.count, peeked.nbytes)
+        found = _memo.Found(inference, peeked.wall_s, peeked.cpu_s, peeked.count, peeked.nbytes, peeked.queued_s)
     if memo:
         _memo.remember(obj, key, found)
     return src, found, peeked

@@ -26,6 +26,7 @@ class Found:
     cpu_s: float
     count: int
     nbytes: int
+    queued_s: float = 0.0
 
 
 _MEMO: dict[int, tuple[weakref.ref[Any], dict[tuple[Hashable, Hashable], Found]]] = {}
