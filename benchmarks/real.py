@@ -494,6 +494,7 @@ def run(sizes: Sizes, quick: bool, workloads: tuple[str, ...] = WORKLOADS) -> tu
 
     started = time.perf_counter()
     data = tempfile.mkdtemp(prefix="tfbridge-bench-jpegs-")
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         realdata.write_jpegs(data, sizes.jpegs)
         results = []
@@ -509,8 +510,14 @@ def run(sizes: Sizes, quick: bool, workloads: tuple[str, ...] = WORKLOADS) -> tu
                       f"{r.first:6.2f} s  peak RSS {r.peak_rss_mb:6.0f} MB (PSS {r.peak_pss_mb:.0f}, "
                       f"{r.peak_processes} processes)", flush=True)  # fmt: skip
     finally:
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(data, ignore_errors=True)
     return results, time.perf_counter() - started
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM: unwind (the running method's processes are killed, the JPEG directory removed) and exit."""
+    sys.exit(128 + signum)
 
 
 # -- the section --------------------------------------------------------------------------------------------------
