@@ -261,7 +261,22 @@ def _puller() -> Callable[[Any, int], None]:
     return lambda iterator, n: compiled(iterator, tf.constant(n))
 
 
-def time_method(make: Callable[[], Any], sizes: Sizes) -> dict[str, Any]:
+def check_batch(workload: str, batch: Any) -> None:
+    """Every method of a workload gives batches of one structure: (features, labels), 32 rows each, float32
+    images 224x224x3 or int32 token ids padded to a length; integer labels."""
+    import numpy as np
+
+    x, y = (np.asarray(t) for t in batch)
+    want = (realdata.BATCH, realdata.CROP, realdata.CROP, 3) if workload == "images" else (realdata.BATCH, x.shape[-1])
+    dtype = np.float32 if workload == "images" else np.int32
+    if x.shape != want or x.dtype != dtype or y.shape != (realdata.BATCH,) or y.dtype.kind != "i":
+        msg = (
+            f"the first batch is not the workload's: features {x.dtype}{list(x.shape)}, labels {y.dtype}{list(y.shape)}"
+        )
+        raise AssertionError(msg)
+
+
+def time_method(make: Callable[[], Any], sizes: Sizes, workload: str) -> dict[str, Any]:
     """``sizes.repeats`` fresh pipelines: seconds to the first batch, then batches/s over the timed window."""
     pull = _puller()
     firsts: list[float] = []
@@ -271,8 +286,9 @@ def time_method(make: Callable[[], Any], sizes: Sizes) -> dict[str, Any]:
         start = time.perf_counter()
         dataset = make()
         iterator = iter(dataset)
-        next(iterator)
+        first = next(iterator)
         firsts.append(time.perf_counter() - start)
+        check_batch(workload, first)
         pull(iterator, sizes.warmup)  # traces the loop on the first repetition, fills the queues
         count, step, began = 0, 1, time.perf_counter()
         while True:
@@ -323,7 +339,7 @@ def child(workload: str, name: str, data: str, sizes: Sizes) -> dict[str, Any]:
 
     executors.choose = recording
     try:
-        out.update(time_method(lambda: build(ctx), sizes))
+        out.update(time_method(lambda: build(ctx), sizes, workload))
     except Exception as exc:  # a method that fails is reported, not hidden
         out["error"] = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
     finally:
@@ -478,6 +494,7 @@ def run(sizes: Sizes, quick: bool, workloads: tuple[str, ...] = WORKLOADS) -> tu
 
     started = time.perf_counter()
     data = tempfile.mkdtemp(prefix="tfbridge-bench-jpegs-")
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         realdata.write_jpegs(data, sizes.jpegs)
         results = []
@@ -493,8 +510,14 @@ def run(sizes: Sizes, quick: bool, workloads: tuple[str, ...] = WORKLOADS) -> tu
                       f"{r.first:6.2f} s  peak RSS {r.peak_rss_mb:6.0f} MB (PSS {r.peak_pss_mb:.0f}, "
                       f"{r.peak_processes} processes)", flush=True)  # fmt: skip
     finally:
+        signal.signal(signal.SIGTERM, previous)
         shutil.rmtree(data, ignore_errors=True)
     return results, time.perf_counter() - started
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    """SIGTERM: unwind (the running method's processes are killed, the JPEG directory removed) and exit."""
+    sys.exit(128 + signum)
 
 
 # -- the section --------------------------------------------------------------------------------------------------
@@ -528,17 +551,17 @@ def goals(results: list[Result]) -> list[tuple[str, str, str, str]]:
             f"auto chose {auto.chose}; the fastest tfbridge executor here: {best_tb.name}, {best_tb.rate:.1f} "
             f"batches/s ({best_tb.rate / best.rate:.2f}x the best peer)",
         ))  # fmt: skip
-        workers = (
-            "; worker processes are fresh interpreters that import the source's modules before their first element"
-            if "process" in auto.chose
-            else ""
-        )
+        started = ""
+        if "process" in auto.chose:
+            started = "; then its worker processes, fresh interpreters, imported the source's modules"
+        elif "thread x" in auto.chose:
+            started = f"; then {auto.chose.split()[1][1:]} threads started as many batches at once"
         out.append((
             f"{label}, first batch: tfbridge auto < the best peer ({best.name})",
             f"{auto.first:.2f} s vs {best.first:.2f} s",
             "yes" if auto.first < best.first else "NO",
             f"auto's peek (8 elements made one after another, to infer the spec and time them) took {auto.peek_s:.2f}"
-            f" s before the pipeline was built{workers}; the quickest peer to a first batch: {quickest.name}, "
+            f" s before the pipeline was built{started}; the quickest peer to a first batch: {quickest.name}, "
             f"{quickest.first:.2f} s",
         ))  # fmt: skip
         if workload == "images":
@@ -612,6 +635,22 @@ def section(sizes: Sizes | None = None, quick: bool | None = None, workloads: tu
         "beforehand, held in memory (one flat tensor, sliced per example) and bucketed the same way, which bounds "
         "every route that buckets single examples in tf.data. (c) HuggingFace datasets: "
         "the section *HuggingFace datasets* of this file (benchmarks/hf.py, run by the same `make bench`).",
+        "",
+        "How the routes work, which the figures below reflect. tfbridge reads 8 elements one after another (the "
+        "peek) before it builds anything, to infer the spec and time them; `auto` then picks its executor from "
+        "their cost: elements whose CPU time is under half their wall time count as waiting (threads, up to 64 of "
+        "them, each holding an element in flight), CPU-bound elements that pickle (and are not mostly memory "
+        "copying) get one worker process per core. On a machine busy with other work a CPU-bound element also "
+        "waits, for a core, and can count as waiting. tfbridge's worker processes are fresh interpreters: for a "
+        "Keras PyDataset each imports Keras, and with it TensorFlow, before its first element; Keras's own "
+        "processes are forked from the running interpreter (Python's default start on Linux) and start at once, "
+        "but every batch comes back pickled through a pipe (19 MB an image batch). grain's `mp_prefetch` spawns "
+        "fresh interpreters too, and Keras's grain adapter iterates the dataset once for a few batches (the "
+        "signature) before the iteration that feeds tf.data, so the workers start twice. tfbridge sends single "
+        "examples into tf.data in chunks only when they have one shape: variable-length examples cross one at a "
+        "time, each paying `from_generator`'s cost per element, while a PyDataset of padded batches crosses once "
+        "per batch; and bucketing single examples in tf.data has a cost per element of its own (the last row of "
+        "(b)). Every method of a workload gives batches of one structure (checked on each first batch).",
         "",
         "### Goals",
         "",
