@@ -23,6 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import auto  # noqa: E402
+import epoch_end  # noqa: E402
 import hf  # noqa: E402
 import numpy as np  # noqa: E402
 import scaling  # noqa: E402
@@ -229,6 +231,8 @@ def main() -> None:
         + "\n"
         + "\n" + hf.section(args.repeats)
         + "\n" + sources.section(args.repeats)
+        + "\n" + auto.section(args.repeats)
+        + "\n" + epoch_end.section()
     )
     seconds += time.perf_counter() - started
     print("\n" + write(results, seconds, args.repeats, args.window, extra))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tfbridge.errors import TfBridgeError
-from tfbridge.executors._base import Executor, Task
+from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, Executor, Task
 from tfbridge.executors._options import EXECUTOR_NAMES, ExecutorName, ExecutorOptions, resolve
 from tfbridge.executors.processes import ProcessExecutor, dumps_task
 from tfbridge.executors.serial import SerialExecutor
@@ -345,7 +345,8 @@ def _choose(
     if isinstance(sent, str):
         return Choice("thread", n, f"elements are CPU-bound ({cpu * 1e3:.1f} ms each) but {sent}")
     start = startup(sent)
-    started = start.seconds  # workers start at once, one per core
+    # workers start at once, one per core, and the shared memory for the elements in flight is written fresh once
+    started = start.seconds + IN_FLIGHT_PER_WORKER * n * cost.bytes_per / _COPY_BYTES_PER_S
     length = cost.length
     if length is not None:
         serial_epoch, process_epoch = length * serial, started + length * processes
