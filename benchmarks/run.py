@@ -28,6 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import auto  # noqa: E402
+import epoch_end  # noqa: E402
 import hf  # noqa: E402
 import numpy as np  # noqa: E402
 import real  # noqa: E402
@@ -219,7 +221,7 @@ def chart(results: list[Any]) -> Path | None:
     return path
 
 
-SECTIONS = ("workloads", "variable", "scaling", "service", "hf", "sources", "real")
+SECTIONS = ("workloads", "variable", "scaling", "service", "hf", "sources", "real", "auto", "epoch_end")
 
 
 def main() -> None:
@@ -253,6 +255,10 @@ def main() -> None:
         parts.append(sources.section(repeats, 1, 2_000, 2_000, 5_000) if quick else sources.section(repeats))
     if "real" in only:
         parts.append(real.section(quick=quick))
+    if "auto" in only:
+        parts.append(auto.section(repeats))
+    if "epoch_end" in only:
+        parts.append(epoch_end.section(epochs=3) if quick else epoch_end.section())
     extra = "\n".join(parts)
     seconds = time.perf_counter() - started
     if quick or only != SECTIONS:

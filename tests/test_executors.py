@@ -240,7 +240,7 @@ def test_auto_choice_reflects_cpu_time_waiting_and_picklability() -> None:
     assert unpicklable.name == "thread" and "does not pickle" in unpicklable.reason
     assert choose(Cost(0.0001, 0.0001, 8)).name == "serial"
     assert choose(Cost(1.0, 1.0, 8, sequential=True)).name == "serial"
-    light = choose(Cost(0.008, 0.008, 8, 8 * 4096))  # 1 ms: passing elements back would eat the gain
+    light = choose(Cost(0.008, 0.008, 8, 8 * 4096), cpus=2)  # 1 ms on 2 cores: passing elements back eats the gain
     assert light.name == "serial" and "too little" in light.reason
 
 
@@ -293,14 +293,14 @@ def test_a_decision_for_a_source_stands_until_a_measurement_passes_the_threshold
         return Cost(8 * ms / 1e3, 8 * ms / 1e3, 8, 8 * 4096, length=1_000_000)
 
     # the threshold (processes 1.5x faster per element on 2 cores) is near 1.35 ms here
-    assert choose(per_element(1.2)).name == "serial" and choose(per_element(1.6)).name == "process"
+    assert choose(per_element(1.2), cpus=2).name == "serial" and choose(per_element(1.6), cpus=2).name == "process"
     for first, far in ((0.7, 3.0), (3.0, 0.7)):
         source = Source()
-        chosen = choose(per_element(first), source=source).name
+        chosen = choose(per_element(first), source=source, cpus=2).name
         assert chosen == ("serial" if first < 1 else "process")
         for near in (1.2, 1.6):  # just either side of the threshold: the earlier choice stands
-            assert choose(per_element(near), source=source).name == chosen
-        assert choose(per_element(far), source=source).name != chosen  # far past it: the choice changes
+            assert choose(per_element(near), source=source, cpus=2).name == chosen
+        assert choose(per_element(far), source=source, cpus=2).name != chosen  # far past it: the choice changes
 
 
 def test_auto_chooses_the_same_executor_ten_times_while_both_cores_are_busy() -> None:

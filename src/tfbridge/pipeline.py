@@ -89,9 +89,7 @@ def plan(
         found = (
             None
             if peeked is None
-            else sources.Found(
-                Inference(spec), peeked.wall_s, peeked.cpu_s, peeked.count, peeked.nbytes, peeked.queued_s
-            )
+            else sources.Found(Inference(spec), *peeked.steady())
         )
         out_spec = spec if isinstance(spec, Spec) else Spec.from_signature(spec, batched=src.batched)
         if out_spec.batched != src.batched:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tfbridge.errors import TfBridgeError
-from tfbridge.executors._base import Executor, Task
+from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, Executor, Task
 from tfbridge.executors._options import EXECUTOR_NAMES, ExecutorName, ExecutorOptions, resolve
 from tfbridge.executors.processes import ProcessExecutor, dumps_task
 from tfbridge.executors.serial import SerialExecutor
@@ -280,6 +280,7 @@ def choose(
     payload: Callable[[], bytes | str] = lambda: b"",
     *,
     source: Any = None,
+    cpus: int | None = None,
 ) -> Choice:
     """The executor ``auto`` picks from what the peek measured (and why, with the figures).
 
@@ -291,20 +292,21 @@ def choose(
 
     ``payload()`` is the source's task pickled for workers (or why it cannot be): the modules it names say what a
     worker imports before its first element (:func:`startup`). ``source``: the object decided for; a decision
-    made for it before stands until a new measurement passes the threshold by ``_HYSTERESIS``.
+    made for it before stands until a new measurement passes the threshold by ``_HYSTERESIS``. ``cpus``: the
+    cores to decide for (None: those this process may use).
     """
     if cost.sequential:
         return Choice("serial", 1, "a stream (generator/iterable) can only be read in order by one reader")
     before = _earlier(source) if source is not None else {}
     decided: dict[str, bool] = {}
     try:
-        return _choose(cost, payload, before, decided)
+        return _choose(cost, payload, before, decided, cores() if cpus is None else cpus)
     finally:
         _remember(source, decided)
 
 
 def _choose(
-    cost: Cost, payload: Callable[[], bytes | str], before: dict[str, bool], decided: dict[str, bool]
+    cost: Cost, payload: Callable[[], bytes | str], before: dict[str, bool], decided: dict[str, bool], n: int
 ) -> Choice:
     cpu, waiting = cost.cpu_per, cost.waiting_per
     per = cpu + waiting
@@ -322,7 +324,6 @@ def _choose(
             f"elements take {per * 1e3:.1f} ms each but {share:.0%} of that is waiting, not CPU time: "
             f"the source waits, so {n} threads keep many elements in flight",
         )
-    n = cores()
     copy = cost.bytes_per / _COPY_BYTES_PER_S
     if n < 2:
         return Choice("serial", 1, "one core: parallel workers cannot help CPU-bound elements")
@@ -344,7 +345,8 @@ def _choose(
     if isinstance(sent, str):
         return Choice("thread", n, f"elements are CPU-bound ({cpu * 1e3:.1f} ms each) but {sent}")
     start = startup(sent)
-    started = start.seconds  # workers start at once, one per core
+    # workers start at once, one per core, and the shared memory for the elements in flight is written fresh once
+    started = start.seconds + IN_FLIGHT_PER_WORKER * n * cost.bytes_per / _COPY_BYTES_PER_S
     length = cost.length
     if length is not None:
         serial_epoch, process_epoch = length * serial, started + length * processes

@@ -175,10 +175,7 @@ def examine(
             return src, found, None
     peeked = src.peek(n) if src.native_route is None else None
     inference = src.infer(n, peeked)
-    if peeked is None:
-        found = _memo.Found(inference, 0.0, 0.0, 0, 0)
-    else:
-        found = _memo.Found(inference, peeked.wall_s, peeked.cpu_s, peeked.count, peeked.nbytes, peeked.queued_s)
+    found = _memo.Found(inference, *(peeked.steady() if peeked is not None else (0.0, 0.0, 0, 0, 0.0)))
     if memo:
         _memo.remember(obj, key, found)
     return src, found, peeked

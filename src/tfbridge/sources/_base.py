@@ -7,6 +7,7 @@ elements (validate, inspect, normalisation), and its split into parts (materiali
 
 from __future__ import annotations
 
+import gc
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -33,10 +34,27 @@ class Peek:
     cpu_s: float = 0.0
     nbytes: int = 0
     queued_s: float = 0.0  # of wall_s, the time the reading thread was ready to run but waited for a core
+    costs: list[tuple[float, float, float, int]] = field(default_factory=list)  # per element: wall, cpu, queued, bytes
 
     @property
     def count(self) -> int:
         return len(self.samples)
+
+    def steady(self) -> tuple[float, float, int, int, float]:
+        """(wall_s, cpu_s, count, nbytes, queued_s) of the elements but the slowest, when there are 4 or more: a
+        first call that opens files or imports, or a pause of the whole process (a garbage collection running
+        finalizers), then does not count as every element's cost."""
+        costs = self.costs
+        if len(costs) < 4 or len(costs) != self.count:
+            return self.wall_s, self.cpu_s, self.count, self.nbytes, self.queued_s
+        kept = sorted(costs)[:-1]
+        return (
+            sum(c[0] for c in kept),
+            sum(c[1] for c in kept),
+            len(kept),
+            sum(c[3] for c in kept),
+            sum(c[2] for c in kept),
+        )
 
 
 class Runner(Protocol):
@@ -236,17 +254,25 @@ def queued_time() -> float:
 def timed(produce: Callable[[int], Any], indices: Sequence[int]) -> Peek:
     """Produce the elements at ``indices`` (stopping early at StopIteration), measuring what they cost."""
     out = Peek()
-    for i in indices:
-        queued, wall, cpu = queued_time(), time.perf_counter(), time.thread_time()
-        try:
-            element = produce(i)
-        except StopIteration:
-            break
-        out.wall_s += time.perf_counter() - wall
-        out.cpu_s += time.thread_time() - cpu
-        out.queued_s += queued_time() - queued
-        out.nbytes += nbytes(element)
-        out.samples.append((i, element))
+    collecting = gc.isenabled()
+    gc.disable()  # a collection's pause (and the finalizers it runs) is not the source's cost
+    try:
+        for i in indices:
+            queued, wall, cpu = queued_time(), time.perf_counter(), time.thread_time()
+            try:
+                element = produce(i)
+            except StopIteration:
+                break
+            cost = (time.perf_counter() - wall, time.thread_time() - cpu, queued_time() - queued, nbytes(element))
+            out.wall_s += cost[0]
+            out.cpu_s += cost[1]
+            out.queued_s += cost[2]
+            out.nbytes += cost[3]
+            out.costs.append(cost)
+            out.samples.append((i, element))
+    finally:
+        if collecting:
+            gc.enable()
     return out
 
 
