@@ -43,7 +43,7 @@ import numpy as np
 from tfbridge._checks import worker_died_hint
 from tfbridge.errors import TfBridgeError, WorkerDiedError
 from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, STALL, Task, timeout_error
-from tfbridge.executors._shm import SlotMap, create_slot, loads_result
+from tfbridge.executors._shm import RecentNeed, SlotMap, create_slot, loads_result
 
 _LEASED_SLOTS = 8  # results handed to TensorFlow without a copy, alive at once (prefetch buffers hold some)
 _WORKER_START_TIMEOUT_S = 120.0
@@ -179,8 +179,9 @@ class _Pool:
         self.slot_fds: list[int] = []
         self.slots: list[SlotMap] = []
         self.free: deque[int] = deque()  # slots no worker is writing and no live array views
+        self.need = RecentNeed(in_flight + _LEASED_SLOTS)  # cuts back a freed slot an outlier grew
         self.leased = 0  # slots whose arrays TensorFlow may still hold
-        self.lease_lock = threading.Lock()
+        self.lease_lock = threading.RLock()  # reentrant: a view dropped by the garbage collector inside it frees
         self.generation = 0  # bumped when the pool stops: leases of an old pool do not free new slots
         self.lock = threading.Lock()
         self.pass_done = threading.Event()
@@ -211,6 +212,8 @@ class _Pool:
                 raise WorkerDiedError(msg) from None
 
     def shutdown(self) -> None:
+        with self.lease_lock:  # first: a slot freed from now on (a view dropped in another thread) is left alone
+            self.generation += 1
         for w in self.workers:
             w.stop()
         for w in self.workers:
@@ -221,7 +224,6 @@ class _Pool:
         for fd in self.slot_fds:
             os.close(fd)  # mappings still viewed by live arrays stay valid; the memory goes with them
         self.slots, self.slot_fds, self.free = [], [], deque()
-        self.generation += 1
 
     def kill(self) -> None:
         """Kill the workers without waiting: the pass using them sees them gone, raises, and shuts the pool down."""
@@ -253,8 +255,9 @@ class _Pool:
             while w.outstanding:
                 results: dict[int, Any] = {}
                 self._receive(w, results)
-                for _, (_, _, slot) in results.items():
-                    self.free.append(slot)
+                free = self._freer(leased=False)
+                for _, _, slot in results.values():
+                    free(slot, None)
 
     def _receive(self, w: _Worker, results: dict[int, Any]) -> None:
         try:
@@ -324,18 +327,16 @@ class _Pool:
                         self._check_deadline(index)
                 kind, payload, slot = results.pop(index)
                 if kind == "err":
-                    self.free.append(slot)
+                    self._freer(leased=False)(slot, None)
                     raise pickle.loads(payload)
                 with self.lease_lock:
                     lease = self.leased < _LEASED_SLOTS
                     self.leased += lease
-                if lease:
-                    yield loads_result(payload, self.slots, slot, self._lease_ended(), lease=True)
-                else:
-                    yield loads_result(payload, self.slots, slot, self.free.append, lease=False)
+                yield loads_result(payload, self.slots, slot, self._freer(leased=lease), lease=lease)
         finally:
+            free = self._freer(leased=False)
             for _, _, slot in results.values():  # answered but never delivered (early stop)
-                self.free.append(slot)
+                free(slot, None)
 
     def _check_deadline(self, index: int) -> None:
         assert self.timeout is not None
@@ -345,13 +346,17 @@ class _Pool:
                 where = f"worker process {w.wid} (pid {w.proc.pid}) was still producing it and has been stopped"
                 raise timeout_error(index, self.timeout, where)
 
-    def _lease_ended(self) -> Callable[[int], None]:
+    def _freer(self, leased: bool) -> Callable[[int, int | None], None]:
+        """What frees a slot of this pool, given what its result used (None: not read): the slot goes back to the
+        free ring, cut back if an outlier grew it; a leased one also ends its lease. A leased slot is freed by
+        whichever thread drops its last view; once the pool has stopped, freeing does nothing."""
         generation = self.generation
 
-        def free(slot: int) -> None:  # runs in whichever thread drops the last view
+        def free(slot: int, used: int | None) -> None:
             with self.lease_lock:
                 if generation == self.generation:
-                    self.leased -= 1
+                    self.leased -= leased
+                    self.need.freed(self.slots[slot], used)
                     self.free.append(slot)
 
         return free
