@@ -41,8 +41,9 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from tfbridge._checks import worker_died_hint
-from tfbridge.errors import TfBridgeError, WorkerDiedError
+from tfbridge.errors import SourceError, TfBridgeError, WorkerDiedError
 from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, STALL, Task, timeout_error
+from tfbridge.executors._inbox import CorruptMessage, Inbox, bound_sends
 from tfbridge.executors._shm import RecentNeed, SlotMap, create_slot, loads_result
 
 _LEASED_SLOTS = 8  # results handed to TensorFlow without a copy, alive at once (prefetch buffers hold some)
@@ -109,6 +110,7 @@ class _Worker:
         self.slots: dict[int, int] = {}  # index -> slot it writes into
         self.task_digest = b""
         self.busy_since = 0.0  # when it began its first outstanding element
+        self.inbox = Inbox(self.conn.fileno())  # its replies, read as they come (never a blocking read)
 
     def send(self, message: Any) -> None:
         try:
@@ -195,6 +197,8 @@ class _Pool:
         self.free = deque(range(len(self.slots)))
         self.leased = 0
         self.workers = [_Worker(w, self.slot_fds) for w in range(self.size)]
+        for w in self.workers:  # a send to a worker that stopped reading fails after timeout, not never
+            bound_sends(w.conn.fileno(), self.timeout)
         for w in self.workers:
             if not w.conn.poll(_WORKER_START_TIMEOUT_S):
                 self.shutdown()
@@ -249,19 +253,32 @@ class _Pool:
             worker_seed = np.random.SeedSequence([seed, w.wid, epoch]).generate_state(1, np.uint64)[0]
             w.send(("seed", int(worker_seed)))
 
-    def drain(self) -> None:
-        """Collect answers still owed by a pass that stopped early, so no slot is written while reused."""
+    def drain(self) -> bool:
+        """Collect answers still owed by a pass that stopped early, so no slot is written while reused; each is
+        waited for at most ``timeout`` (when given) from when its worker began it. False when a worker did not
+        answer in time or cleanly: the pool must then be replaced (no element of the next pass is lost)."""
         for w in self.workers:
             while w.outstanding:
+                wait_s = None if self.timeout is None else max(0.0, w.busy_since + self.timeout - time.monotonic())
+                if not w.conn.poll(wait_s):
+                    return False
                 results: dict[int, Any] = {}
-                self._receive(w, results)
+                try:
+                    self._receive(w, results)
+                except WorkerDiedError:
+                    return False
                 free = self._freer(leased=False)
-                for _, _, slot in results.values():
+                for _, _, slot, _ in results.values():
                     free(slot, None)
+        return True
 
     def _receive(self, w: _Worker, results: dict[int, Any]) -> None:
+        """File each whole reply ``w`` has sent in ``results``; its socket is readable, so this never blocks."""
+        corrupt = None
         try:
-            kind, index, payload = pickle.loads(w.conn.recv_bytes())
+            replies = w.inbox.read()
+        except CorruptMessage as exc:
+            replies, corrupt = exc.before, str(exc)
         except (EOFError, OSError):
             index = w.outstanding[0] if w.outstanding else None
             msg = (
@@ -269,9 +286,30 @@ class _Pool:
                 f"{worker_died_hint()}"
             )
             raise WorkerDiedError(msg, index=index) from None
-        w.outstanding.remove(index)
-        w.busy_since = time.monotonic()  # the next element it holds begins now
-        results[index] = (kind, payload, w.slots.pop(index))
+        for reply in replies:
+            if not (isinstance(reply, tuple) and len(reply) == 3 and reply[0] in ("ok", "err")):
+                raise self._corrupt(w, f"a message that is not a reply: {reply!r:.100}")
+            kind, index, payload = reply
+            if index not in w.outstanding:
+                raise self._corrupt(w, f"a reply for element {index!r:.40}, which it was not making")
+            w.outstanding.remove(index)
+            w.busy_since = time.monotonic()  # the next element it holds begins now
+            results[index] = (kind, payload, w.slots.pop(index), w)
+        if corrupt is not None:  # after the replies that came whole before it
+            raise self._corrupt(w, corrupt)
+
+    def _corrupt(self, w: _Worker, what: str) -> WorkerDiedError:
+        """The error for a worker whose connection carried bytes that are not a reply: it is stopped (nothing it
+        sends can be trusted any more) and the pool is replaced before the next pass."""
+        w.proc.kill()
+        index = w.outstanding[0] if w.outstanding else None
+        msg = (
+            f"worker process {w.wid} (pid {w.proc.pid}) sent {what} while producing element {index}, and has been "
+            "stopped.\nHint: something in the worker process wrote to its connection with the main process: look "
+            "for code in the source that writes to file descriptors it did not open (os.write, a C library) or "
+            "closes them; the next pass starts new workers."
+        )
+        return WorkerDiedError(msg, index=index)
 
     def run(self, order: list[int], stall_s: float | None = None) -> Iterator[Any]:
         results: dict[int, Any] = {}
@@ -325,25 +363,59 @@ class _Pool:
                             del by_conn[cast(Connection, conn)]
                     if self.timeout is not None and index not in results:
                         self._check_deadline(index)
-                kind, payload, slot = results.pop(index)
+                kind, payload, slot, w = results.pop(index)
                 if kind == "err":
                     self._freer(leased=False)(slot, None)
-                    raise pickle.loads(payload)
+                    raise self._error_from(w, index, payload)
                 with self.lease_lock:
                     lease = self.leased < _LEASED_SLOTS
                     self.leased += lease
-                yield loads_result(payload, self.slots, slot, self._freer(leased=lease), lease=lease)
+                try:
+                    value = loads_result(payload, self.slots, slot, self._freer(leased=lease), lease=lease)
+                except TfBridgeError:
+                    raise
+                except Exception as exc:
+                    raise self._unreadable(w, index, exc) from None
+                yield value
+            if unusable:  # a worker died or was stopped: the next pass starts on a fresh pool
+                self.shutdown()
         finally:
             free = self._freer(leased=False)
-            for _, _, slot in results.values():  # answered but never delivered (early stop)
+            for _, _, slot, _ in results.values():  # answered but never delivered (early stop)
                 free(slot, None)
+
+    @staticmethod
+    def _unreadable(w: _Worker, index: int, exc: Exception, what: str = "its result") -> SourceError:
+        msg = (
+            f"element {index}: {what}, sent by worker process {w.wid} (pid {w.proc.pid}), cannot be read in the "
+            f"main process: {type(exc).__name__}: {exc}\nHint: a result should hold numpy arrays, numbers, "
+            "strings, lists and dicts; an object of a class the main process cannot import does not travel."
+        )
+        return SourceError(msg, index=index)
+
+    @classmethod
+    def _error_from(cls, w: _Worker, index: int, payload: bytes) -> BaseException:
+        """The error element ``index`` raised in ``w``, from its reply; a SourceError when it cannot be read."""
+        try:
+            error = pickle.loads(payload)
+        except Exception as exc:
+            return cls._unreadable(w, index, exc, "the error it raised")
+        if not isinstance(error, BaseException):
+            msg = f"element {index}: worker process {w.wid} (pid {w.proc.pid}) sent {error!r:.100} as its error"
+            return SourceError(msg, index=index)
+        return error
 
     def _check_deadline(self, index: int) -> None:
         assert self.timeout is not None
         for w in self.workers:
             if w.outstanding and w.outstanding[0] == index and time.monotonic() - w.busy_since >= self.timeout:
                 w.proc.kill()  # nothing else can stop it; the pool is replaced before the next pass
-                where = f"worker process {w.wid} (pid {w.proc.pid}) was still producing it and has been stopped"
+                doing = "was still producing it"
+                pending = w.inbox.pending()
+                if pending is not None:  # frozen half-way through its reply
+                    got, size = pending
+                    doing = f"had sent {got:,} of the {size:,} bytes of its reply" if size else "had begun its reply"
+                where = f"worker process {w.wid} (pid {w.proc.pid}) {doing} and has been stopped"
                 raise timeout_error(index, self.timeout, where)
 
     def _freer(self, leased: bool) -> Callable[[int, int | None], None]:
@@ -471,7 +543,9 @@ class ProcessExecutor:
                 raise TfBridgeError(msg)
             if not pool.workers:
                 pool.start()
-            pool.drain()
+            if not pool.drain():  # a worker owed an answer from an early-stopped pass and gave none in time
+                pool.shutdown()
+                pool.start()
             pool.prepare(dumps_task(task), self.seed, epoch)
             yield from pool.run(list(indices), stall_s)
         except BaseException:
