@@ -6,6 +6,10 @@ epoch and fitted with a least-squares line (numpy.polyfit) over the epochs after
 dataset is dropped and the script checks that no worker process, shared-memory slot (memfd descriptor or
 mapping) or tfbridge thread is left. Prints the figures; exits 1 if anything was lost, duplicated or leaked, or a
 slope is clearly not flat.
+
+A second pipeline then runs epochs of 24 elements of 1 MB and one outlier of ``--outlier-mb`` (300 MB), shuffled,
+and measures the shared memory its slots hold after each epoch (the sizes of the slot files): it must stay within
+2 x S x 1 MB plus one outlier (S = 2 x workers + 8 slots; see docs/RELIABILITY.md) and not grow with epochs.
 """
 
 from __future__ import annotations
@@ -81,6 +85,63 @@ def _slot_mappings() -> int:
     return sum("memfd:tfbridge" in line for line in Path("/proc/self/maps").read_text().splitlines())
 
 
+def _slot_bytes() -> int:
+    """Bytes in the shared-memory slot files this process holds, each file once (a mapping keeps its own fd)."""
+    sizes = {}
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            if os.readlink(fd).startswith("/memfd:tfbridge"):
+                st = os.stat(fd)
+                sizes[st.st_dev, st.st_ino] = st.st_size
+        except OSError:
+            continue
+    return sum(sizes.values())
+
+
+class WithOutlier:
+    """24 batches of 1 MB (256 rows x 1024 float32) and one of ``big_mb`` MB (more rows); batch i holds i."""
+
+    def __init__(self, big_mb: int) -> None:
+        self.big_mb = big_mb
+
+    def __len__(self) -> int:
+        return 25
+
+    def __getitem__(self, i: int) -> Any:
+        mb = self.big_mb if i == 24 else 1
+        return np.full((mb * 256, 1024), i, np.float32)
+
+
+def outliers(epochs: int, big_mb: int, workers: int) -> tuple[list[tuple[str, str]], list[str]]:
+    """The outlier run: its figures and its failures."""
+    mb = 2**20
+    bound = (2 * (2 * workers + 8) + big_mb) * mb
+    ds = tb.to_dataset(WithOutlier(big_mb), executor="process", workers=workers, batched=True, shuffle=True, seed=7)
+    held, wrong = [], 0
+    for _ in range(epochs):
+        ids = []
+        for x in ds:
+            rows = x.numpy()
+            i = int(rows[0, 0])
+            wrong += rows.shape[0] != (big_mb if i == 24 else 1) * 256 or not rows.min() == rows.max() == i
+            ids.append(i)
+        del x, rows
+        wrong += sorted(ids) != list(range(25))
+        gc.collect()  # the epoch's last tensors and iterator: every slot is free
+        held.append(_slot_bytes())
+    figures = [
+        ("outlier epochs", f"{epochs} (24 x 1 MB + one {big_mb} MB element each, shuffled)"),
+        ("slot memory per epoch", " ".join(f"{h / mb:.0f}" for h in held) + " MB"),
+        ("slot memory bound", f"{bound / mb:.0f} MB (2 x {2 * workers + 8} slots x 1 MB + one outlier)"),
+    ]
+    failures = []
+    if wrong:
+        failures.append(f"{wrong} outlier epochs or elements were not delivered intact, each once")
+    if max(held) > bound or held[-1] > held[0]:
+        failures.append("shared memory grows with outliers")
+    return figures, failures
+
+
 def _tfbridge_threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.name.startswith("tfbridge")}
 
@@ -96,6 +157,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--elements", type=int, default=512)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--outlier-epochs", type=int, default=12)
+    parser.add_argument("--outlier-mb", type=int, default=300)
     args = parser.parse_args()
 
     gc.collect()
@@ -127,8 +190,9 @@ def main() -> int:
                   f"workers' RSS {worker_rss[-1] / 1024:6.1f} MB", flush=True)
     elapsed = time.perf_counter() - started
     live_workers = len(_children() - children0)
-
     del ds, x, y, xs
+    outlier_figures, outlier_failures = outliers(args.outlier_epochs, args.outlier_mb, args.workers)
+
     gc.collect()
     deadline = time.monotonic() + 10
     for t in _tfbridge_threads() - threads0:
@@ -160,13 +224,14 @@ def main() -> int:
         ("leaked memfds", f"{leaked_memfds} descriptors, {leaked_mappings} mappings"),
         ("leaked threads", f"{leaked_threads}"),
         ("elapsed", f"{elapsed:.1f} s ({args.epochs * n / elapsed:.0f} elements/s)"),
+        *outlier_figures,
     ]
     print(f"tfbridge soak: {args.epochs} epochs, process executor ({args.workers} workers), shuffle=True")
     width = max(len(k) for k, _ in figures)
     for key, value in figures:
         print(f"  {key:<{width}}  {value}")
 
-    failures = []
+    failures = list(outlier_failures)
     if lost or duplicates or corrupt:
         failures.append(f"{lost} lost, {duplicates} duplicated, {corrupt} corrupt elements")
     if len(orders) < args.epochs:

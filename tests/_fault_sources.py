@@ -3,8 +3,11 @@ processes and Ray workers, which import the module to unpickle a source, start i
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
 import signal
+import struct
 import threading
 import time
 from pathlib import Path
@@ -197,3 +200,109 @@ class DiesAway(_AwayFromHome):
 class HangsAway(_AwayFromHome):
     def misbehave(self, i: int) -> None:
         threading.Event().wait()  # for good: the executor has to cancel or kill it
+
+
+def _own_connection() -> int:
+    """The descriptor of this worker process's connection with the main process: its one socket."""
+    sockets = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("socket:"):
+                sockets.append(int(fd))
+    if len(sockets) != 1:
+        raise RuntimeError(f"expected one socket in the worker process, found {len(sockets)}")
+    return sockets[0]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class FreezesMidReply:
+    """``n`` small elements. For element ``at`` (until ``fixed`` exists) the worker writes on its connection the
+    first ``sent`` bytes (None: half) of a reply holding a big nested Python structure (``rows`` lists of three
+    ints, no array: it travels in the reply itself, about ``rows`` x 10 bytes), length first, as the worker sends
+    a reply; then writes ``"pid time"`` into the file ``tell`` and stops its own process with SIGSTOP: a worker
+    frozen half-way through sending a result."""
+
+    def __init__(self, n: int, at: int, rows: int, tell: Path, fixed: Path, sent: int | None = None) -> None:
+        self.n, self.at, self.rows, self.tell, self.fixed, self.sent = n, at, rows, str(tell), str(fixed), sent
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        if i != self.at or os.path.exists(self.fixed):
+            return element(i, False)
+        value = {"rows": [[i, k, k * k] for k in range(self.rows)]}
+        reply = pickle.dumps(("ok", i, pickle.dumps(value, protocol=5)), protocol=5)
+        wire = struct.pack("!i", len(reply)) + reply
+        _write_all(_own_connection(), wire[: len(wire) // 2 if self.sent is None else self.sent])
+        with open(self.tell + ".tmp", "w") as f:
+            f.write(f"{os.getpid()} {time.time()}")
+        os.rename(self.tell + ".tmp", self.tell)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return element(i, False)
+
+
+class WritesOnItsConnection:
+    """``n`` small elements; element ``at`` (until ``fixed`` exists) first writes ``data`` on its worker's
+    connection with the main process, then returns as usual: bytes on the wire that are not (only) its reply."""
+
+    def __init__(self, n: int, at: int, data: bytes, fixed: Path) -> None:
+        self.n, self.at, self.data, self.fixed = n, at, data, str(fixed)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        if i == self.at and not os.path.exists(self.fixed):
+            _write_all(_own_connection(), self.data)
+        return element(i, False)
+
+
+def _refuses_main(home: int) -> Any:
+    if os.getpid() == home:
+        raise ModuleNotFoundError("No module named 'only_in_workers'")
+    return "made in a worker"
+
+
+class _OnlyInWorkers:
+    """Unpickles in worker processes only, as an object of a module the main process cannot import would."""
+
+    def __init__(self, home: int) -> None:
+        self.home = home
+
+    def __reduce__(self) -> Any:
+        return _refuses_main, (self.home,)
+
+
+class UnreadableAt:
+    """``n`` small elements; element ``at`` holds an object the main process cannot unpickle."""
+
+    def __init__(self, n: int, at: int) -> None:
+        self.n, self.at, self.home = n, at, os.getpid()
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        if i == self.at:
+            return {"x": element(i, False), "extra": _OnlyInWorkers(self.home)}
+        return {"x": element(i, False), "extra": None}
+
+
+class Carrying:
+    """``n`` small elements from a source that carries ``mb`` MB of its own (sent to every worker at each pass
+    whose source differs from the last one's); ``tag`` tells two such sources apart."""
+
+    def __init__(self, n: int, tag: int, mb: int = 4) -> None:
+        self.n, self.blob = n, bytes([tag]) * (mb << 20)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Any:
+        return element(i, False)

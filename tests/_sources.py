@@ -202,3 +202,20 @@ class ExitsAt3:
                 raise BaseException("a bare BaseException")
             raise SystemExit(3)
         return np.float32(i)
+
+
+class WithOutlier:
+    """``n`` batches of 1 MB (256 rows x 1024 float32) and, as the last element, one of ``big_mb`` MB (the same
+    rows, more of them): a source whose elements are all alike but one. Every row of batch i holds i."""
+
+    ROW_BYTES = 1024 * 4
+
+    def __init__(self, n: int = 24, big_mb: int = 96) -> None:
+        self.n, self.big_mb = n, big_mb
+
+    def __len__(self) -> int:
+        return self.n + 1
+
+    def __getitem__(self, i: int) -> Any:
+        mb = self.big_mb if i == self.n else 1
+        return np.full((mb * 2**20 // self.ROW_BYTES, 1024), i, np.float32)

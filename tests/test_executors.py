@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from _leaks import Snapshot, children, wait_exit
-from _sources import Augmenting, Bf16, BigArrays, Burning, Counting, Deterministic
+from _sources import Augmenting, Bf16, BigArrays, Burning, Counting, Deterministic, WithOutlier
 
 import tfbridge as tb
 from tfbridge import executors
@@ -165,6 +165,44 @@ def test_shared_memory_results_stay_intact_held_all_at_once_or_consumed_one_by_o
     assert sorted(one_by_one) == list(range(37)) and one_by_one != first
     held = list(ds)
     assert sorted(_check_big(x, r) for x, r in held) == list(range(37))
+
+
+def _slot_bytes() -> dict[tuple[int, int], int]:
+    """Bytes in the shared-memory slots this process holds: the size of each slot file, counted once (a slot's
+    mapping keeps a descriptor of its own)."""
+    sizes: dict[tuple[int, int], int] = {}
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            if os.readlink(fd).startswith("/memfd:tfbridge"):
+                st = os.stat(fd)
+                sizes[st.st_dev, st.st_ino] = st.st_size
+        except OSError:  # closed meanwhile
+            continue
+    return sizes
+
+
+@pytest.mark.timeout(180)
+def test_one_outlier_element_per_epoch_does_not_pin_its_size_in_every_slot_it_passes_through() -> None:
+    """24 elements of 1 MB and one of 96 MB per epoch, 12 epochs: the slots give the outlier's room back when it
+    is freed. With 2 workers there are S = 2 x 2 + 8 = 12 slots, each at most twice the largest of the S elements
+    freed before it: at most 24 MB between epochs, whatever the epoch (before, 96 MB more every epoch)."""
+    slots, mb = 12, 2**20
+    ds = tb.to_dataset(WithOutlier(24, 96), executor="process", workers=2, batched=True)
+    held = []
+    for _ in range(12):
+        ids = []
+        for x in ds:
+            rows = x.numpy()
+            i = int(rows[0, 0])
+            assert rows.shape == ((96 if i == 24 else 1) * 256, 1024) and rows.min() == rows.max() == i
+            ids.append(i)
+        del x, rows
+        assert ids == list(range(25)), "every element once, in order"
+        gc.collect()  # the last element's tensor and the epoch's iterator go: every slot is free
+        held.append(sum(_slot_bytes().values()))
+    assert len(_slot_bytes()) == slots
+    assert max(held) <= slots * 2 * mb, [h / mb for h in held]
+    assert held[-1] <= held[0], "shared memory does not grow with epochs"
 
 
 def test_bfloat16_arrays_survive_shared_memory() -> None:

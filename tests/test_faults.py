@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -23,13 +25,17 @@ import pytest
 import tensorflow as tf
 from _fault_sources import (
     BlocksOnceAt,
+    Carrying,
     CountsEpochs,
     FailsOnceAt,
+    FreezesMidReply,
     HangsOnceAt,
     KillsItselfAt,
     LyingLength,
     Shrinking,
     Slowish,
+    UnreadableAt,
+    WritesOnItsConnection,
     element,
 )
 from _leaks import alive, children, wait_exit
@@ -305,6 +311,246 @@ def test_hung_stream_with_timeout_is_element_timeout_error_naming_it() -> None:
     finally:
         release.set()
     assert _consume(ds) == (list(range(20)), None)
+
+
+# ---- a worker's connection: frozen half-way through a reply, bytes that are not a reply --------------------
+
+
+def _frozen(tell: Path) -> tuple[int, float]:
+    """The pid of the worker that froze itself, and when (wall clock)."""
+    pid, when = tell.read_text().split()
+    return int(pid), float(when)
+
+
+def _wait_frozen(tell: Path) -> int:
+    """The pid of the worker that froze itself, once it is stopped (state T)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if tell.exists():
+            pid, _ = _frozen(tell)
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T":
+                return pid
+        time.sleep(0.01)  # polls for another process's state, with a deadline
+    raise AssertionError("the worker never froze")
+
+
+_HALF_SENT = r"had sent ([\d,]+) of the ([\d,]+) bytes of its reply"
+
+
+@pytest.mark.timeout(90)
+def test_worker_frozen_half_way_through_a_big_reply_is_element_timeout_error_within_timeout_then_a_whole_epoch(
+    tmp_path: Path,
+) -> None:
+    """Half of a 3.4 MB reply (a nested Python structure, no array) is on the socket when the worker stops: the
+    main process keeps the half, keeps watching the time, and stops the worker when ``timeout=`` is up."""
+    tell, fixed = tmp_path / "frozen", tmp_path / "fixed"
+    source = FreezesMidReply(20, 11, 200_000, tell, fixed)
+    ds = tb.to_dataset(source, executor="process", workers=2, batched=True, peek=1, timeout=3)
+    got, err = _consume(ds)
+    failed_at = time.time()
+    assert got == list(range(11))
+    assert err is not None
+    pid, frozen_at = _frozen(tell)
+    pattern = rf"ElementTimeoutError: element 11 was not ready within timeout=3 s: worker process \d \(pid {pid}\) "
+    found = re.search(pattern + _HALF_SENT + " and has been stopped", str(err))
+    assert found, str(err)[:1000]
+    sent, size = (int(g.replace(",", "")) for g in found.groups())
+    assert size > 3_000_000 and sent == size // 2, "half of the reply, length first, had come in"
+    assert failed_at - frozen_at < 3 + 2
+    assert wait_exit(pid, 10), "the frozen worker was killed"
+    fixed.touch()
+    assert _consume(ds) == (list(range(20)), None)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("sent", "doing"),
+    [(None, _HALF_SENT), (2, "had begun its reply")],
+    ids=["half-the-reply", "two-bytes-of-its-length"],
+)
+def test_a_worker_frozen_mid_reply_is_element_timeout_error_saying_how_much_had_come(
+    sent: int | None, doing: str, tmp_path: Path
+) -> None:
+    from tfbridge.executors import ProcessExecutor
+    from tfbridge.sources import adapt
+
+    tell = tmp_path / "frozen"
+    ex = ProcessExecutor(2, timeout=2)
+    try:
+        task = adapt(FreezesMidReply(12, 7, 100_000, tell, _NEVER, sent), batched=True).task(None)
+        got: list[int] = []
+        with pytest.raises(tb.ElementTimeoutError) as info:
+            for x in ex.imap(task, range(12)):
+                got.append(int(x[0]))
+        assert got == list(range(7))
+        pid, _ = _frozen(tell)
+        where = rf"worker process \d \(pid {pid}\) {doing} and has been stopped"
+        assert re.search(rf"element 7 was not ready within timeout=2 s: {where}", str(info.value)), str(info.value)
+        assert info.value.index == 7
+    finally:
+        ex.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_pass_stopped_early_while_a_worker_is_frozen_mid_reply_stops_it_and_the_next_pass_is_whole(
+    tmp_path: Path,
+) -> None:
+    """The half-received reply belongs to the stopped worker: the next pass, on fresh workers, never sees it."""
+    from tfbridge.executors import ProcessExecutor
+    from tfbridge.sources import adapt
+
+    tell, fixed = tmp_path / "frozen", tmp_path / "fixed"
+    ex = ProcessExecutor(2, timeout=2)
+    try:
+        # half of a 60 KB reply: it fits in the socket's buffer while this pass is not reading
+        task = adapt(FreezesMidReply(20, 5, 5_000, tell, fixed), batched=True).task(None)
+        it = ex.imap(task, range(20))
+        assert [int(next(it)[0]) for _ in range(3)] == [0, 1, 2]  # element 5 has been handed to a worker
+        pid = _wait_frozen(tell)
+        it.close()
+        fixed.touch()
+        assert [int(x[0]) for x in ex.imap(task, range(20))] == list(range(20))
+        assert pid not in ex.pids() and wait_exit(pid, 10), "the frozen worker was killed and replaced"
+    finally:
+        ex.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_frozen_between_passes_fails_the_next_pass_in_bounded_time_when_its_source_cannot_be_sent() -> None:
+    """The next pass sends each worker its (changed) 4 MB source: more than the socket holds, so the send to the
+    frozen worker cannot finish. It fails after ``timeout`` (then the pool is shut down: a few seconds more), and
+    the pass after it runs on fresh workers."""
+    from tfbridge.executors import ProcessExecutor
+    from tfbridge.sources import adapt
+
+    ex = ProcessExecutor(2, timeout=2)
+    try:
+        assert [int(x[0]) for x in ex.imap(adapt(Carrying(8, 1), batched=True).task(None), range(8))] == list(range(8))
+        pid = ex.pids()[0]
+        os.kill(pid, signal.SIGSTOP)
+        started = time.monotonic()
+        stopped = rf"worker process 0 \(pid {pid}\) stopped answering between passes, .*none was lost"
+        with pytest.raises(tb.WorkerDiedError, match=stopped):
+            list(ex.imap(adapt(Carrying(8, 2), batched=True).task(None), range(8)))
+        assert time.monotonic() - started < 2 + 30
+        assert wait_exit(pid, 10), "the frozen worker was killed"
+        assert [int(x[0]) for x in ex.imap(adapt(Carrying(8, 3), batched=True).task(None), range(8))] == list(range(8))
+    finally:
+        ex.close()
+
+
+def _frame(message: bytes) -> bytes:
+    """``message`` as a worker sends it: its length first."""
+    return struct.pack("!i", len(message)) + message
+
+
+_NOT_A_REPLY = {  # bytes written on the connection just before element 11's reply -> what the error says
+    "garbage": (b"this is not a message", r"a message that does not start as a pickle does \(its first bytes: "
+                r"b'this is not '\)"),
+    "negative-length": (struct.pack("!i", -5), r"a message whose length prefix says -5 bytes"),
+    "fake-huge-length": (struct.pack("!i", 2**31 - 1), r"a message that does not start as a pickle does \(its "
+                         r"first bytes: b'\\x7f\\xff\\xff\\xff\\x00"),
+    "fake-huge-long-length": (b"\xff\xff\xff\xff" + struct.pack("!Q", 2**62), r"a message that does not start as "
+                              r"a pickle does \(its first bytes: b'\\xff\\xff\\xff\\xff@\\x00"),
+    "not-a-pickle": (_frame(b"\x80\x05garbage."), r"a message that does not unpickle \(UnpicklingError: "),
+    "cut-short": (_frame(b"\x80\x05\x95"), r"a message of 3 bytes that does not end as a pickle does"),
+    "not-a-reply": (_frame(pickle.dumps("hello")), r"a message that is not a reply: 'hello'"),
+    "another-element": (
+        _frame(pickle.dumps(("ok", 999, b"", False))),
+        r"a reply for element 999, which it was not making",
+    ),
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("case", list(_NOT_A_REPLY))
+def test_bytes_on_a_worker_connection_that_are_not_a_reply_are_worker_died_error_naming_worker_and_element(
+    case: str,
+) -> None:
+    """No timeout is given: nothing may wait for the bytes a false length promises. The error comes at element
+    11's place, after every earlier element; the worker is stopped and the next pass runs on fresh workers."""
+    from tfbridge.executors import ProcessExecutor
+    from tfbridge.sources import adapt
+
+    data, what = _NOT_A_REPLY[case]
+    before = children()
+    ex = ProcessExecutor(2)
+    try:
+        task = adapt(WritesOnItsConnection(20, 11, data, _NEVER), batched=True).task(None)
+        got: list[int] = []
+        with pytest.raises(tb.WorkerDiedError) as info:
+            for x in ex.imap(task, range(20)):
+                got.append(int(x[0]))
+        assert got == list(range(11))
+        assert info.value.index == 11
+        pattern = (
+            rf"worker process \d \(pid (\d+)\) sent {what}[^\n]* while producing element 11, and has been stopped\.\n"
+            "Hint: something in the worker process wrote to its connection with the main process"
+        )
+        found = re.search(pattern, str(info.value))
+        assert found, str(info.value)
+        assert wait_exit(int(found.group(1)), 10)
+        assert children() <= before, "the pool was shut down"
+        task = adapt(WritesOnItsConnection(20, -1, data, _NEVER), batched=True).task(None)
+        assert [int(x[0]) for x in ex.imap(task, range(20))] == list(range(20))
+    finally:
+        ex.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_fake_length_on_a_worker_connection_inside_tf_data_is_a_clear_error_then_a_whole_epoch(
+    tmp_path: Path,
+) -> None:
+    fixed = tmp_path / "fixed"
+    source = WritesOnItsConnection(30, 17, struct.pack("!i", 2**31 - 1), fixed)
+    ds = tb.to_dataset(source, executor="process", workers=2, batched=True, peek=1)
+    got, err = _consume(ds)
+    assert got == list(range(17))
+    assert err is not None
+    assert re.search(r"WorkerDiedError: worker process \d \(pid \d+\) sent a message that does not start as a "
+                     r"pickle does .* while producing element 17, and has been stopped", str(err)), str(err)[:1000]
+    assert "UnpicklingError" not in str(err)
+    fixed.touch()
+    assert _consume(ds) == (list(range(30)), None)
+
+
+@pytest.mark.timeout(60)
+def test_a_reply_the_main_process_cannot_read_is_a_source_error_naming_element_and_worker() -> None:
+    from tfbridge.executors import ProcessExecutor
+    from tfbridge.sources import adapt
+
+    ex = ProcessExecutor(2)
+    try:
+        got: list[int] = []
+        with pytest.raises(tb.SourceError) as info:
+            for x in ex.imap(adapt(UnreadableAt(12, 6), batched=True).task(None), range(12)):
+                got.append(int(x["x"][0]))
+        assert got == list(range(6)) and info.value.index == 6
+        assert re.match(
+            r"element 6: its result, sent by worker process \d \(pid \d+\), cannot be read in the main process: "
+            r"ModuleNotFoundError: No module named 'only_in_workers'\nHint: a result should hold numpy arrays",
+            str(info.value),
+        ), str(info.value)
+    finally:
+        ex.close()
+
+
+@pytest.mark.timeout(60)
+def test_an_error_reply_that_holds_no_exception_is_a_source_error_naming_element_and_worker() -> None:
+    from tfbridge.executors import ProcessExecutor
+    from tfbridge.sources import adapt
+
+    fake = _frame(pickle.dumps(("err", 6, pickle.dumps("nope"), False)))
+    ex = ProcessExecutor(2)
+    try:
+        got: list[int] = []
+        with pytest.raises(tb.SourceError) as info:
+            for x in ex.imap(adapt(WritesOnItsConnection(12, 6, fake, _NEVER), batched=True).task(None), range(12)):
+                got.append(int(x[0]))
+        assert got == list(range(6)) and info.value.index == 6
+        assert re.fullmatch(r"element 6: worker process \d \(pid \d+\) sent 'nope' as its error", str(info.value))
+    finally:
+        ex.close()
 
 
 # ---- early stops ------------------------------------------------------------------------------------------

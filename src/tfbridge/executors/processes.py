@@ -47,9 +47,10 @@ from typing import Any, ClassVar, cast
 import numpy as np
 
 from tfbridge._checks import worker_died_hint
-from tfbridge.errors import TfBridgeError, WorkerDiedError
+from tfbridge.errors import SourceError, TfBridgeError, WorkerDiedError
 from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, STALL, Task, timeout_error
-from tfbridge.executors._shm import SlotMap, create_slot, loads_result
+from tfbridge.executors._inbox import CorruptMessage, Inbox, bound_sends
+from tfbridge.executors._shm import RecentNeed, SlotMap, create_slot, loads_result
 
 _LEASED_SLOTS = 8  # results handed to TensorFlow without a copy, alive at once (prefetch buffers hold some)
 _WORKER_START_TIMEOUT_S = 120.0
@@ -94,7 +95,9 @@ def _task_pickler() -> type[pickle.Pickler]:
 
 
 class _Worker:
-    def __init__(self, wid: int, slot_fds: list[int], max_rss: int | None = None) -> None:
+    def __init__(
+        self, wid: int, slot_fds: list[int], max_rss: int | None = None, timeout: float | None = None
+    ) -> None:
         parent, child = socket.socketpair()  # both ends non-inheritable; the child's is passed on purpose
         death_r, death_w = os.pipe()  # the worker's watch on this process (see _worker.exit_with_parent)
         env = dict(os.environ)
@@ -119,6 +122,7 @@ class _Worker:
             os.close(death_r)
         self.death_w: int | None = death_w  # closed once the worker has exited (its closing kills the worker)
         self.conn = Connection(parent.detach())
+        bound_sends(self.conn.fileno(), timeout)  # a send to a worker that stopped reading fails, not waits for good
         hello = {"sys_path": list(sys.path), "slot_fds": slot_fds, "max_rss": max_rss}
         self.conn.send_bytes(pickle.dumps(hello))
         self.outstanding: list[int] = []  # indices sent, not yet answered, in order
@@ -128,15 +132,20 @@ class _Worker:
         self.handed = 0  # elements handed to it, for max_elements_per_worker
         self.retiring = False  # it asked to be replaced (max_worker_rss) or was handed its last element
         self.successor: _Worker | None = None  # started early to take its place
+        self.inbox = Inbox(self.conn.fileno())  # its replies, read as they come (never a blocking read)
 
     def wait_ready(self) -> None:
-        """Wait for the worker's hello back; WorkerDiedError when it dies or does not answer while starting."""
-        if not self.conn.poll(_WORKER_START_TIMEOUT_S):
-            msg = f"worker process {self.wid} did not start within {_WORKER_START_TIMEOUT_S:.0f} s"
-            raise WorkerDiedError(msg)
+        """Wait for the worker's hello back; WorkerDiedError when it dies, or does not answer (or sends a part of
+        its answer only) within the start-up limit."""
+        deadline = time.monotonic() + _WORKER_START_TIMEOUT_S
         try:
-            self.conn.recv_bytes()
-        except (EOFError, OSError):
+            while True:
+                if not self.conn.poll(max(0.0, deadline - time.monotonic())):
+                    msg = f"worker process {self.wid} did not start within {_WORKER_START_TIMEOUT_S:.0f} s"
+                    raise WorkerDiedError(msg)
+                if self.inbox.read():
+                    return
+        except (EOFError, OSError, CorruptMessage):
             msg = (
                 f"worker process {self.wid} {self.death()} while starting.\n"
                 "Hint: run the source with executor='serial' to see its error."
@@ -258,8 +267,9 @@ class _Pool:
         self.slot_fds: list[int] = []
         self.slots: list[SlotMap] = []
         self.free: deque[int] = deque()  # slots no worker is writing and no live array views
+        self.need = RecentNeed(in_flight + _LEASED_SLOTS)  # cuts back a freed slot an outlier grew
         self.leased = 0  # slots whose arrays TensorFlow may still hold
-        self.lease_lock = threading.Lock()
+        self.lease_lock = threading.RLock()  # reentrant: a view dropped by the garbage collector inside it frees
         self.generation = 0  # bumped when the pool stops: leases of an old pool do not free new slots
         self.lock = threading.Lock()
         self.pass_done = threading.Event()
@@ -275,7 +285,7 @@ class _Pool:
         self.workers = []
         try:
             for w in range(self.size):
-                self.workers.append(_Worker(w, self.slot_fds, self.max_rss))
+                self.workers.append(_Worker(w, self.slot_fds, self.max_rss, self.timeout))
             for worker in self.workers:
                 worker.wait_ready()
         except BaseException:
@@ -283,6 +293,8 @@ class _Pool:
             raise
 
     def shutdown(self) -> None:
+        with self.lease_lock:  # first: a slot freed from now on (a view dropped in another thread) is left alone
+            self.generation += 1
         for w in self.workers:
             w.stop()
         for w in self.workers:
@@ -293,7 +305,6 @@ class _Pool:
         for fd in self.slot_fds:
             os.close(fd)  # mappings still viewed by live arrays stay valid; the memory goes with them
         self.slots, self.slot_fds, self.free = [], [], deque()
-        self.generation += 1
 
     def kill(self) -> None:
         """Kill the workers without waiting: the pass using them sees them gone, raises, and shuts the pool down."""
@@ -352,7 +363,7 @@ class _Pool:
             if not self.spent(w):
                 continue
             if w.successor is None:
-                w.successor = _Worker(w.wid, self.slot_fds, self.max_rss)
+                w.successor = _Worker(w.wid, self.slot_fds, self.max_rss, self.timeout)
             if w.outstanding:
                 continue
             new, w.successor = w.successor, None
@@ -365,18 +376,32 @@ class _Pool:
             replaced.append((w, new))
         return replaced
 
-    def drain(self) -> None:
-        """Collect answers still owed by a pass that stopped early, so no slot is written while reused."""
+    def drain(self) -> bool:
+        """Collect answers still owed by a pass that stopped early, so no slot is written while reused; each is
+        waited for at most ``timeout`` (when given) from when its worker began it. False when a worker did not
+        answer in time or cleanly: the pool must then be replaced (no element of the next pass is lost)."""
         for w in self.workers:
             while w.outstanding:
+                wait_s = None if self.timeout is None else max(0.0, w.busy_since + self.timeout - time.monotonic())
+                if not w.conn.poll(wait_s):
+                    return False
                 results: dict[int, Any] = {}
-                self._receive(w, results)
-                for _, (_, _, slot) in results.items():
-                    self.free.append(slot)
+                try:
+                    self._receive(w, results)
+                except WorkerDiedError:
+                    return False
+                free = self._freer(leased=False)
+                for _, _, slot, _ in results.values():
+                    free(slot, None)
+        return True
 
     def _receive(self, w: _Worker, results: dict[int, Any]) -> None:
+        """File each whole reply ``w`` has sent in ``results``; its socket is readable, so this never blocks."""
+        corrupt = None
         try:
-            kind, index, payload, retiring = pickle.loads(w.conn.recv_bytes())
+            replies = w.inbox.read()
+        except CorruptMessage as exc:
+            replies, corrupt = exc.before, str(exc)
         except (EOFError, OSError):
             index = w.outstanding[0] if w.outstanding else None
             msg = (
@@ -384,10 +409,31 @@ class _Pool:
                 f"{worker_died_hint()}"
             )
             raise WorkerDiedError(msg, index=index) from None
-        w.outstanding.remove(index)
-        w.retiring = w.retiring or retiring
-        w.busy_since = time.monotonic()  # the next element it holds begins now
-        results[index] = (kind, payload, w.slots.pop(index))
+        for reply in replies:
+            if not (isinstance(reply, tuple) and len(reply) == 4 and reply[0] in ("ok", "err")):
+                raise self._corrupt(w, f"a message that is not a reply: {reply!r:.100}")
+            kind, index, payload, retiring = reply
+            if index not in w.outstanding:
+                raise self._corrupt(w, f"a reply for element {index!r:.40}, which it was not making")
+            w.outstanding.remove(index)
+            w.retiring = w.retiring or bool(retiring)
+            w.busy_since = time.monotonic()  # the next element it holds begins now
+            results[index] = (kind, payload, w.slots.pop(index), w)
+        if corrupt is not None:  # after the replies that came whole before it
+            raise self._corrupt(w, corrupt)
+
+    def _corrupt(self, w: _Worker, what: str) -> WorkerDiedError:
+        """The error for a worker whose connection carried bytes that are not a reply: it is stopped (nothing it
+        sends can be trusted any more) and the pool is replaced before the next pass."""
+        w.proc.kill()
+        index = w.outstanding[0] if w.outstanding else None
+        msg = (
+            f"worker process {w.wid} (pid {w.proc.pid}) sent {what} while producing element {index}, and has been "
+            "stopped.\nHint: something in the worker process wrote to its connection with the main process: look "
+            "for code in the source that writes to file descriptors it did not open (os.write, a C library) or "
+            "closes them; the next pass starts new workers."
+        )
+        return WorkerDiedError(msg, index=index)
 
     def run(self, order: list[int], stall_s: float | None = None) -> Iterator[Any]:
         results: dict[int, Any] = {}
@@ -445,36 +491,72 @@ class _Pool:
                             del by_conn[cast(Connection, conn)]
                     if self.timeout is not None and index not in results:
                         self._check_deadline(index)
-                kind, payload, slot = results.pop(index)
+                kind, payload, slot, w = results.pop(index)
                 if kind == "err":
-                    self.free.append(slot)
-                    raise pickle.loads(payload)
+                    self._freer(leased=False)(slot, None)
+                    raise self._error_from(w, index, payload)
                 with self.lease_lock:
                     lease = self.leased < _LEASED_SLOTS
                     self.leased += lease
-                if lease:
-                    yield loads_result(payload, self.slots, slot, self._lease_ended(), lease=True)
-                else:
-                    yield loads_result(payload, self.slots, slot, self.free.append, lease=False)
+                try:
+                    value = loads_result(payload, self.slots, slot, self._freer(leased=lease), lease=lease)
+                except TfBridgeError:
+                    raise
+                except Exception as exc:
+                    raise self._unreadable(w, index, exc) from None
+                yield value
+            if unusable:  # a worker died or was stopped: the next pass starts on a fresh pool
+                self.shutdown()
         finally:
-            for _, _, slot in results.values():  # answered but never delivered (early stop)
-                self.free.append(slot)
+            free = self._freer(leased=False)
+            for _, _, slot, _ in results.values():  # answered but never delivered (early stop)
+                free(slot, None)
+
+    @staticmethod
+    def _unreadable(w: _Worker, index: int, exc: Exception, what: str = "its result") -> SourceError:
+        msg = (
+            f"element {index}: {what}, sent by worker process {w.wid} (pid {w.proc.pid}), cannot be read in the "
+            f"main process: {type(exc).__name__}: {exc}\nHint: a result should hold numpy arrays, numbers, "
+            "strings, lists and dicts; an object of a class the main process cannot import does not travel."
+        )
+        return SourceError(msg, index=index)
+
+    @classmethod
+    def _error_from(cls, w: _Worker, index: int, payload: bytes) -> BaseException:
+        """The error element ``index`` raised in ``w``, from its reply; a SourceError when it cannot be read."""
+        try:
+            error = pickle.loads(payload)
+        except Exception as exc:
+            return cls._unreadable(w, index, exc, "the error it raised")
+        if not isinstance(error, BaseException):
+            msg = f"element {index}: worker process {w.wid} (pid {w.proc.pid}) sent {error!r:.100} as its error"
+            return SourceError(msg, index=index)
+        return error
 
     def _check_deadline(self, index: int) -> None:
         assert self.timeout is not None
         for w in self.workers:
             if w.outstanding and w.outstanding[0] == index and time.monotonic() - w.busy_since >= self.timeout:
                 w.proc.kill()  # nothing else can stop it; the pool is replaced before the next pass
-                where = f"worker process {w.wid} (pid {w.proc.pid}) was still producing it and has been stopped"
+                doing = "was still producing it"
+                pending = w.inbox.pending()
+                if pending is not None:  # frozen half-way through its reply
+                    got, size = pending
+                    doing = f"had sent {got:,} of the {size:,} bytes of its reply" if size else "had begun its reply"
+                where = f"worker process {w.wid} (pid {w.proc.pid}) {doing} and has been stopped"
                 raise timeout_error(index, self.timeout, where)
 
-    def _lease_ended(self) -> Callable[[int], None]:
+    def _freer(self, leased: bool) -> Callable[[int, int | None], None]:
+        """What frees a slot of this pool, given what its result used (None: not read): the slot goes back to the
+        free ring, cut back if an outlier grew it; a leased one also ends its lease. A leased slot is freed by
+        whichever thread drops its last view; once the pool has stopped, freeing does nothing."""
         generation = self.generation
 
-        def free(slot: int) -> None:  # runs in whichever thread drops the last view
+        def free(slot: int, used: int | None) -> None:
             with self.lease_lock:
                 if generation == self.generation:
-                    self.leased -= 1
+                    self.leased -= leased
+                    self.need.freed(self.slots[slot], used)
                     self.free.append(slot)
 
         return free
@@ -609,7 +691,9 @@ class ProcessExecutor:
                 raise TfBridgeError(msg)
             if not pool.workers:
                 pool.start()
-            pool.drain()
+            if not pool.drain():  # a worker owed an answer from an early-stopped pass and gave none in time
+                pool.shutdown()
+                pool.start()
             pool.prepare(dumps_task(task), self.seed, epoch)
             yield from pool.run(list(indices), stall_s)
         except BaseException:
