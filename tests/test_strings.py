@@ -109,15 +109,15 @@ def _signature_checks(ds: Any, nested: bool) -> None:
 
 @pytest.fixture
 def chunk_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the passes that went through chunks."""
+    """Counts the fields stacked into chunks."""
     calls: list[int] = []
-    real = _chunks.chunked
+    real = _chunks.stack_column
 
-    def counting(elements: Any, *args: Any) -> Any:
+    def counting(column: Any) -> Any:
         calls.append(1)
-        return real(elements, *args)
+        return real(column)
 
-    monkeypatch.setattr(_chunks, "chunked", counting)
+    monkeypatch.setattr(_chunks, "stack_column", counting)
     return calls
 
 

@@ -12,7 +12,7 @@ from tfbridge.errors import (
     WorkerDiedError,
 )
 from tfbridge.executors import ExecutorOptions
-from tfbridge.keras import adapt_normalization, keras_inputs
+from tfbridge.keras import adapt_normalization, keras_inputs, resume_callback
 from tfbridge.materialize import materialize
 from tfbridge.pipeline import to_dataset
 from tfbridge.pipeline import validate_source as validate
@@ -43,6 +43,7 @@ __all__ = [
     "keras_inputs",
     "materialize",
     "pad_batch",
+    "resume_callback",
     "to_dataset",
     "validate",
 ]

@@ -69,7 +69,7 @@ def chunked(elements: Iterable[Any], stall: Any = None) -> Iterator[Any]:
                 group, size = [], 0
             continue
         leaves, spec = _nest.flatten(element)
-        leaves = [_as_array(leaf) for leaf in leaves]
+        leaves = [as_array(leaf) for leaf in leaves]
         leaf_shapes = [leaf.shape for leaf in leaves]
         if group and (
             leaf_shapes != shapes
@@ -82,12 +82,12 @@ def chunked(elements: Iterable[Any], stall: Any = None) -> Iterator[Any]:
         if not group:
             shapes, treespec, started = leaf_shapes, spec, time.perf_counter()
         group.append(leaves)
-        size += sum(_nbytes(leaf) for leaf in leaves)
+        size += sum(nbytes(leaf) for leaf in leaves)
     if group:
         yield _stack(group, treespec)
 
 
-def _as_array(leaf: Any) -> np.ndarray:
+def as_array(leaf: Any) -> np.ndarray:
     """A conformed dense leaf as an ndarray: text stays Python objects (numpy's fixed-width strings would drop
     trailing NUL bytes and cannot hold arbitrary bytes as text)."""
     if isinstance(leaf, np.ndarray):
@@ -97,7 +97,7 @@ def _as_array(leaf: Any) -> np.ndarray:
     return np.asarray(leaf)
 
 
-def _nbytes(leaf: np.ndarray) -> int:
+def nbytes(leaf: np.ndarray) -> int:
     """Bytes a leaf holds, counting the text of a string leaf (an object array holds only pointers itself)."""
     if leaf.dtype != object:
         return leaf.nbytes
@@ -107,10 +107,10 @@ def _nbytes(leaf: np.ndarray) -> int:
 def _stack(group: list[list[np.ndarray]], treespec: Any) -> Any:
     # always a fresh copy, also for a chunk of one: a view of the source's own memory could be aliased by
     # TensorFlow, whose kernels may then reuse (write into) that buffer
-    return _nest.unflatten(treespec, [_stack_column(column) for column in zip(*group, strict=False)])
+    return _nest.unflatten(treespec, [stack_column(column) for column in zip(*group, strict=False)])
 
 
-def _stack_column(column: tuple[np.ndarray, ...]) -> np.ndarray:
+def stack_column(column: tuple[np.ndarray, ...]) -> np.ndarray:
     first = column[0].dtype
     if first.kind in "USO" and any(leaf.dtype != first for leaf in column):
         # str and bytes of one string field (numpy would decode bytes as ASCII text, or fail): as objects

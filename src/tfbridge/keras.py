@@ -1,7 +1,12 @@
-"""Keras side: ``keras_inputs`` builds the ``keras.Input`` nest for a source or spec."""
+"""Keras side: ``keras_inputs`` builds the ``keras.Input`` nest for a source or spec; ``adapt_normalization``;
+``resume_callback`` makes ``model.fit`` continue where a killed run stopped."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
 import warnings
 from typing import Any, Literal
 
@@ -264,3 +269,181 @@ def _feature_selector(element: Any, path: str | None) -> Any:
         msg = f"path={path!r} names no feature. The features are: {have}. Received: path={short(path)}"
         raise TfBridgeError(msg)
     return lambda e: _nest.keras_split(e)[0][path]
+
+
+# -- resuming model.fit where it stopped ------------------------------------------------------------------------
+
+_OUT_OF_DATA = "Your input ran out of data"  # Keras's warning when a resumed epoch ends before its full count
+_STATE = "state.json"
+_LATEST = "latest"
+
+
+def resume_callback(dataset: Any, backup_dir: str | Any, *, save_freq: int | Literal["epoch"] = "epoch") -> Any:
+    """A Keras callback that makes ``model.fit(dataset, ...)`` continue, after the process was killed anywhere,
+    at the first batch it had not trained on.
+
+    Every ``save_freq`` batches (and at the end of every epoch) it saves, in ``backup_dir``, the model's weights
+    and its optimizer's state, the epoch and step, and where ``dataset``'s iterator stands
+    (``tf.train.Checkpoint`` of Keras's own iterator over ``dataset``). When ``fit`` starts again with the same
+    callback (the same command), it restores them all: the interrupted epoch goes on from the next batch, with
+    that epoch's order, and the later epochs are the uninterrupted run's. Each save replaces the one before it,
+    atomically: a kill during a save leaves the previous one whole. ``backup_dir`` is removed when ``fit``
+    ends normally.
+
+    ``dataset`` must be one tfbridge built from an indexed source (``to_dataset``, ``pad_batch``; also with
+    steps added after it), or any tf.data pipeline TensorFlow can checkpoint. Batches trained after the last
+    save are trained again after a restart (``save_freq=1`` saves after every batch). Keras's own
+    ``BackupAndRestore`` restarts an interrupted epoch from its first batch instead.
+    """
+    import keras
+
+    from tfbridge.sources._positions import passes_in
+
+    if save_freq != "epoch" and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 1):
+        msg = (
+            f"save_freq must be 'epoch' or a positive number of batches. Received: {short(save_freq)}\n"
+            "Hint: pass save_freq='epoch' (a save at the end of each epoch) or e.g. save_freq=100."
+        )
+        raise TfBridgeError(msg)
+    if not hasattr(dataset, "element_spec") or not hasattr(dataset, "_inputs"):
+        msg = (
+            f"resume_callback needs the tf.data.Dataset given to model.fit. Received: {short(dataset)}\n"
+            "Hint: pass the dataset tb.to_dataset (or tb.pad_batch) returned."
+        )
+        raise TfBridgeError(msg)
+    return _resume_class(keras)(dataset, str(backup_dir), save_freq, passes_in(dataset))
+
+
+_RESUME_CLASS: list[Any] = []
+
+
+def _resume_class(keras: Any) -> Any:
+    if _RESUME_CLASS:
+        return _RESUME_CLASS[0]
+
+    class ResumeCallback(keras.callbacks.Callback):  # type: ignore[misc]
+        """See :func:`tfbridge.resume_callback`."""
+
+        def __init__(self, dataset: Any, backup_dir: str, save_freq: Any, passes: list[Any]) -> None:
+            super().__init__()
+            self.dataset, self.backup_dir, self.save_freq, self.passes = dataset, backup_dir, save_freq, passes
+            self._iterator: Any = None
+            self._restore: str | None = None
+            self._original: Any = None
+            self._epoch = 0
+            self._since_save = 0
+            self._filters: list[Any] | None = None
+
+        # -- fit's life ----------------------------------------------------------------------------------
+        def on_train_begin(self, logs: Any = None) -> None:
+            self._original = self.model.train_function
+            self.model.train_function = self._train_function
+            state = _read_state(self.backup_dir)
+            if state is None:
+                return
+            where, meta = state
+            model = self.model
+            if model.optimizer is not None and not model.optimizer.built:
+                model.optimizer.build(model.trainable_variables)
+            model.load_weights(os.path.join(where, "model.weights.h5"))
+            model._initial_epoch = meta["epoch"]  # what Keras's BackupAndRestore sets: fit starts there
+            if meta["iterator"]:
+                self._restore = os.path.join(where, "iterator")
+                self._filters = list(warnings.filters)  # the resumed epoch ends before its full count: expected
+                warnings.filterwarnings("ignore", message=_OUT_OF_DATA)
+            else:
+                for passes in self.passes:
+                    passes.start_next_at(meta["next_pass"][0], 0)
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self._epoch = epoch
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self._since_save += 1
+            if self.save_freq != "epoch" and self._since_save >= self.save_freq:
+                self._save(mid_epoch=True)
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            if self._filters is not None:
+                warnings.filters[:] = self._filters  # type: ignore[index]
+                self._filters = None
+            self._epoch = epoch + 1
+            self._save(mid_epoch=False)
+
+        def on_train_end(self, logs: Any = None) -> None:
+            if self._original is not None:
+                self.model.train_function = self._original
+            self.model._initial_epoch = None
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+        # -- inside --------------------------------------------------------------------------------------
+        def _train_function(self, iterator: Any) -> Any:
+            if iterator is not self._iterator:  # a new epoch's iterator (Keras makes one per epoch)
+                self._iterator = iterator
+                if self._restore is not None:
+                    _restore_iterator(iterator, self._restore)
+                    self._restore = None
+            return self._original(iterator)
+
+        def _save(self, mid_epoch: bool) -> None:
+            self._since_save = 0
+            os.makedirs(self.backup_dir, exist_ok=True)
+            where = tempfile.mkdtemp(prefix="state-", dir=self.backup_dir)
+            self.model.save_weights(os.path.join(where, "model.weights.h5"))
+            meta: dict[str, Any] = {"epoch": self._epoch, "iterator": mid_epoch and self._iterator is not None}
+            if meta["iterator"]:
+                _save_iterator(self._iterator, os.path.join(where, "iterator"))
+            meta["next_pass"] = [p.epoch for p in self.passes]
+            with open(os.path.join(where, _STATE), "w") as f:
+                json.dump(meta, f)
+            _point_to(self.backup_dir, where)
+
+    _RESUME_CLASS.append(ResumeCallback)
+    return ResumeCallback
+
+
+def _save_iterator(iterator: Any, path: str) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.train.Checkpoint(iterator=iterator).write(path)
+    except (tf.errors.OpError, ValueError, TypeError) as exc:
+        msg = (
+            f"resume_callback cannot save where the dataset's iterator stands: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
+            "Hint: build the dataset with tb.to_dataset or tb.pad_batch from an indexed source (a PyDataset, an "
+            "object with __len__ and __getitem__, arrays, an HF or torch dataset); a generator or a pipeline "
+            "with from_generator cannot be saved mid-epoch (use save_freq='epoch')."
+        )
+        raise TfBridgeError(msg) from None
+
+
+def _restore_iterator(iterator: Any, path: str) -> None:
+    import tensorflow as tf
+
+    tf.train.Checkpoint(iterator=iterator).read(path).assert_consumed()
+
+
+def _point_to(backup_dir: str, where: str) -> None:
+    """Make ``where`` the state to restore, atomically, and remove the states before it."""
+    pointer = os.path.join(backup_dir, _LATEST)
+    fd, tmp = tempfile.mkstemp(dir=backup_dir, prefix=".latest-")
+    with os.fdopen(fd, "w") as f:
+        f.write(os.path.basename(where))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, pointer)
+    for name in os.listdir(backup_dir):
+        if name.startswith("state-") and name != os.path.basename(where):
+            shutil.rmtree(os.path.join(backup_dir, name), ignore_errors=True)
+
+
+def _read_state(backup_dir: str) -> tuple[str, dict[str, Any]] | None:
+    """The state ``latest`` names, or None when there is none (a first run)."""
+    try:
+        with open(os.path.join(backup_dir, _LATEST)) as f:
+            where = os.path.join(backup_dir, f.read().strip())
+        with open(os.path.join(where, _STATE)) as f:
+            return where, json.load(f)
+    except FileNotFoundError:
+        return None

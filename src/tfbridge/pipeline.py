@@ -325,6 +325,10 @@ def build(
                      shuffle=shuffle, seed=seed, cast_floats=cast_floats, validate=validate,
                      input_context=input_context, finite=finite)  # fmt: skip
         _tf.tag_rebuild(result, functools.partial(build, source, **again))
+    from tfbridge.sources._positions import passes_in
+
+    for passes in passes_in(result):  # TensorFlow keeps their Python side alive: the passes end with the dataset
+        weakref.finalize(result, passes.close)
     if runner is not None:
         # workers live as long as the dataset (its iterators keep it alive); TensorFlow itself keeps the
         # generator callable forever, so the dataset object is what tells us it is gone

@@ -679,7 +679,9 @@ class ProcessExecutor:
         return [pid for pool in list(self._pools) for pid in pool.pids()]
 
     # -- one pass ------------------------------------------------------------------------------------
-    def imap(self, task: Task, indices: Sequence[int], stall_s: float | None = None) -> Iterator[Any]:
+    def imap(
+        self, task: Task, indices: Sequence[int], stall_s: float | None = None, *, seeds: tuple[int, int] | None = None
+    ) -> Iterator[Any]:
         pool, epoch = self._acquire()
         pool.pass_done.clear()
         pool.pass_thread = threading.get_ident()
@@ -694,7 +696,8 @@ class ProcessExecutor:
             if not pool.drain():  # a worker owed an answer from an early-stopped pass and gave none in time
                 pool.shutdown()
                 pool.start()
-            pool.prepare(dumps_task(task), self.seed, epoch)
+            seed, epoch = seeds if seeds is not None else (self.seed, epoch)
+            pool.prepare(dumps_task(task), seed, epoch)
             yield from pool.run(list(indices), stall_s)
         except BaseException:
             pool.shutdown()  # a broken pool is never reused; the next pass starts a fresh one

@@ -99,7 +99,9 @@ class RayExecutor:
             self._remote = ray.remote(num_cpus=1, max_retries=0)(_run)
         return ray
 
-    def imap(self, task: Task, indices: Sequence[int], stall_s: float | None = None) -> Iterator[Any]:
+    def imap(
+        self, task: Task, indices: Sequence[int], stall_s: float | None = None, *, seeds: tuple[int, int] | None = None
+    ) -> Iterator[Any]:
         ray = self._connect()
         from tfbridge.executors.processes import dumps_task
 

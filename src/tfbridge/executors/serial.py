@@ -20,7 +20,9 @@ class SerialExecutor:
     def __init__(self, timeout: float | None = None) -> None:
         self.timeout = timeout
 
-    def imap(self, task: Task, indices: Sequence[int], stall_s: float | None = None) -> Iterator[Any]:
+    def imap(
+        self, task: Task, indices: Sequence[int], stall_s: float | None = None, *, seeds: tuple[int, int] | None = None
+    ) -> Iterator[Any]:
         # elements are made in the consumer's thread: it cannot deliver anything while one is made (no STALL)
         timeout = self.timeout
         for i in indices:

@@ -25,7 +25,9 @@ class ThreadExecutor:
         self.in_flight = in_flight or workers * IN_FLIGHT_PER_WORKER
         self.timeout = timeout
 
-    def imap(self, task: Task, indices: Sequence[int], stall_s: float | None = None) -> Iterator[Any]:
+    def imap(
+        self, task: Task, indices: Sequence[int], stall_s: float | None = None, *, seeds: tuple[int, int] | None = None
+    ) -> Iterator[Any]:
         jobs: deque[tuple[int, int]] = deque()  # (position, index) not yet taken by a thread
         done: dict[int, tuple[bool, Any]] = {}  # position -> (ok, result or exception)
         started: dict[int, float] = {}  # position -> when a thread began it

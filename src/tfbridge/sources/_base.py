@@ -63,7 +63,9 @@ class Runner(Protocol):
     name: str
     workers: int
 
-    def imap(self, task: Task, indices: Sequence[int], stall_s: float | None = None) -> Iterator[Any]: ...
+    def imap(
+        self, task: Task, indices: Sequence[int], stall_s: float | None = None, *, seeds: tuple[int, int] | None = None
+    ) -> Iterator[Any]: ...
 
     def close(self) -> None: ...
 

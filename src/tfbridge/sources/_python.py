@@ -22,6 +22,8 @@ from tfbridge.executors._base import STALL
 from tfbridge.sources._base import BuildPlan, Runner, Task, TfDataEpochs, call_user
 from tfbridge.validate import Conformer, to_tensors
 
+POSITIONED = True  # False: every Python source through from_generator, as before the index-driven route (benchmarks)
+
 
 class IndexedTask:
     """Produce (and conform) element ``i`` of an indexed object: picklable, for worker processes."""
@@ -121,8 +123,13 @@ def build_indexed(
     on_epoch_begin: Callable[[], None],
     on_epoch_end: Callable[[], None],
 ) -> Any:
-    """The dataset of an indexed source: ``indices`` (None: every index, with epoch hooks) through the runner."""
+    """The dataset of an indexed source: ``indices`` (None: every index, with epoch hooks) through the runner.
+
+    Dense elements take the index-driven route (its position in tf.data's state: checkpointable); ragged and
+    sparse ones enter through ``from_generator``."""
     import tensorflow as tf
+
+    from tfbridge.sources import _positions
 
     assert plan.runner is not None
     workers = max(plan.runner.workers, 1)
@@ -130,13 +137,23 @@ def build_indexed(
         plan.spec, plan.bytes_per_element, plan.seconds_per_element / workers
     )
     epochs = _IndexedEpochs(plan, name, length, task, indices, chunk, on_epoch_begin, on_epoch_end)
-    ds = from_generator(epochs, plan, chunk)
+    if POSITIONED and all(leaf.kind == "dense" for _, leaf in plan.spec.fields()):
+        passes = _positions.Passes(epochs, plan.spec.signature, epochs.seed, plan.seed is not None, plan.errors)
+        ds = _positions.positioned_dataset(passes, plan.spec.signature)
+        _positions.attach(ds, passes)
+    else:
+        ds = from_generator(epochs, plan, chunk)
     if plan.errors is not None:  # a failed pass ends short, and must end without another error
         return ds
     return ds.apply(tf.data.experimental.assert_cardinality(epochs.count))
 
 
 def build_stream(plan: BuildPlan, *, name: str, iterate: Callable[[], Iterator[Any]], one_shot: bool) -> Any:
+    """The dataset of a stream: read in order each pass. Dense elements take the index-driven route, so an
+    iterator over it can be checkpointed: restoring reads the stream again and drops what came before the saved
+    position (a one-shot iterator cannot be read again: restoring it mid-pass is refused)."""
+    from tfbridge.sources import _positions
+
     if one_shot:
         warnings.warn(
             f"{name} is a one-shot iterator: the dataset gives one epoch of it; later epochs are empty.\n"
@@ -144,7 +161,13 @@ def build_stream(plan: BuildPlan, *, name: str, iterate: Callable[[], Iterator[A
             TfBridgeWarning,
             stacklevel=find_stacklevel(),
         )
-    ds = from_generator(_StreamEpochs(iterate, conformer_for(plan), plan.timeout), plan, chunk=False)
+    epochs = _StreamEpochs(iterate, conformer_for(plan), plan.timeout, name, one_shot)
+    if POSITIONED and all(leaf.kind == "dense" for _, leaf in plan.spec.fields()):
+        passes = _positions.Passes(epochs, plan.spec.signature, 0, True, plan.errors)
+        ds = _positions.positioned_dataset(passes, plan.spec.signature)
+        _positions.attach(ds, passes)
+    else:
+        ds = from_generator(epochs, plan, chunk=False)
     if plan.shard is not None:  # a stream is read whole by every pipeline, each keeping its part
         ds = ds.shard(*plan.shard)
     return ds
@@ -173,7 +196,7 @@ class _IndexedEpochs:
         self.runner: Runner = plan.runner
         self.name, self.length, self.task, self.indices, self.chunk = name, length, task, indices, chunk
         self.shuffle, self.shard = plan.shuffle, plan.shard
-        self.begin, self.end = on_epoch_begin, on_epoch_end
+        self.begin_hook, self.end_hook = on_epoch_begin, on_epoch_end
         self.seed = plan.seed if plan.seed is not None else fresh_seed()
         self.epoch = 0
         self.size = length()  # the dataset's cardinality is fixed to this
@@ -197,11 +220,31 @@ class _IndexedEpochs:
             raise TfBridgeError(msg)
         return n
 
+    # -- the index-driven route (sources._positions.Feed) ---------------------------------------------------
+    def open(self, epoch: int, seed: int, position: int) -> Iterator[Any]:
+        order: Any = self.indices
+        if order is None:
+            n = self._checked_length()
+            order = np.random.default_rng([seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        if self.shard is not None:  # one permutation for all pipelines (same seed); each takes every k-th
+            order = order[self.shard[1] :: self.shard[0]]
+        stall_s = _chunks.CHUNK_MAX_WAIT_S if self.chunk else None
+        return self.runner.imap(self.task, order[position:], stall_s, seeds=(seed, epoch))
+
+    def begin(self) -> None:
+        if self.indices is None:
+            self.begin_hook()
+
+    def end(self) -> None:
+        if self.indices is None:
+            self.end_hook()
+
+    # -- the from_generator route (ragged and sparse fields) -----------------------------------------------
     def __call__(self) -> Iterator[Any]:
         epoch, self.epoch = self.epoch, self.epoch + 1
         hooks = self.indices is None
         if hooks:
-            self.begin()
+            self.begin_hook()
         order: Any = self.order(epoch, self._checked_length()) if self.indices is None else self.indices
         if self.shard is not None:  # one permutation for all pipelines (same seed); each takes every k-th
             order = order[self.shard[1] :: self.shard[0]]
@@ -213,7 +256,7 @@ class _IndexedEpochs:
                 for element in results:
                     yield to_tensors(element)
         if hooks:
-            self.end()
+            self.end_hook()
 
 
 class _Catching:
@@ -231,12 +274,52 @@ class _Catching:
 
 
 class _StreamEpochs:
-    def __init__(self, iterate: Callable[[], Iterator[Any]], conform: Conformer | None, timeout: float | None) -> None:
+    """A stream's passes: for ``from_generator`` (called once per pass) and for the index-driven route
+    (:meth:`open` at a position, reading again and dropping what comes before it)."""
+
+    chunk = False
+    count = None
+
+    def __init__(
+        self,
+        iterate: Callable[[], Iterator[Any]],
+        conform: Conformer | None,
+        timeout: float | None,
+        name: str = "the stream",
+        one_shot: bool = False,
+    ) -> None:
         self.iterate, self.conform, self.timeout = iterate, conform, timeout
+        self.name, self.one_shot = name, one_shot
 
     def __call__(self) -> Iterator[Any]:
         for element in self._elements():
             yield to_tensors(element)
+
+    def open(self, epoch: int, seed: int, position: int) -> Iterator[Any]:
+        if position and self.one_shot:
+            msg = (
+                f"cannot restore a pass over {self.name} at element {position}: it is a one-shot iterator, which "
+                "cannot be read again to find that position.\nHint: pass a generator function (the function, "
+                "not its result) or a re-iterable: a restored pass reads it again and drops the elements before "
+                "the saved position."
+            )
+            raise TfBridgeError(msg)
+        elements = self._elements()
+        for _ in range(position):  # a restored pass: read again what the saved pass had consumed
+            if next(elements, _END) is _END:
+                msg = (
+                    f"cannot restore a pass over {self.name} at element {position}: reading it again ended after "
+                    f"{_} elements.\nHint: a stream restores by reading again, which needs it to give the same "
+                    "elements each time it is read (a fixed order, no randomness without a seed)."
+                )
+                raise TfBridgeError(msg)
+        return elements
+
+    def begin(self) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
 
     def _elements(self) -> Iterator[Any]:
         from tfbridge._timeout import call_within
@@ -256,3 +339,6 @@ class _StreamEpochs:
             except StopIteration:
                 return
             yield _nest.normalize(element) if self.conform is None else self.conform(element, index)
+
+
+_END = object()

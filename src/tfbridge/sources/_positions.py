@@ -1,0 +1,356 @@
+"""Index-driven passes: the route of Python sources into tf.data whose position lives in tf.data's own state.
+
+A pass is one iterator's walk over an epoch. Its identity (epoch, a random nonce, the shuffle seed, the position
+it starts at) is the element of a one-element dataset made when the iterator first asks; inside it, a ``scan``
+holds the position of the next element, and each step asks Python (``numpy_function``) for the elements from
+that position on: a chunk of small ones, or a single big one. Everything an iterator holds is therefore native
+tf.data state, and ``tf.train.Checkpoint(iterator=...)`` saves and restores it (TensorFlow refuses to checkpoint
+``from_generator``). A restored iterator, in this process or another, asks for the position it stood at; the
+Python side, finding no pass there, opens one at that position: an indexed source computes exactly the
+elements from there on (no replay), a re-iterable stream is read again and the consumed elements dropped.
+
+Python computes ahead: a pass keeps its executor's ordered map running between steps, so workers are busy
+while TensorFlow consumes. An error ends the pass's elements; the step after the elements before it raises it
+(``take_while``, which passes the error on as it is), so nothing made before the error is lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from tfbridge import _chunks, _nest
+from tfbridge.errors import SourceError, TfBridgeError
+from tfbridge.executors._base import STALL
+from tfbridge.sources._base import _RAISED_HERE as RAISED_HERE
+from tfbridge.sources._base import _RAISED_IN_TF_DATA as RAISED_IN_TF_DATA
+
+_ENDED_KEPT = 1024  # passes remembered as ended, with where they ended
+
+
+class Feed(Protocol):
+    """What a kind of source gives the index-driven route."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def count(self) -> int | None:
+        """Elements in a pass; None: not known (a stream)."""
+        ...
+
+    @property
+    def chunk(self) -> bool:
+        """Small dense elements: many per step."""
+        ...
+
+    def open(self, epoch: int, seed: int, position: int) -> Iterator[Any]:
+        """The pass's elements from ``position`` on, as nests of numpy values; may yield ``STALL`` (when the
+        next element keeps the consumer waiting). A new pass of the dataset opens at position 0."""
+        ...
+
+    def begin(self) -> None:
+        """Before a pass's first element (the source's ``on_epoch_begin``)."""
+        ...
+
+    def end(self) -> None:
+        """After a pass's last element (the source's ``on_epoch_end``)."""
+        ...
+
+
+@dataclass(eq=False)
+class _Pass:
+    key: tuple[int, int]
+    position: int  # of the next element the pass will be asked for
+    elements: Iterator[Any]
+    held: Any = None  # an element read but not delivered (it did not fit the chunk)
+    asked: float = field(default_factory=time.monotonic)
+    busy: bool = False
+
+    def close(self) -> None:
+        close = getattr(self.elements, "close", None)
+        if close is not None:
+            close()
+
+
+class Passes:
+    """The Python side of one index-driven dataset: its passes, by (epoch, nonce), and the errors they ended with.
+
+    ``seed`` orders shuffled epochs; when the user gave none (``seed_given`` False) a restored pass's seed is
+    adopted, so the passes after it continue that run's order. The epoch counter follows restored passes too.
+    """
+
+    def __init__(self, feed: Feed, signature: Any, seed: int, seed_given: bool, errors: list[BaseException] | None):
+        import tensorflow as tf
+
+        self.feed, self.seed, self.seed_given, self.collect = feed, seed, seed_given, errors
+        self.specs = tf.nest.flatten(signature)
+        self.epoch = 0  # of the next new pass
+        self.resume_at: tuple[int, int] | None = None  # (epoch, position) the next new pass starts at
+        self.live: dict[tuple[int, int], _Pass] = {}
+        self.failed: dict[tuple[int, int], BaseException] = {}
+        # where each recent pass ended (its last step, or its error): tf.data asks a pass again after its error,
+        # and the answer must be the end, not a pass reopened there (a restored iterator asks elsewhere)
+        self.ended: OrderedDict[tuple[int, int], int] = OrderedDict()
+        self.lock = threading.Lock()
+        self.rng = np.random.default_rng()
+
+    # -- called from the graph -------------------------------------------------------------------------
+    def next_pass(self) -> np.ndarray:
+        """(epoch, nonce, seed, start) of a new pass."""
+        with self.lock:
+            epoch, start = self.resume_at if self.resume_at is not None else (self.epoch, 0)
+            self.resume_at = None
+            self.epoch = max(self.epoch, epoch + 1)
+            nonce = int(self.rng.integers(2**62))
+            return np.array([epoch, nonce, self.seed, start], np.int64)
+
+    def fetch(self, info: np.ndarray, position: np.ndarray) -> list[Any]:
+        """The step at ``position`` of the pass ``info``: [count, *leaves]; count 0 ends the pass."""
+        epoch, nonce, seed, _ = (int(v) for v in info)
+        key, at = (epoch, nonce), int(position)
+        try:
+            p = self._pass(key, epoch, seed, at)
+        except Exception as exc:
+            return self._fail(key, exc, at)
+        if p is None:  # it failed: its error is raised by the step after this one
+            return self._empty()
+        p.busy, p.asked = True, time.monotonic()
+        try:
+            group, error = self._take(p)
+            p.position += len(group)
+            if not group and error is None:  # the end of the pass
+                with self.lock:
+                    self.live.pop(key, None)
+                    self._ended(key, p.position)
+                p.close()
+                if self.feed.count is None or p.position == self.feed.count:
+                    self.feed.end()
+                return self._empty()
+        except Exception as exc:
+            group, error = [], exc
+        finally:
+            p.busy = False
+        if error is not None:
+            with self.lock:
+                self.live.pop(key, None)
+                self.failed[key] = error
+                self._ended(key, p.position)
+            p.close()
+        return self._encode(group)
+
+    def check(self, info: np.ndarray) -> np.ndarray:
+        """Raise the error the pass ``info`` ended with; False when it ended without one."""
+        key = (int(info[0]), int(info[1]))
+        with self.lock:
+            error = self.failed.pop(key, None)
+        if error is None:
+            return np.asarray(False)
+        if self.collect is not None:  # materialize raises it itself (Dataset.save hangs on an input's error)
+            self.collect.append(error)
+            return np.asarray(False)
+        if isinstance(error, SourceError):
+            text = error.args[0] if len(error.args) == 1 and isinstance(error.args[0], str) else ""
+            if text.endswith(RAISED_HERE):
+                error.args = (text[: -len(RAISED_HERE)] + RAISED_IN_TF_DATA,)
+        raise error
+
+    # -- for the Keras callback and tests ---------------------------------------------------------------
+    def start_next_at(self, epoch: int, position: int) -> None:
+        """Make the next new pass epoch ``epoch``, starting at ``position``."""
+        with self.lock:
+            self.resume_at = (int(epoch), int(position))
+
+    def close(self) -> None:
+        with self.lock:
+            passes, self.live = list(self.live.values()), {}
+        for p in passes:
+            p.close()
+
+    # -- inside ------------------------------------------------------------------------------------------
+    def _pass(self, key: tuple[int, int], epoch: int, seed: int, at: int) -> _Pass | None:
+        with self.lock:
+            if key in self.failed or self.ended.get(key) == at:
+                return None
+            p = self.live.get(key)
+            if p is not None and p.position == at and not p.busy:
+                return p
+            self.live.pop(key, None)
+            self.epoch = max(self.epoch, epoch + 1)
+            if not self.seed_given and seed != self.seed:
+                self.seed = seed  # a restored pass: the passes after it follow its run's order
+            # a new pass (at 0) closes the passes waiting between steps: usually an iterator dropped part-way
+            # (its workers go to this pass); one still in use reopens where it stands when it next asks
+            stale = [q for q in self.live.values() if not q.busy] if at == 0 else []
+            for q in stale:
+                del self.live[q.key]
+        if p is not None:
+            p.close()
+        for q in stale:
+            q.close()
+        if at == 0:
+            self.feed.begin()
+        opened = _Pass(key, at, self.feed.open(epoch, seed, at))
+        with self.lock:
+            self.live[key] = opened
+        return opened
+
+    def _fail(self, key: tuple[int, int], exc: BaseException, at: int) -> list[Any]:
+        with self.lock:
+            self.live.pop(key, None)
+            self.failed[key] = exc
+            self._ended(key, at)
+        return self._empty()
+
+    def _ended(self, key: tuple[int, int], at: int) -> None:
+        self.ended[key] = at
+        self.ended.move_to_end(key)
+        while len(self.ended) > _ENDED_KEPT:
+            self.ended.popitem(last=False)
+
+    def _take(self, p: _Pass) -> tuple[list[Any], BaseException | None]:
+        """The next elements of ``p``: up to a chunk's worth of same-shaped small ones, or one; and the error
+        that came after them."""
+        group: list[list[Any]] = []
+        shapes: list[tuple[int, ...]] | None = None
+        size, started = 0, 0.0
+        limit = _chunks.CHUNK_MAX_ELEMENTS if self.feed.chunk else 1
+        while len(group) < limit:
+            if p.held is not None:
+                element, p.held = p.held, None
+            else:
+                try:
+                    element = next(p.elements)
+                except StopIteration:
+                    break
+                except Exception as exc:
+                    return group, exc
+            if element is STALL:
+                if group:
+                    break
+                continue
+            leaves = self._leaves(element)
+            if group:
+                leaf_shapes = [leaf.shape for leaf in leaves]
+                if (
+                    leaf_shapes != shapes
+                    or size >= _chunks.CHUNK_MAX_BYTES
+                    or time.perf_counter() - started >= _chunks.CHUNK_MAX_WAIT_S
+                ):
+                    p.held = element
+                    break
+            else:
+                shapes, started = [leaf.shape for leaf in leaves], time.perf_counter()
+            group.append(leaves)
+            size += sum(_chunks.nbytes(leaf) for leaf in leaves)
+        return group, None
+
+    def _leaves(self, element: Any) -> list[Any]:
+        leaves = _nest.flatten(element)[0]
+        if len(leaves) != len(self.specs):
+            msg = (
+                f"an element of {self.feed.name} has {len(leaves)} fields where the spec has {len(self.specs)}. "
+                f"Received: {type(element).__name__}"
+            )
+            raise TfBridgeError(msg)
+        return [_chunks.as_array(leaf) for leaf in leaves]
+
+    def _encode(self, group: list[list[Any]]) -> list[Any]:
+        if not group:
+            return self._empty()
+        if not self.feed.chunk:
+            return [np.int64(1), *group[0]]
+        columns = [_chunks.stack_column(column) for column in zip(*group, strict=True)]
+        return [np.int64(len(group)), *columns]
+
+    def _empty(self) -> list[Any]:
+        lead = (0,) if self.feed.chunk else ()
+        return [np.int64(0), *(_placeholder(spec, lead) for spec in self.specs)]
+
+
+def _placeholder(spec: Any, lead: tuple[int, ...]) -> np.ndarray:
+    shape = (*lead, *(0 if d is None else d for d in spec.shape.as_list()))
+    if spec.dtype.name == "string":
+        return np.full(shape, b"", dtype=object)
+    return np.zeros(shape, spec.dtype.as_numpy_dtype)
+
+
+def positioned_dataset(passes: Passes, signature: Any) -> Any:
+    """The tf.data pipeline over ``passes``: one pass per iterator, its position in tf.data's state."""
+    import tensorflow as tf
+
+    specs = tf.nest.flatten(signature)
+    chunk = passes.feed.chunk
+    types = [tf.int64, *(s.dtype for s in specs)]
+
+    def fetch(info: Any, position: Any) -> tuple[Any, Any]:
+        out = tf.numpy_function(passes.fetch, [info, position], types, stateful=True)
+        count = tf.ensure_shape(out[0], ())
+        leaves = [
+            tf.ensure_shape(leaf, ([None] if chunk else []) + s.shape.as_list())
+            for leaf, s in zip(out[1:], specs, strict=True)
+        ]
+        return position + count, (count, tuple(leaves))
+
+    def one_pass(info: Any) -> Any:
+        steps = tf.data.Dataset.from_tensors(0).repeat().scan(info[3], lambda position, _: fetch(info, position))
+
+        def go_on(count: Any, leaves: Any) -> Any:
+            return tf.cond(
+                count > 0,
+                lambda: tf.constant(True),
+                lambda: tf.ensure_shape(tf.numpy_function(passes.check, [info], tf.bool, stateful=True), ()),
+            )
+
+        steps = steps.take_while(go_on)
+        if chunk:
+            return steps.flat_map(
+                lambda _, leaves: tf.data.Dataset.from_tensor_slices(tf.nest.pack_sequence_as(signature, list(leaves)))
+            )
+        return steps.map(lambda _, leaves: tf.nest.pack_sequence_as(signature, list(leaves)))
+
+    first = tf.data.Dataset.from_tensors(np.int64(0)).map(
+        lambda _: tf.ensure_shape(tf.numpy_function(lambda: passes.next_pass(), [], tf.int64, stateful=True), (4,))
+    )
+    ds = first.flat_map(one_pass)
+    options = tf.data.Options()
+    # the Python steps are stateful; their state is the position tf.data holds, so a checkpoint may leave them out
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    return ds.with_options(options)
+
+
+_PASSES = "_tfbridge_passes"
+
+
+def attach(dataset: Any, passes: Passes) -> None:
+    """Record on ``dataset`` the Python side of its passes (the Keras callback finds it from a dataset built on
+    it: see :func:`passes_in`)."""
+    setattr(dataset, _PASSES, passes)
+
+
+def passes_in(dataset: Any) -> list[Passes]:
+    """The index-driven passes a dataset reads, looking through the steps built on them."""
+    found: list[Passes] = []
+    seen: set[int] = set()
+    stack = [dataset]
+    while stack:
+        ds = stack.pop()
+        if id(ds) in seen:
+            continue
+        seen.add(id(ds))
+        passes = getattr(ds, _PASSES, None)
+        if isinstance(passes, Passes) and passes not in found:
+            found.append(passes)
+        inputs = getattr(ds, "_inputs", None)
+        if callable(inputs):
+            try:
+                stack.extend(inputs())
+            except Exception:  # a dataset kind that does not say its inputs: nothing to find there
+                continue
+    return found

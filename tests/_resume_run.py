@@ -1,0 +1,73 @@
+"""Run in a subprocess by tests/test_resume.py: build one of the CASES, then either read part of a pass, save the
+iterator with tf.train.Checkpoint and go on reading (``save``), or restore that checkpoint into a new iterator
+in this new process and read what follows (``restore``). Prints one JSON line: what was read."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np
+import tensorflow as tf
+from _resume_sources import Augmented, Records, Scalars, Tokens
+
+import tfbridge as tb
+
+
+def _ctx() -> Any:
+    return tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
+
+
+CASES = {
+    "serial-shuffled-batches": lambda: tb.to_dataset(
+        Records(203), executor="serial", shuffle=True, seed=7, batch_size=8
+    ),
+    "thread-shuffled-batches": lambda: tb.to_dataset(
+        Records(203), executor="thread", workers=3, shuffle=True, seed=7, batch_size=8
+    ),
+    "process-shuffled-augmented": lambda: tb.to_dataset(
+        Augmented(90), executor="process", workers=2, shuffle=True, seed=11, batch_size=4
+    ),
+    "process-unbatched": lambda: tb.to_dataset(Records(40), executor="process", workers=2),
+    "shuffled-without-seed": lambda: tb.to_dataset(Records(120), executor="serial", shuffle=True, batch_size=4),
+    "label": lambda: tb.to_dataset(Records(97), label="y", executor="thread", shuffle=True, seed=3, batch_size=5),
+    "input-context": lambda: tb.to_dataset(
+        Records(150), executor="serial", shuffle=True, seed=5, batch_size=4, input_context=_ctx()
+    ),
+    "chunked-scalars": lambda: tb.to_dataset(Scalars(5000), executor="serial", shuffle=True, seed=2),
+    "pad-batch": lambda: tb.pad_batch(
+        tb.to_dataset(Tokens(150), batched=False, shuffle=True, seed=9, executor="serial"), 8
+    ),
+    "pad-batch-buckets": lambda: tb.pad_batch(
+        tb.to_dataset(Tokens(150), batched=False, shuffle=True, seed=9, executor="serial"), 8, buckets=[4, 8, 12]
+    ),
+}
+
+
+def _plain(batch: Any) -> Any:
+    return tf.nest.map_structure(lambda t: np.asarray(t).tolist(), batch)
+
+
+def main() -> None:
+    case, phase, path, at = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    ds = CASES[case]()
+    out: dict[str, Any] = {}
+    it = iter(ds)
+    ckpt = tf.train.Checkpoint(iterator=it)
+    if phase == "save":
+        out["before"] = [_plain(next(it)) for _ in range(at)]
+        ckpt.write(path)
+    else:
+        ckpt.read(path).assert_consumed()
+    out["rest"] = [_plain(b) for b in it]
+    out["later"] = [[_plain(b) for b in ds] for _ in range(2)]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""tb.resume_callback: a 3-epoch model.fit SIGKILLed at several points (mid-epoch, on the first batch after an
+epoch's end, on the last batch) and started again with the same command each time trains, across all its runs,
+exactly the batches of one uninterrupted run, in order, and ends with the same weights."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tfbridge as tb
+
+HERE = Path(__file__).resolve().parent
+_RUN_TIMEOUT_S = 180
+
+
+def _fit(tmp: Path, name: str, kill_at: int, executor: str, save_freq: int = 3) -> int:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]))
+    args = [str(tmp / f"{name}-backup"), str(tmp / f"{name}.txt"), str(kill_at), str(tmp / f"{name}.npy")]
+    done = subprocess.run(
+        [sys.executable, str(HERE / "_resume_fit.py"), *args, executor, str(save_freq)],
+        capture_output=True,
+        text=True,
+        timeout=_RUN_TIMEOUT_S,
+        env=env,
+        check=False,
+    )
+    assert done.returncode in (0, -9), done.stderr[-3000:]
+    return done.returncode
+
+
+def _trained(path: Path) -> dict[int, list[int]]:
+    """Optimizer step -> the example ids trained at it; a step trained again after a restart counts as its
+    last training (the restart restored the weights from before it)."""
+    out: dict[int, list[int]] = {}
+    for line in path.read_text().splitlines():
+        step, *ids = (int(v) for v in line.split())
+        out[step] = ids
+    return out
+
+
+@pytest.mark.timeout(8 * _RUN_TIMEOUT_S)
+@pytest.mark.parametrize("executor", ["serial", "process"])
+def test_a_fit_killed_at_five_points_and_restarted_each_time_trains_exactly_the_uninterrupted_batches(
+    executor: str, tmp_path: Path
+) -> None:
+    assert _fit(tmp_path, "whole", -1, executor) == 0
+    whole = _trained(tmp_path / "whole.txt")
+    assert sorted(whole) == list(range(30)), "3 epochs of 10 batches"
+    for epoch in range(3):
+        ids = [i for step in range(epoch * 10, epoch * 10 + 10) for i in whole[step]]
+        assert sorted(ids) == list(range(40)), "each epoch every example once"
+    for kill_at in (5, 10, 13, 20, 29):  # mid-epoch; first batch after an epoch's end; ...; the last batch
+        assert _fit(tmp_path, "killed", kill_at, executor) == -9, f"the run reached step {kill_at} and was killed"
+    assert _fit(tmp_path, "killed", -1, executor) == 0
+    assert _trained(tmp_path / "killed.txt") == whole
+    np.testing.assert_allclose(np.load(tmp_path / "killed.npy"), np.load(tmp_path / "whole.npy"), rtol=1e-6)
+    assert not (tmp_path / "killed-backup").exists(), "the backup goes once fit ends"
+
+
+def test_resume_callback_refuses_what_is_not_a_dataset() -> None:
+    with pytest.raises(tb.TfBridgeError, match=r"resume_callback needs the tf.data.Dataset given to model.fit"):
+        tb.resume_callback([1, 2, 3], "/tmp/unused")
+
+
+def test_resume_callback_refuses_a_save_freq_that_is_not_a_positive_int() -> None:
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.range(4)
+    with pytest.raises(tb.TfBridgeError, match=r"save_freq must be .*\nHint: pass save_freq='epoch'"):
+        tb.resume_callback(ds, "/tmp/unused", save_freq=0)
