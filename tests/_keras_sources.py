@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from typing import Any
 
 import keras
@@ -95,3 +96,33 @@ class WritesIntoArray(HoldsArrays):
     def __getitem__(self, index: int) -> Any:
         self.big[index] = 0
         return self.big[index].copy()
+
+
+_LOCK = threading.Lock()  # a module global that does not pickle: the light copy cannot take it along
+
+
+class UsesModuleLock(PyDataset):
+    """Its __getitem__ uses an unpicklable module global: the light copy fails, the source travels as before."""
+
+    def __len__(self) -> int:
+        return 3
+
+    def __getitem__(self, index: int) -> Any:
+        with _LOCK:
+            return {"x": np.full((2,), index, np.int64), "keras": np.array("keras" in sys.modules)}
+
+
+class Slotted(PyDataset):
+    """A class with __slots__: no light copy is made."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 2
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> Any:
+        return {"x": np.full((2,), index, np.int64)}
