@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 import time
-import warnings
 from typing import Any
 
 import _keras_sources as ks
@@ -295,16 +293,33 @@ def test_a_task_with_shared_arrays_loaded_without_its_files_says_so() -> None:
         dump.release()
 
 
-def test_warnings_of_the_stand_in_do_not_reach_the_main_process() -> None:
-    # a light copy that warns (PyDataset.__init__ not called) still gives its elements
-    bare = ks.NumpyBatches.__new__(ks.NumpyBatches)
-    bare.n, bare.rows = 2, 1
+def test_a_source_that_never_called_the_base_init_still_works() -> None:
+    bare = ks.Shuffled.__new__(ks.Shuffled)  # PyDataset.__init__ never ran: `workers` warns and says 1, as in Keras
+    bare.n, bare.rows, bare.order = 2, 1, np.array([1, 0])
     ex = ProcessExecutor(1)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            got = list(ex.imap(_task(bare), range(2)))
+        got = list(ex.imap(_task(bare), range(2)))
     finally:
         ex.close()
-    assert [float(e["x"][0]) for e in got] == [0.0, 3.0]
-    assert sys.modules["_keras_sources"] is ks
+    with pytest.warns(UserWarning):
+        expected = _serial(bare, 2)
+    for element, want in zip(got, expected, strict=True):
+        assert element["meta"].tolist() == want["meta"].tolist() == [1, 2, 10]
+        np.testing.assert_array_equal(element["x"], want["x"])
+
+
+def test_a_forked_child_closes_its_copies_of_the_shared_array_files() -> None:
+    ex = ProcessExecutor(1)
+    try:
+        list(ex.imap(_task(ks.HoldsArrays(_big())), range(2)))
+        assert len(_array_fds()) == 2
+        pid = os.fork()
+        if pid == 0:  # the child: the fork handler let go of the parent's pools and files
+            os._exit(0 if not _array_fds() else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the forked child kept the shared array files open"
+        assert len(_array_fds()) == 2, "the parent's files are untouched"
+        got = list(ex.imap(_task(ks.HoldsArrays(_big())), range(2)))
+        assert got[1]["row"][0] == 64000.0
+    finally:
+        ex.close()

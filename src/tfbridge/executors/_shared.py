@@ -33,7 +33,7 @@ _SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_
 
 @dataclass(frozen=True)
 class SharedArray:
-    """The persistent id of a shared array in a task's pickle: which of the files sent with the task holds it,
+    """What a task's pickle holds for a shared array: which of the files sent with the task holds it,
     and how to read it. ``inode`` tells the file apart from any other (a changed array gets a new file, so the
     task's pickle changes and workers receive it again)."""
 

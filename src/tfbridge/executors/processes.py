@@ -2,8 +2,11 @@
 
 Workers are fresh interpreters (``python -m tfbridge.executors._worker``), so neither a forked TensorFlow nor
 the user's unguarded ``__main__`` is ever re-run; the task (source + conformer) travels with cloudpickle, so
-sources defined in ``__main__`` or a notebook work. Results come back in order; their big arrays come through a
-ring of shared memory slots (one per element in flight), copied out once in the main process.
+sources defined in ``__main__`` or a notebook work. A Keras PyDataset travels as a light copy that needs no Keras
+in the worker (``_light``), and numpy arrays of 16 MB or more in the task are shared read-only with the workers
+through memory files passed with the task, not copied into each (``_shared``). Results come back in order;
+their big arrays come through a ring of shared memory slots (one per element in flight), copied out once in the
+main process.
 
 The pool lives as long as the executor: it starts on first use, survives between epochs, and is closed when the
 dataset that owns it is garbage collected (or the interpreter exits). At each epoch the task is sent again when
