@@ -293,7 +293,14 @@ def resume_callback(dataset: Any, backup_dir: str | Any, *, save_freq: int | Lit
     ``dataset`` must be one tfbridge built from an indexed source (``to_dataset``, ``pad_batch``; also with
     steps added after it), or any tf.data pipeline TensorFlow can checkpoint. Batches trained after the last
     save are trained again after a restart (``save_freq=1`` saves after every batch). Keras's own
-    ``BackupAndRestore`` restarts an interrupted epoch from its first batch instead.
+    ``BackupAndRestore`` restarts an interrupted epoch from its first batch instead. The model must be built
+    before ``fit`` (call it on a batch), as for ``BackupAndRestore``.
+
+    Example::
+
+        ds = tb.to_dataset(train_seq, shuffle=True, seed=1)
+        model(next(iter(ds))[0])                       # built before fit
+        model.fit(ds, epochs=10, callbacks=[tb.resume_callback(ds, "/ckpt/run1", save_freq=200)])
     """
     import keras
 

@@ -23,6 +23,7 @@ import pickle
 import random
 import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -101,9 +102,10 @@ def _own_rss_bytes() -> int:
 
 
 def serve(conn: Connection) -> None:
-    from tfbridge.errors import TfBridgeError
+    from tfbridge.errors import SourceError
+    from tfbridge.executors._shared import READ_ONLY_HINT, is_read_only_write, loads_task
     from tfbridge.executors._shm import SlotMap, dumps_result
-    from tfbridge.sources._base import remote_error
+    from tfbridge.sources._base import remote_error, source_error
 
     hello = pickle.loads(conn.recv_bytes())
     sys.path[:] = hello["sys_path"]
@@ -112,6 +114,7 @@ def serve(conn: Connection) -> None:
     slots = [SlotMap(fd) for fd in hello["slot_fds"]]
     max_rss: int | None = hello.get("max_rss")
     task: Any = None
+    shared = False  # the task holds arrays shared read-only with this process
     seeder: _Seeder | None = None
     conn.send_bytes(pickle.dumps(("ready", os.getpid())))
     while True:
@@ -126,9 +129,17 @@ def serve(conn: Connection) -> None:
             import cloudpickle  # noqa: F401  (cloudpickle output loads with plain pickle once importable)
 
             try:
-                task = pickle.loads(message[1])
+                fds = _receive_fds(conn, message[2])
+            except (EOFError, OSError):
+                return
+            try:
+                task = loads_task(message[1], fds)
             except Exception as exc:  # the source does not unpickle here: every element fails with it
                 task = _Broken(exc)
+            finally:
+                for fd in fds:  # the arrays' mappings keep what they need
+                    os.close(fd)
+            shared = bool(fds)
             continue
         if kind == "seed":
             seeder = _Seeder(message[1], message[2])
@@ -139,16 +150,37 @@ def serve(conn: Connection) -> None:
                 seeder(index)
             value = task(index)
             reply: tuple[Any, ...] = ("ok", index, dumps_result(value, slots[slot], slot))
-        except TfBridgeError as exc:
-            reply = ("err", index, _picklable(remote_error(exc, index), index))
         except Exception as exc:
-            reply = ("err", index, _picklable(remote_error(exc, index), index))
+            cause = exc.__cause__ if isinstance(exc, SourceError) and exc.__cause__ is not None else exc
+            if shared and is_read_only_write(cause):  # the source wrote into an array shared read-only
+                error: BaseException = source_error(cause, index, remote=True, hint=READ_ONLY_HINT)
+            else:
+                error = remote_error(exc, index)
+            reply = ("err", index, _picklable(error, index))
         # the last field asks to be replaced: it grew past max_worker_rss (it still serves what it was sent)
         reply = (*reply, max_rss is not None and _own_rss_bytes() > max_rss)
         try:
             conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
         except (EOFError, OSError):
             return
+
+
+def _receive_fds(conn: Connection, count: int) -> list[int]:
+    """The ``count`` descriptors the main process passes right after a task message (SCM_RIGHTS), not
+    inheritable here; EOFError when the main process went away."""
+    if not count:
+        return []
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=conn.fileno())
+    try:
+        sock.setblocking(True)
+        data, fds, flags, _ = socket.recv_fds(sock, 1, count, socket.MSG_CMSG_CLOEXEC)
+    finally:
+        sock.detach()
+    if data != b"F" or len(fds) != count or flags & socket.MSG_CTRUNC:
+        for fd in fds:
+            os.close(fd)
+        raise EOFError
+    return fds
 
 
 class _Broken:

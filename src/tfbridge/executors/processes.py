@@ -2,8 +2,11 @@
 
 Workers are fresh interpreters (``python -m tfbridge.executors._worker``), so neither a forked TensorFlow nor
 the user's unguarded ``__main__`` is ever re-run; the task (source + conformer) travels with cloudpickle, so
-sources defined in ``__main__`` or a notebook work. Results come back in order; their big arrays come through a
-ring of shared memory slots (one per element in flight), copied out once in the main process.
+sources defined in ``__main__`` or a notebook work. A Keras PyDataset travels as a light copy that needs no Keras
+in the worker (``_light``), and numpy arrays of 16 MB or more in the task are shared read-only with the workers
+through memory files passed with the task, not copied into each (``_shared``). Results come back in order;
+their big arrays come through a ring of shared memory slots (one per element in flight), copied out once in the
+main process.
 
 The pool lives as long as the executor: it starts on first use, survives between epochs, and is closed when the
 dataset that owns it is garbage collected (or the interpreter exits). At each epoch the task is sent again when
@@ -50,6 +53,8 @@ from tfbridge._checks import worker_died_hint
 from tfbridge.errors import SourceError, TfBridgeError, WorkerDiedError
 from tfbridge.executors._base import IN_FLIGHT_PER_WORKER, STALL, Task, timeout_error
 from tfbridge.executors._inbox import CorruptMessage, Inbox, bound_sends
+from tfbridge.executors._light import keras_base, light_reduce, user_module
+from tfbridge.executors._shared import Dump, SharedArrays, wants_sharing
 from tfbridge.executors._shm import RecentNeed, SlotMap, create_slot, loads_result
 
 _LEASED_SLOTS = 8  # results handed to TensorFlow without a copy, alive at once (prefetch buffers hold some)
@@ -58,12 +63,28 @@ _WORKER_JOIN_TIMEOUT_S = 5.0
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
 
 
+_LIGHT = True  # light copies of Keras sources and shared big arrays (False: plain cloudpickle, for comparisons)
+_BY_VALUE_LOCK = threading.Lock()  # one dump at a time registers modules with cloudpickle (see _TaskPickler)
+
+
 def dumps_task(task: Task) -> bytes:
-    """The task as bytes for worker processes; TfBridgeError saying why when it does not pickle."""
+    """The task as bytes for worker processes (or Ray tasks); TfBridgeError saying why when it does not pickle.
+    A Keras PyDataset travels as its light copy (see ``_light``); big arrays travel inside the bytes."""
+    return _dump(task, None)[0]
+
+
+def _dump(task: Task, store: SharedArrays | None) -> tuple[bytes, Dump | None]:
+    """The task's bytes and, with ``store``, the shared arrays it uses (see ``_shared``): the light way first;
+    when that fails, as plain cloudpickle does (the light copy never makes a source fail that pickles)."""
+    if _LIGHT:
+        dump = Dump(store) if store is not None else None
+        try:
+            return _pickle(task, light=True, dump=dump), dump
+        except Exception:
+            if dump is not None:
+                dump.release()
     try:
-        with io.BytesIO() as out:
-            _task_pickler()(out, protocol=pickle.HIGHEST_PROTOCOL).dump(task)
-            payload = out.getvalue()
+        return _pickle(task, light=False, dump=None), None
     except Exception as exc:
         msg = (
             f"the source cannot be sent to worker processes: {type(exc).__name__}: {exc}\n"
@@ -71,15 +92,36 @@ def dumps_task(task: Task) -> bytes:
             "the source, e.g. create them lazily in __getitem__."
         )
         raise TfBridgeError(msg) from exc
-    return payload
+
+
+def _pickle(task: Task, light: bool, dump: Dump | None) -> bytes:
+    import cloudpickle
+
+    with io.BytesIO() as out:
+        pickler = _task_pickler()(out, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.light, pickler.dump_arrays = light, dump
+        if not light:
+            pickler.dump(task)
+            return out.getvalue()
+        with _BY_VALUE_LOCK:
+            try:
+                pickler.dump(task)
+            finally:
+                for module in pickler.by_value:
+                    cloudpickle.unregister_pickle_by_value(module)
+        return out.getvalue()
 
 
 @functools.cache
-def _task_pickler() -> type[pickle.Pickler]:
+def _task_pickler() -> type[Any]:
     """cloudpickle's Pickler, keeping the file name of code it sends by value (classes and functions of
     ``__main__`` or a notebook): cloudpickle writes ``<dynamic-code>`` instead, and a traceback from a worker
     would then name no file. With the name the traceback gives the user's file and line, and the source line
-    where the file can be read."""
+    where the file can be read.
+
+    With ``light``, a user's class below a Keras base travels as its light copy, its module pickled by value for
+    the rest of the dump (registered with cloudpickle, unregistered after: the caller holds ``_BY_VALUE_LOCK``);
+    with ``dump_arrays``, big numpy arrays travel as shared memory."""
     import cloudpickle
 
     reduce_code = cloudpickle.Pickler.dispatch_table[types.CodeType]
@@ -90,6 +132,25 @@ def _task_pickler() -> type[pickle.Pickler]:
 
     class TaskPickler(cloudpickle.Pickler):  # type: ignore[misc]
         dispatch_table: ClassVar[Any] = ChainMap({types.CodeType: keep_file_name}, cloudpickle.Pickler.dispatch_table)
+        light = False
+        dump_arrays: Dump | None = None
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.by_value: list[types.ModuleType] = []
+
+        def reducer_override(self, obj: Any) -> Any:
+            if self.dump_arrays is not None and wants_sharing(obj):
+                return self.dump_arrays.reduce(obj)
+            if self.light and isinstance(obj, type):
+                base = keras_base(obj)
+                if base is not None:
+                    module = user_module(obj)
+                    if module is not None and module.__name__ not in cloudpickle.list_registry_pickle_by_value():
+                        cloudpickle.register_pickle_by_value(module)
+                        self.by_value.append(module)
+                    return light_reduce(obj, base)
+            return super().reducer_override(obj)
 
     return TaskPickler
 
@@ -165,6 +226,18 @@ class _Worker:
             )
             msg = f"worker process {self.wid} (pid {self.proc.pid}) {self.death()} {when}.\n{worker_died_hint()}"
             raise WorkerDiedError(msg, index=index) from None
+
+    def send_fds(self, fds: list[int]) -> None:
+        """Pass ``fds`` to the worker (SCM_RIGHTS), right after the message that says how many follow."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=self.conn.fileno())
+        try:
+            sock.setblocking(True)  # as the connection is (a default socket timeout would have changed it)
+            socket.send_fds(sock, [b"F"], fds)
+        except OSError:
+            msg = f"worker process {self.wid} (pid {self.proc.pid}) {self.death()} while receiving the task.\n"
+            raise WorkerDiedError(msg + worker_died_hint()) from None
+        finally:
+            sock.detach()  # the connection keeps its descriptor
 
     def death(self) -> str:
         try:
@@ -261,7 +334,9 @@ class _Pool:
     ) -> None:
         self.size, self.in_flight, self.timeout = workers, in_flight, timeout
         self.max_elements, self.max_rss = max_elements, max_rss  # when a worker is replaced by a fresh one
-        self.task: tuple[bytes, bytes] | None = None  # (payload, digest) of the current pass, for new workers
+        # (payload, digest, shared arrays) of the current pass, for new workers; the arrays' files stay open while
+        # it is current
+        self.task: tuple[bytes, bytes, Dump | None] | None = None
         self.seed_message: tuple[str, int, int] | None = None
         self.workers: list[_Worker] = []
         self.slot_fds: list[int] = []
@@ -304,6 +379,7 @@ class _Pool:
             slot.close()
         for fd in self.slot_fds:
             os.close(fd)  # mappings still viewed by live arrays stay valid; the memory goes with them
+        self._drop_task()
         self.slots, self.slot_fds, self.free = [], [], deque()
 
     def kill(self) -> None:
@@ -323,6 +399,7 @@ class _Pool:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.workers, self.slots, self.slot_fds, self.free = [], [], [], deque()
+        self.task = None  # its shared arrays' files are closed by the executor's store (SharedArrays.disown)
         self.generation += 1
 
     def wait_for_pass(self, timeout: float) -> None:
@@ -334,20 +411,31 @@ class _Pool:
     def pids(self) -> list[int]:
         return [w.proc.pid for w in self.workers]
 
-    def prepare(self, payload: bytes, seed: int, epoch: int) -> None:
+    def prepare(self, payload: bytes, dump: Dump | None, seed: int, epoch: int) -> None:
         """Send the task to each worker that does not hold it yet, and this pass's seed and epoch to every worker
-        (each seeds every element from ``(seed, epoch, index)``). Workers due for replacement are replaced first."""
-        self.task = (payload, hashlib.sha256(payload).digest())
+        (each seeds every element from ``(seed, epoch, index)``). Workers due for replacement are replaced first.
+        ``dump``: the shared arrays the task uses (now the pool's to release)."""
+        self._drop_task()
+        self.task = (payload, hashlib.sha256(payload).digest(), dump)
         self.seed_message = ("seed", seed, epoch)
         self.recycle()
         for w in self.workers:
             self._brief(w)
 
+    def _drop_task(self) -> None:
+        """Forget the current task; the files of its shared arrays close unless another task uses them."""
+        task, self.task = self.task, None
+        if task is not None and task[2] is not None:
+            task[2].release()
+
     def _brief(self, w: _Worker) -> None:
         assert self.task is not None and self.seed_message is not None
-        payload, digest = self.task
+        payload, digest, dump = self.task
         if w.task_digest != digest:
-            w.send(("task", payload))
+            fds = dump.fds if dump is not None else []
+            w.send(("task", payload, len(fds)))
+            if fds:
+                w.send_fds(fds)
             w.task_digest = digest
         w.send(self.seed_message)
 
@@ -584,6 +672,7 @@ class ProcessExecutor:
         # a SeedSequence made without entropy draws an int
         self.seed = seed if seed is not None else int(cast(int, np.random.SeedSequence().entropy) % (2**63))
         self._pools = [self._new_pool()]  # workers start on a pool's first pass
+        self._shared = SharedArrays()  # big arrays of the tasks, shared with every pool's workers
         # guards the list, the choice of a pool and the epoch count; reentrant: a pass dropped by the garbage
         # collector releases its pool in whichever thread the collection runs, maybe one inside _acquire
         self._pools_lock = threading.RLock()
@@ -602,6 +691,7 @@ class ProcessExecutor:
         parent's workers. A pass the child runs starts workers of its own."""
         for pool in self._pools:
             pool.disown()
+        self._shared.disown()
         self._pools = [self._new_pool()]
         self._pools_lock = threading.RLock()  # another thread of the parent may have held it: not ours to wait on
 
@@ -697,7 +787,8 @@ class ProcessExecutor:
                 pool.shutdown()
                 pool.start()
             seed, epoch = seeds if seeds is not None else (self.seed, epoch)
-            pool.prepare(dumps_task(task), seed, epoch)
+            payload, dump = _dump(task, self._shared)
+            pool.prepare(payload, dump, seed, epoch)
             yield from pool.run(list(indices), stall_s)
         except BaseException:
             pool.shutdown()  # a broken pool is never reused; the next pass starts a fresh one

@@ -198,15 +198,19 @@ _RAISED_HERE = "\nHint: the source's own code raised this (traceback above)."
 _RAISED_IN_TF_DATA = "\nHint: the source's own code raised this (traceback below)."
 
 
-def source_error(exc: BaseException, index: int | None, *, remote: bool = False) -> SourceError:
+def source_error(
+    exc: BaseException, index: int | None, *, remote: bool = False, hint: str | None = None
+) -> SourceError:
     """SourceError for ``exc``. In-process the original is chained (``raise ... from exc``) so its traceback
     prints with it, above this error (``TfDataEpochs`` says below when the error reaches the user inside
-    TensorFlow's); from another process (``remote=True``) the traceback text goes into the message."""
+    TensorFlow's); from another process (``remote=True``) the traceback text goes into the message, after
+    ``hint`` when one is given."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     where = f"element {index}" if index is not None else "the source"
     msg = f"{where}: {type(exc).__name__}: {exc}{_RAISED_HERE}"
     if remote:
-        msg = f"{where}: {type(exc).__name__}: {exc}\nHint: the source's own code raised this; its traceback:\n{tb}"
+        said = f"{hint}\nThe source's own code raised this" if hint else "the source's own code raised this"
+        msg = f"{where}: {type(exc).__name__}: {exc}\nHint: {said}; its traceback:\n{tb}"
     return SourceError(msg, index=index, traceback=tb)
 
 

@@ -30,6 +30,7 @@ from tfbridge.errors import SourceError, TfBridgeError
 from tfbridge.executors._base import STALL
 from tfbridge.sources._base import _RAISED_HERE as RAISED_HERE
 from tfbridge.sources._base import _RAISED_IN_TF_DATA as RAISED_IN_TF_DATA
+from tfbridge.validate import RaggedParts, SparseParts
 
 _ENDED_KEPT = 1024  # passes remembered as ended, with where they ended
 
@@ -252,6 +253,8 @@ class Passes:
         return group, None
 
     def _leaves(self, element: Any) -> list[Any]:
+        """The components of ``element``'s fields: a dense field's array; a ragged field's flat values and row
+        splits; a sparse field's indices, values and dense shape."""
         leaves = _nest.flatten(element)[0]
         if len(leaves) != len(self.specs):
             msg = (
@@ -259,7 +262,16 @@ class Passes:
                 f"Received: {type(element).__name__}"
             )
             raise TfBridgeError(msg)
-        return [_chunks.as_array(leaf) for leaf in leaves]
+        out: list[Any] = []
+        for leaf in leaves:
+            if isinstance(leaf, RaggedParts):
+                out.append(leaf.flat_values)
+                out.extend(np.asarray(splits, np.int64) for splits in leaf.nested_row_splits)
+            elif isinstance(leaf, SparseParts):
+                out += [np.asarray(leaf.indices, np.int64), leaf.values, np.asarray(leaf.dense_shape, np.int64)]
+            else:
+                out.append(_chunks.as_array(leaf))
+        return out
 
     def _encode(self, group: list[list[Any]]) -> list[Any]:
         if not group:
@@ -270,15 +282,57 @@ class Passes:
         return [np.int64(len(group)), *columns]
 
     def _empty(self) -> list[Any]:
-        lead = (0,) if self.feed.chunk else ()
-        return [np.int64(0), *(_placeholder(spec, lead) for spec in self.specs)]
+        lead: list[int | None] = [0] if self.feed.chunk else []
+        return [np.int64(0), *(_placeholder(dtype, lead + shape) for dtype, shape in _components(self.specs))]
 
 
-def _placeholder(spec: Any, lead: tuple[int, ...]) -> np.ndarray:
-    shape = (*lead, *(0 if d is None else d for d in spec.shape.as_list()))
-    if spec.dtype.name == "string":
-        return np.full(shape, b"", dtype=object)
-    return np.zeros(shape, spec.dtype.as_numpy_dtype)
+def _components(specs: list[Any]) -> list[tuple[Any, list[int | None]]]:
+    """(dtype, shape) of each component of each field: what a step's numpy_function returns after the count."""
+    import tensorflow as tf
+
+    out: list[tuple[Any, list[int | None]]] = []
+    for spec in specs:
+        shape = spec.shape.as_list()
+        if isinstance(spec, tf.RaggedTensorSpec):
+            rank = spec.ragged_rank
+            out.append((spec.dtype, [None, *shape[rank + 1 :]]))
+            out.append((tf.int64, [None if shape[0] is None else shape[0] + 1]))
+            out.extend((tf.int64, [None]) for _ in range(rank - 1))
+        elif isinstance(spec, tf.SparseTensorSpec):
+            out += [(tf.int64, [None, len(shape)]), (spec.dtype, [None]), (tf.int64, [len(shape)])]
+        else:
+            out.append((spec.dtype, shape))
+    return out
+
+
+def _assemble(specs: list[Any], parts: list[Any]) -> list[Any]:
+    """The fields of an element from their components (see :func:`_components`)."""
+    import tensorflow as tf
+
+    out: list[Any] = []
+    at = 0
+    for spec in specs:
+        if isinstance(spec, tf.RaggedTensorSpec):
+            rank = spec.ragged_rank
+            flat, splits = parts[at], list(parts[at + 1 : at + 1 + rank])
+            out.append(tf.RaggedTensor.from_nested_row_splits(flat, splits, validate=False))
+            at += 1 + rank
+        elif isinstance(spec, tf.SparseTensorSpec):
+            sparse = tf.SparseTensor(parts[at], parts[at + 1], parts[at + 2])
+            sparse.set_shape(spec.shape)
+            out.append(sparse)
+            at += 3
+        else:
+            out.append(parts[at])
+            at += 1
+    return out
+
+
+def _placeholder(dtype: Any, shape: list[int | None]) -> np.ndarray:
+    sizes = tuple(0 if d is None else d for d in shape)
+    if dtype.name == "string":
+        return np.full(sizes, b"", dtype=object)
+    return np.zeros(sizes, dtype.as_numpy_dtype)
 
 
 def positioned_dataset(passes: Passes, signature: Any) -> Any:
@@ -286,22 +340,26 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
     import tensorflow as tf
 
     specs = tf.nest.flatten(signature)
+    components = _components(specs)
     chunk = passes.feed.chunk
-    types = [tf.int64, *(s.dtype for s in specs)]
+    types = [tf.int64, *(dtype for dtype, _ in components)]
 
     def fetch(info: Any, position: Any) -> tuple[Any, Any]:
         out = tf.numpy_function(passes.fetch, [info, position], types, stateful=True)
         count = tf.ensure_shape(out[0], ())
-        leaves = [
-            tf.ensure_shape(leaf, ([None] if chunk else []) + s.shape.as_list())
-            for leaf, s in zip(out[1:], specs, strict=True)
+        parts = [
+            tf.ensure_shape(part, ([None] if chunk else []) + shape)
+            for part, (_, shape) in zip(out[1:], components, strict=True)
         ]
-        return position + count, (count, tuple(leaves))
+        return position + count, (count, tuple(parts))
+
+    def element(_: Any, parts: Any) -> Any:
+        return tf.nest.pack_sequence_as(signature, _assemble(specs, list(parts)))
 
     def one_pass(info: Any) -> Any:
         steps = tf.data.Dataset.from_tensors(0).repeat().scan(info[3], lambda position, _: fetch(info, position))
 
-        def go_on(count: Any, leaves: Any) -> Any:
+        def go_on(count: Any, parts: Any) -> Any:
             return tf.cond(
                 count > 0,
                 lambda: tf.constant(True),
@@ -309,11 +367,9 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
             )
 
         steps = steps.take_while(go_on)
-        if chunk:
-            return steps.flat_map(
-                lambda _, leaves: tf.data.Dataset.from_tensor_slices(tf.nest.pack_sequence_as(signature, list(leaves)))
-            )
-        return steps.map(lambda _, leaves: tf.nest.pack_sequence_as(signature, list(leaves)))
+        if chunk:  # dense fields only
+            return steps.flat_map(lambda count, parts: tf.data.Dataset.from_tensor_slices(element(count, parts)))
+        return steps.map(element)
 
     first = tf.data.Dataset.from_tensors(np.int64(0)).map(
         lambda _: tf.ensure_shape(tf.numpy_function(lambda: passes.next_pass(), [], tf.int64, stateful=True), (4,))

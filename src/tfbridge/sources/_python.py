@@ -123,10 +123,8 @@ def build_indexed(
     on_epoch_begin: Callable[[], None],
     on_epoch_end: Callable[[], None],
 ) -> Any:
-    """The dataset of an indexed source: ``indices`` (None: every index, with epoch hooks) through the runner.
-
-    Dense elements take the index-driven route (its position in tf.data's state: checkpointable); ragged and
-    sparse ones enter through ``from_generator``."""
+    """The dataset of an indexed source: ``indices`` (None: every index, with epoch hooks) through the runner, on
+    the index-driven route (its position in tf.data's state: checkpointable)."""
     import tensorflow as tf
 
     from tfbridge.sources import _positions
@@ -137,7 +135,7 @@ def build_indexed(
         plan.spec, plan.bytes_per_element, plan.seconds_per_element / workers
     )
     epochs = _IndexedEpochs(plan, name, length, task, indices, chunk, on_epoch_begin, on_epoch_end)
-    if POSITIONED and all(leaf.kind == "dense" for _, leaf in plan.spec.fields()):
+    if POSITIONED:
         passes = _positions.Passes(epochs, plan.spec.signature, epochs.seed, plan.seed is not None, plan.errors)
         ds = _positions.positioned_dataset(passes, plan.spec.signature)
         _positions.attach(ds, passes)
@@ -149,8 +147,8 @@ def build_indexed(
 
 
 def build_stream(plan: BuildPlan, *, name: str, iterate: Callable[[], Iterator[Any]], one_shot: bool) -> Any:
-    """The dataset of a stream: read in order each pass. Dense elements take the index-driven route, so an
-    iterator over it can be checkpointed: restoring reads the stream again and drops what came before the saved
+    """The dataset of a stream: read in order each pass, on the index-driven route, so an iterator over it can be
+    checkpointed: restoring reads the stream again and drops what came before the saved
     position (a one-shot iterator cannot be read again: restoring it mid-pass is refused)."""
     from tfbridge.sources import _positions
 
@@ -162,7 +160,7 @@ def build_stream(plan: BuildPlan, *, name: str, iterate: Callable[[], Iterator[A
             stacklevel=find_stacklevel(),
         )
     epochs = _StreamEpochs(iterate, conformer_for(plan), plan.timeout, name, one_shot)
-    if POSITIONED and all(leaf.kind == "dense" for _, leaf in plan.spec.fields()):
+    if POSITIONED:
         passes = _positions.Passes(epochs, plan.spec.signature, 0, True, plan.errors)
         ds = _positions.positioned_dataset(passes, plan.spec.signature)
         _positions.attach(ds, passes)

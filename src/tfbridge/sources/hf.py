@@ -757,20 +757,25 @@ class HFBlockSource:
     def build(self, plan: BuildPlan) -> Built:
         import tensorflow as tf
 
-        from tfbridge.sources._python import _Catching, generator_dataset
+        from tfbridge.sources import _positions, _python
 
         self._peeked = None  # the dataset (which TensorFlow keeps alive) must not keep peeked examples
         from tfbridge.validate import Conformer
 
         column_spec = _column_spec(plan.spec)
-        epochs: Callable[[], Iterator[Any]] = _BlockEpochs(self, plan, Conformer(column_spec, finite=plan.finite))
-        count = epochs.count  # type: ignore[attr-defined]
-        if plan.errors is not None:
-            epochs = _Catching(epochs, plan.errors)
-        blocks = generator_dataset(TfDataEpochs(epochs), column_spec.signature)
+        epochs = _BlockEpochs(self, plan, Conformer(column_spec, finite=plan.finite))
+        if _python.POSITIONED:
+            passes = _positions.Passes(epochs, column_spec.signature, epochs.seed, plan.seed is not None, plan.errors)
+            blocks = _positions.positioned_dataset(passes, column_spec.signature)
+            _positions.attach(blocks, passes)
+        else:
+            generator: Callable[[], Iterator[Any]] = epochs
+            if plan.errors is not None:
+                generator = _python._Catching(epochs, plan.errors)
+            blocks = _python.generator_dataset(TfDataEpochs(generator), column_spec.signature)
         ds = split_blocks(blocks, plan.spec)
         if plan.errors is None:  # a failed pass ends short, and must end without another error
-            ds = ds.apply(tf.data.experimental.assert_cardinality(count))
+            ds = ds.apply(tf.data.experimental.assert_cardinality(epochs.examples))
         return Built(ds)
 
     def scan(self, runner: Runner | None = None, limit: int | None = None) -> Iterator[Any]:
@@ -813,29 +818,48 @@ class HFBlockSource:
 
 
 class _BlockEpochs:
-    """Called by tf.data at the start of each pass: one epoch of blocks, in order or in a fresh permutation."""
+    """A Dataset's passes of blocks, in order or in a fresh permutation each epoch: for the index-driven route
+    (:meth:`open` at a block's position) and for ``from_generator`` (called once per pass)."""
+
+    chunk = False  # a block is many examples already
 
     def __init__(self, src: HFBlockSource, plan: BuildPlan, conform: Any) -> None:
         from tfbridge.sources._python import fresh_seed
 
         self.src, self.conform = src, conform
+        self.name = src.name
         self.shuffle, self.shard = plan.shuffle, plan.shard
         self.seed = plan.seed if plan.seed is not None else fresh_seed()
         self.epoch = 0
         total = src.length()
-        self.count = total if plan.shard is None else len(range(plan.shard[1], total, plan.shard[0]))
+        self.examples = total if plan.shard is None else len(range(plan.shard[1], total, plan.shard[0]))
+        self.count = -(-self.examples // src.reader.block)  # blocks in a pass
+
+    def _order(self, epoch: int, seed: int) -> np.ndarray:
+        order = self.src.order()
+        if self.shuffle:
+            order = order[np.random.default_rng([seed, epoch]).permutation(len(order))]
+        if self.shard is not None:  # one permutation for all pipelines (same seed); each takes every k-th
+            order = order[self.shard[1] :: self.shard[0]]
+        return order
+
+    def open(self, epoch: int, seed: int, position: int) -> Iterator[Any]:
+        order = self._order(epoch, seed)[position * self.src.reader.block :]
+        for positions, block in self.src._blocks(order):
+            yield self.conform(block, None, positions)
+
+    def begin(self) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
 
     def __call__(self) -> Iterator[Any]:
         from tfbridge.validate import to_tensors
 
         epoch, self.epoch = self.epoch, self.epoch + 1
-        order = self.src.order()
-        if self.shuffle:
-            order = order[np.random.default_rng([self.seed, epoch]).permutation(len(order))]
-        if self.shard is not None:  # one permutation for all pipelines (same seed); each takes every k-th
-            order = order[self.shard[1] :: self.shard[0]]
-        for positions, block in self.src._blocks(order):
-            yield to_tensors(self.conform(block, None, positions))
+        for element in self.open(epoch, self.seed, 0):
+            yield to_tensors(element)
 
 
 # -- examples in numpy (IterableDataset, batched=True) --------------------------------------------------------
