@@ -440,7 +440,8 @@ def section(repeats: int = 3, quick: bool = False) -> str:
         "epoch. Bytes: all the checkpoint's files. Restore: `Checkpoint(iterator=iter(ds)).read(path)` plus the "
         f"first batch, in a fresh iterator of the same dataset in this process, median [min .. max] of {repeats}; "
         "for the middle also in a fresh subprocess, which makes the same dataset (in its own time, given as "
-        '"build") before it reads. Every restored first batch was checked equal to the batch the uninterrupted '
+        '"build": importing TensorFlow and making the dataset) before it reads. Every restored first batch was '
+        "checked equal to the batch the uninterrupted "
         'iterator gave next (at "done": both say the pass is over).',
         "",
         "| source | saved at | checkpoint bytes | restore + first batch, ms | in a subprocess, ms (build; whole "
