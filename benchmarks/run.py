@@ -5,7 +5,8 @@ Keras's own PyDataset conversion (threads, processes), an index-parallel `tf.num
 ceilings (a plain Python loop over the source, an in-memory tf.data pipeline, numpy memcpy). Every figure is
 elements/s: median of several repetitions with min-max spread, warm-up excluded. Then the sections of
 benchmarks/variable.py, scaling.py, service.py, hf.py, sources.py and real.py (real workloads: JPEG images and
-tokenised text, with time to the first batch and peak memory). Writes benchmarks/RESULTS.md and
+tokenised text, with time to the first batch and peak memory), auto.py, epoch_end.py and resume.py (the
+index-driven route against from_generator, checkpoint sizes and restore times). Writes benchmarks/RESULTS.md and
 benchmarks/throughput.png.
 
 ``--quick`` (or ``BENCH_QUICK=1``, e.g. ``BENCH_QUICK=1 make bench``) runs every section small (one repetition,
@@ -33,6 +34,7 @@ import epoch_end  # noqa: E402
 import hf  # noqa: E402
 import numpy as np  # noqa: E402
 import real  # noqa: E402
+import resume  # noqa: E402
 import scaling  # noqa: E402
 import service  # noqa: E402
 import sources  # noqa: E402
@@ -221,7 +223,7 @@ def chart(results: list[Any]) -> Path | None:
     return path
 
 
-SECTIONS = ("workloads", "variable", "scaling", "service", "hf", "sources", "real", "auto", "epoch_end")
+SECTIONS = ("workloads", "variable", "scaling", "service", "hf", "sources", "real", "auto", "epoch_end", "resume")
 
 
 def main() -> None:
@@ -259,6 +261,8 @@ def main() -> None:
         parts.append(auto.section(repeats))
     if "epoch_end" in only:
         parts.append(epoch_end.section(epochs=3) if quick else epoch_end.section())
+    if "resume" in only:
+        parts.append(resume.section(repeats, quick=quick))
     extra = "\n".join(parts)
     seconds = time.perf_counter() - started
     if quick or only != SECTIONS:

@@ -59,7 +59,11 @@ class Net(keras.Model):
 
 def main() -> None:
     keras.utils.set_random_seed(1)
-    ds = tb.to_dataset(Examples(), executor=EXECUTOR, shuffle=True, seed=5, batch_size=4)
+    if EXECUTOR == "stream":  # a generator function: unknown length, restored by reading again
+        examples = Examples()
+        ds = tb.to_dataset(lambda: (examples[i] for i in range(40)), batch_size=4)
+    else:
+        ds = tb.to_dataset(Examples(), executor=EXECUTOR, shuffle=True, seed=5, batch_size=4)
     model = Net()
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
     model(next(iter(ds))[0])  # built before fit (a restored run loads its weights into it)

@@ -23,6 +23,13 @@ def _ctx() -> Any:
     return tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=2)
 
 
+def _with_ray(make: Any) -> Any:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    return make()
+
+
 def _y(b: Any) -> Any:
     return b["y"]
 
@@ -61,6 +68,12 @@ CASES = {  # name -> (the dataset, the ids of the examples an element holds)
         _first,
     ),
     "process-unbatched": (lambda: tb.to_dataset(Records(40), executor="process", workers=2), _y),
+    "ray-shuffled-augmented": (
+        lambda: _with_ray(
+            lambda: tb.to_dataset(Augmented(60), executor="ray", workers=2, shuffle=True, seed=11, batch_size=4)
+        ),
+        _first,
+    ),
     "shuffled-without-seed": (
         lambda: tb.to_dataset(Records(120), executor="serial", shuffle=True, batch_size=4),
         _y,

@@ -46,6 +46,7 @@ CASES: dict[str, tuple[int, list[int] | None]] = {  # case -> (batches read befo
     "thread-shuffled-batches": (11, list(range(203))),
     "process-shuffled-augmented": (7, list(range(90))),
     "process-unbatched": (13, list(range(40))),
+    "ray-shuffled-augmented": (6, list(range(60))),
     "shuffled-without-seed": (9, list(range(120))),
     "label": (4, list(range(97))),
     "input-context": (6, None),  # every other element of each epoch's permutation: 75 of them
@@ -65,6 +66,8 @@ def test_an_iterator_saved_mid_epoch_and_restored_in_a_new_process_gives_exactly
     case: str, tmp_path: Path
 ) -> None:
     at, every = CASES[case]
+    if case.startswith("ray"):
+        pytest.importorskip("ray")
     saved = _run(case, "save", tmp_path / "ckpt", at)  # reads on after saving: the uninterrupted run
     restored = _run(case, "restore", tmp_path / "ckpt")
     assert len(saved["before"]) == at

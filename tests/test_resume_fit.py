@@ -8,9 +8,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfbridge as tb
 
@@ -44,7 +46,7 @@ def _trained(path: Path) -> dict[int, list[int]]:
 
 
 @pytest.mark.timeout(8 * _RUN_TIMEOUT_S)
-@pytest.mark.parametrize("executor", ["serial", "process"])
+@pytest.mark.parametrize("executor", ["serial", "process", "stream"])
 def test_a_fit_killed_at_five_points_and_restarted_each_time_trains_exactly_the_uninterrupted_batches(
     executor: str, tmp_path: Path
 ) -> None:
@@ -54,6 +56,8 @@ def test_a_fit_killed_at_five_points_and_restarted_each_time_trains_exactly_the_
     for epoch in range(3):
         ids = [i for step in range(epoch * 10, epoch * 10 + 10) for i in whole[step]]
         assert sorted(ids) == list(range(40)), "each epoch every example once"
+        if executor == "stream":
+            assert ids == list(range(40)), "a stream in its order"
     for kill_at in (5, 10, 13, 20, 29):  # mid-epoch; first batch after an epoch's end; ...; the last batch
         assert _fit(tmp_path, "killed", kill_at, executor) == -9, f"the run reached step {kill_at} and was killed"
     assert _fit(tmp_path, "killed", -1, executor) == 0
@@ -73,3 +77,54 @@ def test_resume_callback_refuses_a_save_freq_that_is_not_a_positive_int() -> Non
     ds = tf.data.Dataset.range(4)
     with pytest.raises(tb.TfBridgeError, match=r"save_freq must be .*\nHint: pass save_freq='epoch'"):
         tb.resume_callback(ds, "/tmp/unused", save_freq=0)
+
+
+def _model(keras: Any, built: bool) -> Any:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]) if built else keras.Sequential(
+        [keras.layers.Dense(1)]
+    )
+    model.compile("sgd", "mse")
+    return model
+
+
+@pytest.mark.timeout(120)
+def test_resume_callback_refuses_a_model_not_built_before_fit(tmp_path: Path) -> None:
+    import keras
+
+    ds = tb.to_dataset(np.zeros((8, 3), np.float32), batch_size=4)
+    ds = tf.data.Dataset.zip((ds, ds.map(lambda x: x[:, 0])))
+    with pytest.raises(tb.TfBridgeError, match=r"needs a model built before fit.*\nHint: call the model on a batch"):
+        _model(keras, False).fit(ds, epochs=1, verbose=0, callbacks=[tb.resume_callback(ds, tmp_path / "b")])
+
+
+@pytest.mark.timeout(120)
+def test_resume_callback_refuses_steps_per_epoch_that_is_not_one_pass(tmp_path: Path) -> None:
+    import keras
+
+    x = tb.to_dataset(np.zeros((16, 3), np.float32), batch_size=4)
+    ds = tf.data.Dataset.zip((x, x.map(lambda v: v[:, 0])))
+    with pytest.raises(tb.TfBridgeError, match=r"runs 2 steps per epoch over a dataset of 4 batches"):
+        _model(keras, True).fit(
+            ds, epochs=1, steps_per_epoch=2, verbose=0, callbacks=[tb.resume_callback(ds, tmp_path / "b")]
+        )
+
+
+@pytest.mark.timeout(120)
+def test_a_second_fit_after_one_that_raised_trains_with_the_same_callback(tmp_path: Path) -> None:
+    import keras
+
+    x = tb.to_dataset(np.ones((16, 3), np.float32), batch_size=4)
+    ds = tf.data.Dataset.zip((x, x.map(lambda v: v[:, 0])))
+    model = _model(keras, True)
+    resume = tb.resume_callback(ds, tmp_path / "b", save_freq=1)
+
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if batch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(ds, epochs=2, verbose=0, callbacks=[resume, Stop()])
+    history = model.fit(ds, epochs=2, verbose=0, callbacks=[resume])  # resumed: epoch 0 from its third batch
+    assert len(history.history["loss"]) == 2
+    assert not (tmp_path / "b").exists()

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from typing import Any, Literal
@@ -335,6 +337,8 @@ def _resume_class(keras: Any) -> Any:
             super().__init__()
             self.dataset, self.backup_dir, self.save_freq, self.passes = dataset, backup_dir, save_freq, passes
             self._iterator: Any = None
+            self._epoch_iterator: Any = None
+            self._resumed_epoch: int | None = None
             self._restore: str | None = None
             self._original: Any = None
             self._epoch = 0
@@ -343,24 +347,28 @@ def _resume_class(keras: Any) -> Any:
 
         # -- fit's life ----------------------------------------------------------------------------------
         def on_train_begin(self, logs: Any = None) -> None:
-            self._original = self.model.train_function
-            self.model.train_function = self._train_function
+            model = self.model
+            _check_fit(model, self.dataset, self.params)
+            if getattr(model.train_function, "__self__", None) is not self:  # not still wrapped (a fit that raised)
+                self._original = model.train_function
+                model.train_function = self._train_function
+            self._iterator, self._resumed_epoch = None, None
             state = _read_state(self.backup_dir)
             if state is None:
                 return
             where, meta = state
-            model = self.model
             if model.optimizer is not None and not model.optimizer.built:
                 model.optimizer.build(model.trainable_variables)
             model.load_weights(os.path.join(where, "model.weights.h5"))
             model._initial_epoch = meta["epoch"]  # what Keras's BackupAndRestore sets: fit starts there
             if meta["iterator"]:
                 self._restore = os.path.join(where, "iterator")
+                self._resumed_epoch = meta["epoch"]
                 self._filters = list(warnings.filters)  # the resumed epoch ends before its full count: expected
                 warnings.filterwarnings("ignore", message=_OUT_OF_DATA)
             else:
-                for passes in self.passes:
-                    passes.start_next_at(meta["next_pass"][0], 0)
+                for passes, epoch in zip(self.passes, meta["next_pass"], strict=False):
+                    passes.start_next_at(epoch, 0)
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self._epoch = epoch
@@ -374,6 +382,11 @@ def _resume_class(keras: Any) -> Any:
             if self._filters is not None:
                 warnings.filters[:] = self._filters  # type: ignore[index]
                 self._filters = None
+            unknown = int(self.dataset.cardinality()) < 0
+            if epoch == self._resumed_epoch and self._epoch_iterator is not None and unknown:
+                # Keras takes the length of an epoch of unknown length from the first one it runs: not from
+                # the resumed one, which was shorter
+                self._epoch_iterator._num_batches = None
             self._epoch = epoch + 1
             self._save(mid_epoch=False)
 
@@ -381,12 +394,15 @@ def _resume_class(keras: Any) -> Any:
             if self._original is not None:
                 self.model.train_function = self._original
             self.model._initial_epoch = None
+            with contextlib.suppress(FileNotFoundError):  # first: a kill during the removal leaves no half state
+                os.remove(os.path.join(self.backup_dir, _LATEST))
             shutil.rmtree(self.backup_dir, ignore_errors=True)
 
         # -- inside --------------------------------------------------------------------------------------
         def _train_function(self, iterator: Any) -> Any:
             if iterator is not self._iterator:  # a new epoch's iterator (Keras makes one per epoch)
                 self._iterator = iterator
+                self._epoch_iterator = sys._getframe(1).f_locals.get("epoch_iterator")  # fit's, for its count
                 if self._restore is not None:
                     _restore_iterator(iterator, self._restore)
                     self._restore = None
@@ -403,10 +419,32 @@ def _resume_class(keras: Any) -> Any:
             meta["next_pass"] = [p.epoch for p in self.passes]
             with open(os.path.join(where, _STATE), "w") as f:
                 json.dump(meta, f)
+                f.flush()
+                os.fsync(f.fileno())
             _point_to(self.backup_dir, where)
 
     _RESUME_CLASS.append(ResumeCallback)
     return ResumeCallback
+
+
+def _check_fit(model: Any, dataset: Any, params: dict[str, Any]) -> None:
+    """Refuse, before any training, what resume_callback cannot resume exactly."""
+    if not model.built:
+        msg = (
+            "resume_callback needs a model built before fit: its saved weights are loaded at the start of fit.\n"
+            "Hint: call the model on a batch first, e.g. model(next(iter(ds))[0]), as for Keras's BackupAndRestore."
+        )
+        raise TfBridgeError(msg)
+    cardinality = int(dataset.cardinality())
+    steps = params.get("steps")
+    if steps is not None and steps != cardinality:
+        msg = (
+            f"resume_callback resumes fits whose epochs are each one pass over the dataset, but this fit runs "
+            f"{steps} steps per epoch over a dataset of {cardinality if cardinality >= 0 else 'unknown'} "
+            "batches (steps_per_epoch).\nHint: leave steps_per_epoch out; for epochs shorter than the data, "
+            "checkpoint an iterator yourself with tf.train.Checkpoint(iterator=...) in a custom loop."
+        )
+        raise TfBridgeError(msg)
 
 
 def _save_iterator(iterator: Any, path: str) -> None:
@@ -418,9 +456,9 @@ def _save_iterator(iterator: Any, path: str) -> None:
         msg = (
             f"resume_callback cannot save where the dataset's iterator stands: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}\n"
-            "Hint: build the dataset with tb.to_dataset or tb.pad_batch from an indexed source (a PyDataset, an "
-            "object with __len__ and __getitem__, arrays, an HF or torch dataset); a generator or a pipeline "
-            "with from_generator cannot be saved mid-epoch (use save_freq='epoch')."
+            "Hint: a step of the pipeline cannot be saved (e.g. a tf.data.Dataset.from_generator, or a "
+            "py_function, in the dataset given to fit). Build the dataset with tb.to_dataset or tb.pad_batch "
+            "from your source instead, or save at epoch ends only (save_freq='epoch')."
         )
         raise TfBridgeError(msg) from None
 
@@ -440,9 +478,19 @@ def _point_to(backup_dir: str, where: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, pointer)
+    directory = os.open(backup_dir, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the new pointer is on disk before the state it replaces goes
+    finally:
+        os.close(directory)
     for name in os.listdir(backup_dir):
-        if name.startswith("state-") and name != os.path.basename(where):
-            shutil.rmtree(os.path.join(backup_dir, name), ignore_errors=True)
+        if name.startswith(("state-", ".latest-")) and name != os.path.basename(where):
+            path = os.path.join(backup_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
 
 
 def _read_state(backup_dir: str) -> tuple[str, dict[str, Any]] | None:

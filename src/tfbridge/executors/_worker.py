@@ -73,7 +73,7 @@ def _wait_for_parent(parent: int) -> None:
     os._exit(0)  # no flush: a full pipe whose reader went with the main process would block it
 
 
-class _Seeder:
+class Seeder:
     """Seeds ``random`` and ``numpy.random`` for one element from ``(seed, epoch, index)`` (128 bits of a
     BLAKE2b hash each): about 14 microseconds an element."""
 
@@ -115,7 +115,7 @@ def serve(conn: Connection) -> None:
     max_rss: int | None = hello.get("max_rss")
     task: Any = None
     shared = False  # the task holds arrays shared read-only with this process
-    seeder: _Seeder | None = None
+    seeder: Seeder | None = None
     conn.send_bytes(pickle.dumps(("ready", os.getpid())))
     while True:
         try:
@@ -142,7 +142,7 @@ def serve(conn: Connection) -> None:
             shared = bool(fds)
             continue
         if kind == "seed":
-            seeder = _Seeder(message[1], message[2])
+            seeder = Seeder(message[1], message[2])
             continue
         _, index, slot = message  # "run"
         try:

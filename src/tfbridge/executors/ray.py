@@ -41,8 +41,11 @@ def _ray() -> Any:
 _TASKS: dict[bytes, Task] = {}  # in a Ray worker: tasks already unpickled, by digest
 
 
-def _run(payload: tuple[bytes, list[str], bytes], index: int) -> Any:  # runs in a Ray worker
+def _run(payload: tuple[bytes, list[str], bytes], index: int, seeds: tuple[int, int] | None = None) -> Any:
+    """Runs in a Ray worker: element ``index``, with ``random`` and ``numpy.random`` seeded from the pass's
+    ``seeds`` (seed, epoch) and the index, as the process executor's workers do."""
     from tfbridge.errors import SourceError
+    from tfbridge.executors._worker import Seeder
     from tfbridge.sources._base import remote_error
 
     digest, driver_path, blob = payload
@@ -54,6 +57,8 @@ def _run(payload: tuple[bytes, list[str], bytes], index: int) -> Any:  # runs in
         task = _TASKS[digest] = pickle.loads(blob)
         while len(_TASKS) > _TASKS_KEPT:
             _TASKS.pop(next(iter(_TASKS)))
+    if seeds is not None:
+        Seeder(*seeds)(index)
     try:
         return task(index)
     except SourceError as exc:
@@ -112,7 +117,7 @@ class RayExecutor:
         todo = iter(indices)
         try:
             for i in todo:
-                pending.append((i, self._remote.remote(task_ref, i)))
+                pending.append((i, self._remote.remote(task_ref, i, seeds)))
                 if len(pending) >= in_flight:
                     break
             while pending:
@@ -122,7 +127,7 @@ class RayExecutor:
                 value = self._fetch(ray, index, ref)
                 pending.popleft()
                 for i in todo:
-                    pending.append((i, self._remote.remote(task_ref, i)))
+                    pending.append((i, self._remote.remote(task_ref, i, seeds)))
                     break
                 yield value
         finally:

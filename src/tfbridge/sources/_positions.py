@@ -72,7 +72,8 @@ class _Pass:
     elements: Iterator[Any]
     held: Any = None  # an element read but not delivered (it did not fit the chunk)
     asked: float = field(default_factory=time.monotonic)
-    busy: bool = False
+    busy: bool = False  # inside a step (in a tf.data thread): no other thread may close it
+    doomed: bool = False  # its dataset went while it was busy: its step closes it
 
     def close(self) -> None:
         close = getattr(self.elements, "close", None)
@@ -94,7 +95,8 @@ class Passes:
         self.specs = tf.nest.flatten(signature)
         self.epoch = 0  # of the next new pass
         self.resume_at: tuple[int, int] | None = None  # (epoch, position) the next new pass starts at
-        self.live: dict[tuple[int, int], _Pass] = {}
+        self.live: list[_Pass] = []  # passes with their executor's work running (two may share a key: a restore)
+        self.opened: OrderedDict[tuple[int, int], None] = OrderedDict()  # passes opened here (not restored)
         self.failed: dict[tuple[int, int], BaseException] = {}
         # where each recent pass ended (its last step, or its error): tf.data asks a pass again after its error,
         # and the answer must be the end, not a pass reopened there (a restored iterator asks elsewhere)
@@ -110,6 +112,9 @@ class Passes:
             self.resume_at = None
             self.epoch = max(self.epoch, epoch + 1)
             nonce = int(self.rng.integers(2**62))
+            self.opened[(epoch, nonce)] = None
+            while len(self.opened) > _ENDED_KEPT:
+                self.opened.popitem(last=False)
             return np.array([epoch, nonce, self.seed, start], np.int64)
 
     def fetch(self, info: np.ndarray, position: np.ndarray) -> list[Any]:
@@ -117,33 +122,32 @@ class Passes:
         epoch, nonce, seed, _ = (int(v) for v in info)
         key, at = (epoch, nonce), int(position)
         try:
-            p = self._pass(key, epoch, seed, at)
+            p = self._pass(key, epoch, seed, at)  # marked busy: no other thread closes it during this step
         except Exception as exc:
             return self._fail(key, exc, at)
         if p is None:  # it failed: its error is raised by the step after this one
             return self._empty()
-        p.busy, p.asked = True, time.monotonic()
         try:
             group, error = self._take(p)
             p.position += len(group)
-            if not group and error is None:  # the end of the pass
-                with self.lock:
-                    self.live.pop(key, None)
-                    self._ended(key, p.position)
-                p.close()
-                if self.feed.count is None or p.position == self.feed.count:
-                    self.feed.end()
-                return self._empty()
         except Exception as exc:
             group, error = [], exc
-        finally:
-            p.busy = False
+        if not group and error is None:  # the end of the pass
+            self._drop(p, None)
+            if self.feed.count is None or p.position == self.feed.count:
+                try:
+                    self.feed.end()
+                except Exception as exc:
+                    self._fail(key, exc, p.position)
+            return self._empty()
         if error is not None:
+            self._drop(p, error)
+        else:
             with self.lock:
-                self.live.pop(key, None)
-                self.failed[key] = error
-                self._ended(key, p.position)
-            p.close()
+                p.busy = False
+                doomed = p.doomed
+            if doomed:  # closed while in this step
+                p.close()
         return self._encode(group)
 
     def check(self, info: np.ndarray) -> np.ndarray:
@@ -169,42 +173,61 @@ class Passes:
             self.resume_at = (int(epoch), int(position))
 
     def close(self) -> None:
+        """Close every pass (the dataset is gone); one inside a step is closed by its step when it returns."""
         with self.lock:
-            passes, self.live = list(self.live.values()), {}
-        for p in passes:
+            passes, self.live = self.live, []
+            for p in passes:
+                p.doomed = True
+            idle = [p for p in passes if not p.busy]
+        for p in idle:
             p.close()
 
     # -- inside ------------------------------------------------------------------------------------------
     def _pass(self, key: tuple[int, int], epoch: int, seed: int, at: int) -> _Pass | None:
+        """The pass ``key`` standing at ``at``, marked busy: the live one there, or one opened there."""
         with self.lock:
             if key in self.failed or self.ended.get(key) == at:
                 return None
-            p = self.live.get(key)
-            if p is not None and p.position == at and not p.busy:
-                return p
-            self.live.pop(key, None)
-            self.epoch = max(self.epoch, epoch + 1)
-            if not self.seed_given and seed != self.seed:
-                self.seed = seed  # a restored pass: the passes after it follow its run's order
-            # a new pass (at 0) closes the passes waiting between steps: usually an iterator dropped part-way
-            # (its workers go to this pass); one still in use reopens where it stands when it next asks
-            stale = [q for q in self.live.values() if not q.busy] if at == 0 else []
-            for q in stale:
-                del self.live[q.key]
-        if p is not None:
+            same = [p for p in self.live if p.key == key and not p.busy]
+            for p in same:
+                if p.position == at:
+                    p.busy, p.asked = True, time.monotonic()
+                    return p
+            # opened here: a restored pass, a pass reopened after it was closed while waiting, or a new one.
+            # A new pass (at 0) also closes the passes waiting between steps: usually an iterator dropped
+            # part-way (TensorFlow does not say); one still in use reopens where it stands when it next asks
+            stale = same + ([p for p in self.live if not p.busy and p not in same] if at == 0 else [])
+            self.live = [p for p in self.live if p not in stale]
+            if key in self.opened:
+                self.epoch = max(self.epoch, epoch + 1)
+            else:  # restored from a checkpoint: the passes after it follow on from it
+                self.epoch = epoch + 1
+                if not self.seed_given:
+                    self.seed = seed
+                self.opened[key] = None
+                while len(self.opened) > _ENDED_KEPT:
+                    self.opened.popitem(last=False)
+        for p in stale:
             p.close()
-        for q in stale:
-            q.close()
         if at == 0:
             self.feed.begin()
-        opened = _Pass(key, at, self.feed.open(epoch, seed, at))
+        opened = _Pass(key, at, self.feed.open(epoch, seed, at), busy=True)
         with self.lock:
-            self.live[key] = opened
+            self.live.append(opened)
         return opened
+
+    def _drop(self, p: _Pass, error: BaseException | None) -> None:
+        """End ``p``: at its end (``error`` None) or at ``error``, raised by the step after this one."""
+        with self.lock:
+            if p in self.live:
+                self.live.remove(p)
+            if error is not None:
+                self.failed[p.key] = error
+            self._ended(p.key, p.position)
+        p.close()
 
     def _fail(self, key: tuple[int, int], exc: BaseException, at: int) -> list[Any]:
         with self.lock:
-            self.live.pop(key, None)
             self.failed[key] = exc
             self._ended(key, at)
         return self._empty()
@@ -216,10 +239,9 @@ class Passes:
             self.ended.popitem(last=False)
 
     def _take(self, p: _Pass) -> tuple[list[Any], BaseException | None]:
-        """The next elements of ``p``: up to a chunk's worth of same-shaped small ones, or one; and the error
-        that came after them."""
+        """The next elements of ``p``: up to a chunk's worth of small ones, or one; and the error that came after
+        them."""
         group: list[list[Any]] = []
-        shapes: list[tuple[int, ...]] | None = None
         size, started = 0, 0.0
         limit = _chunks.CHUNK_MAX_ELEMENTS if self.feed.chunk else 1
         while len(group) < limit:
@@ -238,16 +260,11 @@ class Passes:
                 continue
             leaves = self._leaves(element)
             if group:
-                leaf_shapes = [leaf.shape for leaf in leaves]
-                if (
-                    leaf_shapes != shapes
-                    or size >= _chunks.CHUNK_MAX_BYTES
-                    or time.perf_counter() - started >= _chunks.CHUNK_MAX_WAIT_S
-                ):
+                if size >= _chunks.CHUNK_MAX_BYTES or time.perf_counter() - started >= _chunks.CHUNK_MAX_WAIT_S:
                     p.held = element
                     break
             else:
-                shapes, started = [leaf.shape for leaf in leaves], time.perf_counter()
+                started = time.perf_counter()
             group.append(leaves)
             size += sum(_chunks.nbytes(leaf) for leaf in leaves)
         return group, None
@@ -278,22 +295,34 @@ class Passes:
             return self._empty()
         if not self.feed.chunk:
             return [np.int64(1), *group[0]]
-        columns = [_chunks.stack_column(column) for column in zip(*group, strict=True)]
-        return [np.int64(len(group)), *columns]
+        out: list[Any] = [np.int64(len(group))]
+        for column, spec in zip(zip(*group, strict=True), self.specs, strict=True):
+            if None in spec.shape.as_list():  # packed: the values one after another, and each element's shape
+                out.append(np.concatenate([leaf.reshape(-1) for leaf in column]))
+                out.append(np.array([leaf.shape for leaf in column], np.int64).reshape(len(column), -1))
+            else:
+                out.append(_chunks.stack_column(column))
+        return out
 
     def _empty(self) -> list[Any]:
-        lead: list[int | None] = [0] if self.feed.chunk else []
-        return [np.int64(0), *(_placeholder(dtype, lead + shape) for dtype, shape in _components(self.specs))]
+        return [np.int64(0), *(_placeholder(dtype, shape) for dtype, shape in _components(self.specs, self.feed.chunk))]
 
 
-def _components(specs: list[Any]) -> list[tuple[Any, list[int | None]]]:
-    """(dtype, shape) of each component of each field: what a step's numpy_function returns after the count."""
+def _components(specs: list[Any], chunk: bool) -> list[tuple[Any, list[int | None]]]:
+    """(dtype, shape) of each component of each field: what a step's numpy_function returns after the count. A
+    chunk (dense fields only) stacks fields of one shape, and packs the others: their values one after another
+    (1-D) and each element's shape."""
     import tensorflow as tf
 
     out: list[tuple[Any, list[int | None]]] = []
     for spec in specs:
         shape = spec.shape.as_list()
-        if isinstance(spec, tf.RaggedTensorSpec):
+        if chunk:
+            if None in shape:
+                out += [(spec.dtype, [None]), (tf.int64, [None, len(shape)])]
+            else:
+                out.append((spec.dtype, [None, *shape]))
+        elif isinstance(spec, tf.RaggedTensorSpec):
             rank = spec.ragged_rank
             out.append((spec.dtype, [None, *shape[rank + 1 :]]))
             out.append((tf.int64, [None if shape[0] is None else shape[0] + 1]))
@@ -340,21 +369,44 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
     import tensorflow as tf
 
     specs = tf.nest.flatten(signature)
-    components = _components(specs)
     chunk = passes.feed.chunk
+    components = _components(specs, chunk)
     types = [tf.int64, *(dtype for dtype, _ in components)]
+    packed = chunk and any(None in s.shape.as_list() for s in specs)
 
     def fetch(info: Any, position: Any) -> tuple[Any, Any]:
         out = tf.numpy_function(passes.fetch, [info, position], types, stateful=True)
         count = tf.ensure_shape(out[0], ())
-        parts = [
-            tf.ensure_shape(part, ([None] if chunk else []) + shape)
-            for part, (_, shape) in zip(out[1:], components, strict=True)
-        ]
+        parts = [tf.ensure_shape(part, shape) for part, (_, shape) in zip(out[1:], components, strict=True)]
         return position + count, (count, tuple(parts))
 
     def element(_: Any, parts: Any) -> Any:
         return tf.nest.pack_sequence_as(signature, _assemble(specs, list(parts)))
+
+    def unpack(count: Any, parts: Any) -> Any:
+        """The elements of a chunk with packed fields, one by one (sliced and reshaped in the graph)."""
+        fields, at = [], 0
+        for spec in specs:
+            if None in spec.shape.as_list():
+                values, shapes = parts[at], parts[at + 1]
+                ends = tf.cumsum(tf.reduce_prod(shapes, axis=1))
+                fields.append((spec, values, shapes, tf.concat([[0], ends], 0)))
+                at += 2
+            else:
+                fields.append((spec, parts[at], None, None))
+                at += 1
+
+        def one(i: Any) -> Any:
+            out = []
+            for spec, values, shapes, offsets in fields:
+                if shapes is None:
+                    out.append(values[i])
+                else:
+                    flat = values[offsets[i] : offsets[i + 1]]
+                    out.append(tf.ensure_shape(tf.reshape(flat, shapes[i]), spec.shape))
+            return tf.nest.pack_sequence_as(signature, out)
+
+        return tf.data.Dataset.range(count).map(one)
 
     def one_pass(info: Any) -> Any:
         steps = tf.data.Dataset.from_tensors(0).repeat().scan(info[3], lambda position, _: fetch(info, position))
@@ -367,7 +419,9 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
             )
 
         steps = steps.take_while(go_on)
-        if chunk:  # dense fields only
+        if packed:
+            return steps.flat_map(unpack)
+        if chunk:  # dense fields of one shape
             return steps.flat_map(lambda count, parts: tf.data.Dataset.from_tensor_slices(element(count, parts)))
         return steps.map(element)
 
