@@ -733,7 +733,10 @@ def test_ctrl_c_in_a_training_script_leaves_no_worker_behind(tmp_path: Path) -> 
                 os.waitpid(pid, 0)  # blocks until it has exited (the test's timeout guards a hang)
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
-        if interrupted:
-            assert "KeyboardInterrupt" in err, err[-2000:]
+        if interrupted:  # ended by the Ctrl-C: Python's KeyboardInterrupt, or (a second Ctrl-C during the first's
+            # unwinding, on a loaded machine) the signal itself
+            assert "KeyboardInterrupt" in err or return_code in (-signal.SIGINT, 128 + signal.SIGINT), (
+                f"exit status {return_code}: {err[-2000:]}"
+            )
     finally:
         _set_child_subreaper(False)

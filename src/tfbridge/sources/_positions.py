@@ -280,14 +280,16 @@ class Passes:
             )
             raise TfBridgeError(msg)
         out: list[Any] = []
-        for leaf in leaves:
+        for leaf, spec in zip(leaves, self.specs, strict=True):
+            text = spec.dtype.name == "string"
             if isinstance(leaf, RaggedParts):
-                out.append(leaf.flat_values)
+                out.append(_text(leaf.flat_values) if text else leaf.flat_values)
                 out.extend(np.asarray(splits, np.int64) for splits in leaf.nested_row_splits)
             elif isinstance(leaf, SparseParts):
-                out += [np.asarray(leaf.indices, np.int64), leaf.values, np.asarray(leaf.dense_shape, np.int64)]
+                values = _text(leaf.values) if text else leaf.values
+                out += [np.asarray(leaf.indices, np.int64), values, np.asarray(leaf.dense_shape, np.int64)]
             else:
-                out.append(_chunks.as_array(leaf))
+                out.append(_text(_chunks.as_array(leaf)) if text else _chunks.as_array(leaf))
         return out
 
     def _encode(self, group: list[list[Any]]) -> list[Any]:
@@ -306,6 +308,13 @@ class Passes:
 
     def _empty(self) -> list[Any]:
         return [np.int64(0), *(_placeholder(dtype, shape) for dtype, shape in _components(self.specs, self.feed.chunk))]
+
+
+def _text(values: Any) -> np.ndarray:
+    """Text as an object array (of str or bytes), which TensorFlow converts whole: numpy's fixed-width kinds
+    would be encoded as ASCII (failing on other text) or lose trailing NUL bytes."""
+    array = np.asarray(values)
+    return array if array.dtype == object else np.asarray(values, dtype=object)
 
 
 def _components(specs: list[Any], chunk: bool) -> list[tuple[Any, list[int | None]]]:
@@ -410,20 +419,20 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
 
     def one_pass(info: Any) -> Any:
         steps = tf.data.Dataset.from_tensors(0).repeat().scan(info[3], lambda position, _: fetch(info, position))
-
-        def go_on(count: Any, parts: Any) -> Any:
-            return tf.cond(
-                count > 0,
-                lambda: tf.constant(True),
-                lambda: tf.ensure_shape(tf.numpy_function(passes.check, [info], tf.bool, stateful=True), ()),
-            )
-
-        steps = steps.take_while(go_on)
+        steps = steps.take_while(lambda count, _: count > 0)  # no Python: see below
         if packed:
-            return steps.flat_map(unpack)
-        if chunk:  # dense fields of one shape
-            return steps.flat_map(lambda count, parts: tf.data.Dataset.from_tensor_slices(element(count, parts)))
-        return steps.map(element)
+            elements = steps.flat_map(unpack)
+        elif chunk:  # dense fields of one shape
+            elements = steps.flat_map(lambda count, parts: tf.data.Dataset.from_tensor_slices(element(count, parts)))
+        else:
+            elements = steps.map(element)
+        # The error a pass ended with is raised after its elements, by a one-element step: asked again after the
+        # error (tf.data's read-ahead does at once), it is answered by TensorFlow alone. A Python call then could
+        # wait for the GIL while the thread that got the error drops the iterator holding it: a deadlock.
+        check = tf.data.Dataset.from_tensors(info).take_while(
+            lambda i: tf.ensure_shape(tf.numpy_function(passes.check, [i], tf.bool, stateful=True), ())
+        )
+        return elements.concatenate(check.flat_map(lambda _: elements.take(0)))
 
     first = tf.data.Dataset.from_tensors(np.int64(0)).map(
         lambda _: tf.ensure_shape(tf.numpy_function(lambda: passes.next_pass(), [], tf.int64, stateful=True), (4,))
