@@ -225,3 +225,17 @@ def test_rows_of_a_huggingface_dataset_in_tf_format_carry_their_strings(executor
     assert ds.element_spec["text"] == tf.TensorSpec((), tf.string)
     got = [(e["text"].numpy(), e["words"].numpy().tolist(), int(e["label"])) for e in ds]
     assert got == [(_text(i).encode(), [w.encode() for w in words[i]], i) for i in range(N)]
+
+
+@pytest.mark.parametrize("text", [np.array(["ok", "\ud800"]), "a\udcff", np.array(["x", "\udc80"], dtype=object)])
+def test_text_utf8_cannot_encode_is_refused_naming_element_and_field(text: Any) -> None:
+    class Files:
+        def __len__(self) -> int:
+            return 3
+
+        def __getitem__(self, i: int) -> Any:
+            return {"name": text if i == 2 else "fine", "n": np.int64(i)}
+
+    want = r"element 2 at x\['name'\]: text holding '\\ud[8c]\w\w', which UTF-8"
+    with pytest.raises(tb.SpecInferenceError, match=want):
+        tb.to_dataset(Files(), batched=False)

@@ -169,6 +169,33 @@ def _dense_text(rows: Any, shape: tuple[int | None, ...]) -> np.ndarray:
 
 def describe(value: Any) -> Described:
     """Normalise one leaf value. Raises ValueProblem for values that are no tensor."""
+    described = _describe(value)
+    if described.dtype == STRING:
+        _check_utf8(described.value)
+    return described
+
+
+def _check_utf8(arr: Any) -> None:
+    """A tf.string holds UTF-8 bytes: text with a lone surrogate (e.g. a file name decoded with
+    errors="surrogateescape") has none, and TensorFlow would fail on it without saying where."""
+    try:
+        if isinstance(arr, np.ndarray) and arr.dtype.kind == "U":
+            np.char.encode(arr, "utf-8")
+        elif isinstance(arr, np.ndarray) and arr.dtype == object:
+            for v in arr.flat:
+                if isinstance(v, str):
+                    v.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        msg = (
+            f"text holding {bad!r}, which UTF-8 cannot encode ({exc.reason}), so no tf.string can hold it; "
+            "fix the text in the source (e.g. text.encode('utf-8', 'surrogateescape') to keep the bytes "
+            "as they were, or errors='replace')"
+        )
+        raise ValueProblem(msg) from None
+
+
+def _describe(value: Any) -> Described:
     if isinstance(value, np.ndarray):
         if value.dtype == object:
             return _object_array(value)
