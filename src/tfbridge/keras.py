@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -323,12 +324,9 @@ def resume_callback(dataset: Any, backup_dir: str | Any, *, save_freq: int | Lit
     return _resume_class(keras)(dataset, str(backup_dir), save_freq, passes_in(dataset))
 
 
-_RESUME_CLASS: list[Any] = []
-
-
+@functools.cache
 def _resume_class(keras: Any) -> Any:
-    if _RESUME_CLASS:
-        return _RESUME_CLASS[0]
+    """The callback class, made once Keras is imported (``import tfbridge`` does not import it)."""
 
     class ResumeCallback(keras.callbacks.Callback):  # type: ignore[misc]
         """See :func:`tfbridge.resume_callback`."""
@@ -423,7 +421,6 @@ def _resume_class(keras: Any) -> Any:
                 os.fsync(f.fileno())
             _point_to(self.backup_dir, where)
 
-    _RESUME_CLASS.append(ResumeCallback)
     return ResumeCallback
 
 

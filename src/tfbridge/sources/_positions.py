@@ -20,7 +20,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -71,7 +71,6 @@ class _Pass:
     position: int  # of the next element the pass will be asked for
     elements: Iterator[Any]
     held: Any = None  # an element read but not delivered (it did not fit the chunk)
-    asked: float = field(default_factory=time.monotonic)
     busy: bool = False  # inside a step (in a tf.data thread): no other thread may close it
     doomed: bool = False  # its dataset went while it was busy: its step closes it
 
@@ -191,7 +190,7 @@ class Passes:
             same = [p for p in self.live if p.key == key and not p.busy]
             for p in same:
                 if p.position == at:
-                    p.busy, p.asked = True, time.monotonic()
+                    p.busy = True
                     return p
             # opened here: a restored pass, a pass reopened after it was closed while waiting, or a new one.
             # A new pass (at 0) also closes the passes waiting between steps: usually an iterator dropped

@@ -201,11 +201,6 @@ class _IndexedEpochs:
         total = self.size if indices is None else len(indices)
         self.count = total if plan.shard is None else len(range(plan.shard[1], total, plan.shard[0]))
 
-    def order(self, epoch: int, n: int) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(n)
-        return np.random.default_rng([self.seed, epoch]).permutation(n)
-
     def _checked_length(self) -> int:
         n = self.length()
         if n != self.size:
@@ -237,24 +232,17 @@ class _IndexedEpochs:
         if self.indices is None:
             self.end_hook()
 
-    # -- the from_generator route (ragged and sparse fields) -----------------------------------------------
+    # -- the from_generator route (POSITIONED False: for comparisons) -------------------------------------------
     def __call__(self) -> Iterator[Any]:
         epoch, self.epoch = self.epoch, self.epoch + 1
-        hooks = self.indices is None
-        if hooks:
-            self.begin_hook()
-        order: Any = self.order(epoch, self._checked_length()) if self.indices is None else self.indices
-        if self.shard is not None:  # one permutation for all pipelines (same seed); each takes every k-th
-            order = order[self.shard[1] :: self.shard[0]]
-        stall_s = _chunks.CHUNK_MAX_WAIT_S if self.chunk else None
-        with contextlib.closing(self.runner.imap(self.task, order, stall_s)) as results:  # type: ignore[type-var]
+        self.begin()
+        with contextlib.closing(self.open(epoch, self.seed, 0)) as results:  # type: ignore[type-var]
             if self.chunk:
                 yield from _chunks.chunked(results, STALL)
             else:
                 for element in results:
                     yield to_tensors(element)
-        if hooks:
-            self.end_hook()
+        self.end()
 
 
 class _Catching:
