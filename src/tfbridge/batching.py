@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -114,10 +115,18 @@ def pad_batch(
     if buckets is not None and not isinstance(buckets, int):
         _checked_boundaries(buckets)  # before the source is read
     rebuild = _tf.rebuild_of(dataset_or_source)
-    if rebuild is not None and label is None and buckets is None and not ragged:
-        # a dataset to_dataset made (not yet batched): built again, padded where its rows are gathered
-        padded, _ = rebuild(batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder)
-        return padded
+    if rebuild is not None and label is None and not ragged and (buckets is None or length_fn is None):
+        # a dataset to_dataset made (not yet batched): built again, padded where its rows are gathered, or
+        # bucketed where its elements are made
+        if buckets is None:
+            padded, _ = rebuild(batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder)
+            return padded
+        if not isinstance(buckets, int):
+            bucketed, _ = rebuild(
+                batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder,
+                buckets=_checked_boundaries(buckets),
+            )  # fmt: skip
+            return bucketed
     if isinstance(dataset_or_source, tf.data.Dataset) and label is None:
         ds = dataset_or_source
         if sources.ends_in_batching(ds):
@@ -143,6 +152,14 @@ def pad_batch(
                 batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder,
             )  # fmt: skip
             return padded
+        if not ragged and length_fn is None and not isinstance(buckets, int):
+            # bucketed where the source makes its elements (a Python source: one padded batch per step)
+            bucketed, _ = build(
+                dataset_or_source, batched=False, label=label, executor=executor, workers=workers,
+                batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder,
+                buckets=_checked_boundaries(buckets),
+            )  # fmt: skip
+            return bucketed
         ds, _ = build(dataset_or_source, batched=False, label=label, executor=executor, workers=workers)
     spec = ds.element_spec
     for leaf in _nest.flatten(_nest.normalize(spec))[0]:
@@ -170,6 +187,19 @@ def pad_batch(
             raise TfBridgeError(msg)
         boundaries = bucket_boundaries(lengths, buckets)
         batches = _batch_count(lengths, boundaries, batch_size, drop_remainder)
+        again = None
+        if not ragged and length_fn is None:
+            if not isinstance(dataset_or_source, tf.data.Dataset):
+                again = functools.partial(
+                    build, dataset_or_source, batched=False, label=label, executor=executor, workers=workers
+                )
+            elif rebuild is not None and label is None:
+                again = rebuild
+        if again is not None:  # bucketed where the elements are made
+            bucketed, _ = again(
+                batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder, buckets=boundaries
+            )
+            return ends_promptly(bucketed.apply(tf.data.experimental.assert_cardinality(batches)))
     else:
         boundaries = _checked_boundaries(buckets)
         batches = None  # known only after a pass over the lengths
@@ -250,21 +280,28 @@ def _call(fn: Callable[[Any], Any]) -> Callable[..., Any]:
     return whole
 
 
-def _default_length(spec: Any) -> Callable[[Any], Any]:
-    import tensorflow as tf
-
+def length_axis(spec: Any) -> tuple[int, int]:
+    """(leaf, axis) whose size is an element's length: the first variable dimension of the first variable-length
+    field of ``spec`` (a signature nest)."""
     leaves = _nest.flatten(_nest.normalize(spec))[0]
     for k, leaf in enumerate(leaves):
         dims = leaf.shape.as_list() if leaf.shape.rank is not None else []
         for d, n in enumerate(dims):
             if n is None:
-
-                def length(element: Any, k: int = k, d: int = d) -> Any:
-                    return tf.shape(_nest.flatten(_nest.normalize(element))[0][k], out_type=tf.int32)[d]
-
-                return length
+                return k, d
     msg = (
         "pad_batch with buckets needs a field whose length varies, but every field has a fixed shape.\n"
         "Hint: pass length_fn= to say how long an element is, or drop buckets=."
     )
     raise TfBridgeError(msg)
+
+
+def _default_length(spec: Any) -> Callable[[Any], Any]:
+    import tensorflow as tf
+
+    k, d = length_axis(spec)
+
+    def length(element: Any) -> Any:
+        return tf.shape(_nest.flatten(_nest.normalize(element))[0][k], out_type=tf.int32)[d]
+
+    return length

@@ -237,11 +237,15 @@ def build(
     pad_value: Any = None,
     drop_remainder: bool = False,
     finite: bool = False,
+    buckets: list[int] | None = None,
 ) -> tuple[tf.data.Dataset, Spec]:
     """:func:`to_dataset` with the spec it delivers (the tfbridge functions built on it need no second look).
 
     With ``batch_size`` and ``pad_value``, each batch is padded to its longest example (``pad_batch`` without
-    buckets): sources that gather rows in the graph pad there, others through ``padded_batch``."""
+    buckets): sources that gather rows in the graph pad there, others through ``padded_batch``. With
+    ``buckets`` (boundaries) too, each batch holds examples of one bucket of lengths: Python sources bucket where
+    their elements are made (one padded batch per step into tf.data), others through
+    ``bucket_by_sequence_length``."""
     tf = _tf.tf()
 
     check_int("batch_size", batch_size, optional=True, maximum=MAX_BATCH_SIZE, why=MAX_BATCH_WHY, hint=MAX_BATCH_HINT)
@@ -261,6 +265,9 @@ def build(
         validate=validate,
         label=label,
     )
+    if buckets is not None and pad_value is None:
+        msg = "buckets are for padded batches: pass batch_size and pad_value too (or use tb.pad_batch)."
+        raise TfBridgeError(msg)
     if batch_size is not None and pad_value is None:
         _check_batchable(p.spec, p.source)
     padding = None
@@ -297,6 +304,7 @@ def build(
                 batch_size=batch_size,
                 drop_remainder=drop_remainder,
                 padding=padding,
+                buckets=buckets,
                 timeout=p.options.timeout,
                 seconds_per_element=p.seconds_per_element,
                 bytes_per_element=p.bytes_per_element,
@@ -312,7 +320,17 @@ def build(
         from tfbridge.spec import add_batch_axis
 
         out_spec = add_batch_axis(p.spec)
-        if padding is not None and not built.batched_by_source:
+        if buckets is not None and not built.batched_by_source:
+            from tfbridge.batching import _call, _default_length
+
+            ds = ds.bucket_by_sequence_length(
+                _call(_default_length(p.spec.signature)),
+                buckets,
+                [batch_size] * (len(buckets) + 1),
+                padding_values=padding,
+                drop_remainder=drop_remainder,
+            )
+        elif padding is not None and not built.batched_by_source:
             ds = ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder)
         elif not built.batched_by_source:
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)

@@ -7,6 +7,7 @@ elements (validate, inspect, normalisation), and its split into parts (materiali
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 import traceback
@@ -84,10 +85,19 @@ class BuildPlan:
     batch_size: int | None = None  # a source that can batch by index does; others leave it to the pipeline
     drop_remainder: bool = False
     padding: Any = None  # with batch_size: pad each batch to its longest with these values (a nest like the spec)
+    buckets: list[int] | None = None  # with padding: each batch from one bucket of lengths (pad_batch's buckets)
     timeout: float | None = None
     seconds_per_element: float = 0.0  # measured in the peek (chunking reads it)
     bytes_per_element: float = 0.0
     errors: list[BaseException] | None = None  # a failing pass ends early and leaves its error here
+
+
+def without_buckets(plan: BuildPlan) -> BuildPlan:
+    """``plan`` for a source that batches by index but does not bucket: with buckets asked, it gives single
+    examples and the pipeline buckets them."""
+    if plan.buckets is None:
+        return plan
+    return dataclasses.replace(plan, batch_size=None, padding=None, buckets=None, drop_remainder=False)
 
 
 @dataclass(frozen=True)

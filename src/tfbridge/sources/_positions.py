@@ -16,6 +16,7 @@ while TensorFlow consumes. An error ends the pass's elements; the step after the
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import OrderedDict
@@ -65,6 +66,29 @@ class Feed(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Bucketing:
+    """``pad_batch`` with buckets done where the elements are made: each step delivers one padded batch, and
+    tf.data's state holds, beside the position, which elements wait in each bucket (positions in the pass), so a
+    restored iterator makes exactly the same batches. Buckets follow tf.data's ``bucket_by_sequence_length``:
+    bucket ``i`` holds lengths ``boundaries[i-1] <= n < boundaries[i]``; a bucket's batch goes as soon as it is
+    full, and at the end of a pass the partial ones go in bucket order (none with ``drop_remainder``)."""
+
+    boundaries: tuple[int, ...]
+    batch_size: int
+    pads: tuple[Any, ...]  # per leaf of the spec: the value a batch is padded with
+    length_at: tuple[int, int]  # (leaf, axis): an element's length is that axis's size in that leaf
+    drop_remainder: bool = False
+
+    @property
+    def buckets(self) -> int:
+        return len(self.boundaries) + 1
+
+    def bucket(self, leaves: list[Any]) -> int:
+        leaf, axis = self.length_at
+        return bisect.bisect_right(self.boundaries, leaves[leaf].shape[axis])
+
+
 @dataclass(eq=False)
 class _Pass:
     key: tuple[int, int]
@@ -73,6 +97,12 @@ class _Pass:
     held: Any = None  # an element read but not delivered (it did not fit the chunk)
     busy: bool = False  # inside a step (in a tf.data thread): no other thread may close it
     doomed: bool = False  # its dataset went while it was busy: its step closes it
+    waiting: list[list[tuple[int, list[Any]]]] | None = None  # bucketing: (position, leaves) in each bucket
+    flushing: bool = False  # bucketing: every element is in; the partial batches go
+    error: BaseException | None = None  # bucketing: the error the elements ended with, raised after the flush
+
+    def members(self) -> list[list[int]]:
+        return [[at for at, _ in rows] for rows in self.waiting or []]
 
     def close(self) -> None:
         close = getattr(self.elements, "close", None)
@@ -87,10 +117,19 @@ class Passes:
     adopted, so the passes after it continue that run's order. The epoch counter follows restored passes too.
     """
 
-    def __init__(self, feed: Feed, signature: Any, seed: int, seed_given: bool, errors: list[BaseException] | None):
+    def __init__(
+        self,
+        feed: Feed,
+        signature: Any,
+        seed: int,
+        seed_given: bool,
+        errors: list[BaseException] | None,
+        bucketing: Bucketing | None = None,
+    ):
         import tensorflow as tf
 
         self.feed, self.seed, self.seed_given, self.collect = feed, seed, seed_given, errors
+        self.bucketing = bucketing
         self.specs = tf.nest.flatten(signature)
         self.epoch = 0  # of the next new pass
         self.resume_at: tuple[int, int] | None = None  # (epoch, position) the next new pass starts at
@@ -149,6 +188,38 @@ class Passes:
                 p.close()
         return self._encode(group)
 
+    def fetch_batch(self, info: np.ndarray, position: np.ndarray, members: np.ndarray, fills: np.ndarray) -> list[Any]:
+        """The step of a bucketing pass at ``position`` with ``members`` waiting in its buckets (``fills`` of each
+        row): [count, position, members, fills, *leaves of one padded batch]; count 0 ends the pass."""
+        epoch, nonce, seed, _ = (int(v) for v in info)
+        key, at = (epoch, nonce), int(position)
+        wanted = [[int(v) for v in row[: int(n)]] for row, n in zip(members, fills, strict=True)]
+        try:
+            p = self._pass(key, epoch, seed, at, wanted)
+        except Exception as exc:
+            self._fail(key, exc, at)
+            return self._empty()
+        if p is None:
+            return self._empty()
+        try:
+            rows = self._next_batch(p)
+        except Exception as exc:  # a batch that cannot be made (elements of another structure)
+            rows, p.error = None, exc
+        if rows is None:  # the end of the pass (and of the partial batches)
+            self._drop(p, p.error)
+            if p.error is None and (self.feed.count is None or p.position == self.feed.count):
+                try:
+                    self.feed.end()
+                except Exception as exc:
+                    self._fail(key, exc, p.position)
+            return self._empty()
+        with self.lock:
+            p.busy = False
+            doomed = p.doomed
+        if doomed:
+            p.close()
+        return self._encode_batch(p, rows)
+
     def check(self, info: np.ndarray) -> np.ndarray:
         """Raise the error the pass ``info`` ended with; False when it ended without one."""
         key = (int(info[0]), int(info[1]))
@@ -182,14 +253,17 @@ class Passes:
             p.close()
 
     # -- inside ------------------------------------------------------------------------------------------
-    def _pass(self, key: tuple[int, int], epoch: int, seed: int, at: int) -> _Pass | None:
-        """The pass ``key`` standing at ``at``, marked busy: the live one there, or one opened there."""
+    def _pass(
+        self, key: tuple[int, int], epoch: int, seed: int, at: int, wanted: list[list[int]] | None = None
+    ) -> _Pass | None:
+        """The pass ``key`` standing at ``at`` (with the elements ``wanted`` waiting in its buckets, when it
+        buckets), marked busy: the live one there, or one opened there."""
         with self.lock:
-            if key in self.failed or self.ended.get(key) == at:
-                return None
+            if key in self.failed or (self.ended.get(key) == at and not any(wanted or [])):
+                return None  # (a bucketing pass restored at its end still has its partial batches to give)
             same = [p for p in self.live if p.key == key and not p.busy]
             for p in same:
-                if p.position == at:
+                if p.position == at and (wanted is None or p.members() == wanted):
                     p.busy = True
                     return p
             # opened here: a restored pass, a pass reopened after it was closed while waiting, or a new one.
@@ -210,9 +284,41 @@ class Passes:
             p.close()
         if at == 0:
             self.feed.begin()
-        opened = _Pass(key, at, self.feed.open(epoch, seed, at), busy=True)
+        if wanted is None:
+            opened = _Pass(key, at, self.feed.open(epoch, seed, at), busy=True)
+        else:
+            opened = self._refill(key, epoch, seed, at, wanted)
         with self.lock:
             self.live.append(opened)
+        return opened
+
+    def _refill(self, key: tuple[int, int], epoch: int, seed: int, at: int, wanted: list[list[int]]) -> _Pass:
+        """A bucketing pass opened at ``at`` with the elements ``wanted`` (positions before ``at``) made again and
+        put back in their buckets: read from the first of them, keeping only those."""
+        keep = {position: bucket for bucket, positions in enumerate(wanted) for position in positions}
+        start = min(keep, default=at)
+        elements = self.feed.open(epoch, seed, start)
+        opened = _Pass(key, at, elements, busy=True, waiting=[[] for _ in wanted])
+        assert opened.waiting is not None
+        position = start
+        try:
+            while position < at:
+                element = next(elements)
+                if element is STALL:
+                    continue
+                if position in keep:
+                    opened.waiting[keep[position]].append((position, self._leaves(element)))
+                position += 1
+        except StopIteration:
+            opened.close()
+            msg = (
+                f"{self.feed.name} ended after {position} elements, but the saved iterator stood at element {at} "
+                "of this pass: the source holds fewer elements than when the checkpoint was written."
+            )
+            raise TfBridgeError(msg) from None
+        except BaseException:
+            opened.close()
+            raise
         return opened
 
     def _drop(self, p: _Pass, error: BaseException | None) -> None:
@@ -268,6 +374,65 @@ class Passes:
             size += sum(_chunks.nbytes(leaf) for leaf in leaves)
         return group, None
 
+    def _next_batch(self, p: _Pass) -> list[list[Any]] | None:
+        """The leaves of the next batch of a bucketing pass: a bucket that fills, then (every element in) the
+        partial ones; None at the end."""
+        bucketing = self.bucketing
+        assert bucketing is not None and p.waiting is not None
+        while not p.flushing:
+            try:
+                element = next(p.elements)
+            except StopIteration:
+                p.flushing = True
+                break
+            except Exception as exc:  # the elements end here; the partial batches still go, then the error
+                p.error, p.flushing = exc, True
+                break
+            if element is STALL:
+                continue
+            leaves = self._leaves(element)
+            bucket = bucketing.bucket(leaves)
+            p.waiting[bucket].append((p.position, leaves))
+            p.position += 1
+            if len(p.waiting[bucket]) == bucketing.batch_size:
+                full, p.waiting[bucket] = p.waiting[bucket], []
+                return [leaves for _, leaves in full]
+        for bucket, rows in enumerate(p.waiting):
+            if rows:
+                p.waiting[bucket] = []
+                if not bucketing.drop_remainder:
+                    return [leaves for _, leaves in rows]
+        return None
+
+    def _encode_batch(self, p: _Pass, rows: list[list[Any]]) -> list[Any]:
+        """A bucketing step's answer: the pass's state after it and one batch, each field padded to its longest."""
+        bucketing = self.bucketing
+        assert bucketing is not None
+        members, fills = self._state(p)
+        out: list[Any] = [np.int64(1), np.int64(p.position), members, fills]
+        for column, spec, pad in zip(zip(*rows, strict=True), self.specs, bucketing.pads, strict=True):
+            text = spec.dtype.name == "string"
+            dtype = object if text else spec.dtype.as_numpy_dtype
+            if None in spec.shape.as_list():
+                longest = np.max([leaf.shape for leaf in column], axis=0)
+                batch = np.full((len(column), *longest), pad, dtype=dtype)
+                for row, leaf in zip(batch, column, strict=True):
+                    row[tuple(slice(0, n) for n in leaf.shape)] = leaf
+            else:
+                batch = np.stack([leaf.astype(dtype, copy=False) for leaf in column])
+            out.append(batch)
+        return out
+
+    def _state(self, p: _Pass | None) -> tuple[np.ndarray, np.ndarray]:
+        bucketing = self.bucketing
+        assert bucketing is not None
+        members = np.full((bucketing.buckets, bucketing.batch_size), -1, np.int64)
+        fills = np.zeros(bucketing.buckets, np.int64)
+        for bucket, positions in enumerate(p.members() if p is not None else []):
+            members[bucket, : len(positions)] = positions
+            fills[bucket] = len(positions)
+        return members, fills
+
     def _leaves(self, element: Any) -> list[Any]:
         """The components of ``element``'s fields: a dense field's array; a ragged field's flat values and row
         splits; a sparse field's indices, values and dense shape."""
@@ -306,6 +471,10 @@ class Passes:
         return out
 
     def _empty(self) -> list[Any]:
+        if self.bucketing is not None:
+            members, fills = self._state(None)
+            empty = [_placeholder(spec.dtype, [None, *spec.shape]) for spec in self.specs]
+            return [np.int64(0), np.int64(0), members, fills, *empty]
         return [np.int64(0), *(_placeholder(dtype, shape) for dtype, shape in _components(self.specs, self.feed.chunk))]
 
 
@@ -433,10 +602,39 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
         )
         return elements.concatenate(check.flat_map(lambda _: elements.take(0)))
 
+    def one_bucketed_pass(info: Any) -> Any:
+        bucketing = passes.bucketing
+        assert bucketing is not None
+        rows = (bucketing.buckets, bucketing.batch_size)
+        shapes = [[None, *spec.shape.as_list()] for spec in specs]
+        size = bucketing.batch_size if bucketing.drop_remainder else None  # every batch delivered is whole
+        types = [tf.int64, tf.int64, tf.int64, tf.int64, *(spec.dtype for spec in specs)]
+
+        def step(state: Any, _: Any) -> tuple[Any, Any]:
+            position, members, fills = state
+            out = tf.numpy_function(passes.fetch_batch, [info, position, members, fills], types, stateful=True)
+            count = tf.ensure_shape(out[0], ())
+            after = (tf.ensure_shape(out[1], ()), tf.ensure_shape(out[2], rows), tf.ensure_shape(out[3], rows[:1]))
+            parts = [tf.ensure_shape(part, shape) for part, shape in zip(out[4:], shapes, strict=True)]
+            return after, (count, tuple(parts))
+
+        start = (info[3], tf.fill(rows, tf.constant(-1, tf.int64)), tf.zeros(rows[:1], tf.int64))
+        steps = tf.data.Dataset.from_tensors(0).repeat().scan(start, step)
+        steps = steps.take_while(lambda count, _: count > 0)
+        def batch(_: Any, parts: Any) -> Any:
+            whole = [tf.ensure_shape(part, [size, *shape[1:]]) for part, shape in zip(parts, shapes, strict=True)]
+            return tf.nest.pack_sequence_as(signature, whole)
+
+        batches = steps.map(batch)
+        check = tf.data.Dataset.from_tensors(info).take_while(
+            lambda i: tf.ensure_shape(tf.numpy_function(passes.check, [i], tf.bool, stateful=True), ())
+        )
+        return batches.concatenate(check.flat_map(lambda _: batches.take(0)))
+
     first = tf.data.Dataset.from_tensors(np.int64(0)).map(
         lambda _: tf.ensure_shape(tf.numpy_function(lambda: passes.next_pass(), [], tf.int64, stateful=True), (4,))
     )
-    ds = first.flat_map(one_pass)
+    ds = first.flat_map(one_pass if passes.bucketing is None else one_bucketed_pass)
     options = tf.data.Options()
     # the Python steps are stateful; their state is the position tf.data holds, so a checkpoint may leave them out
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE

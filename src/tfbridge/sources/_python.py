@@ -38,6 +38,27 @@ class IndexedTask:
         return self.conform(element, int(index))
 
 
+def bucketing_for(plan: BuildPlan, *, stream: bool = False) -> Any:
+    """pad_batch's buckets made where the elements are (``_positions.Bucketing``), or None when tf.data buckets
+    them: no buckets asked, the comparison route, or a stream shared between pipelines (each keeps every k-th
+    element, after which its batches are made)."""
+    if plan.buckets is None or plan.batch_size is None or plan.padding is None or not POSITIONED:
+        return None
+    if stream and plan.shard is not None:
+        return None
+    import tensorflow as tf
+
+    from tfbridge.batching import length_axis
+    from tfbridge.sources._positions import Bucketing
+
+    pads = tuple(
+        b"" if leaf.dtype == tf.string else leaf.numpy() for leaf in tf.nest.flatten(plan.padding)
+    )
+    return Bucketing(
+        tuple(plan.buckets), plan.batch_size, pads, length_axis(plan.spec.signature), plan.drop_remainder
+    )
+
+
 def conformer_for(plan: BuildPlan) -> Conformer | None:
     """Elements are checked unless validate="none"; ragged and sparse fields always need converting."""
     dense = all(leaf.kind == "dense" for _, leaf in plan.spec.fields())
@@ -135,13 +156,16 @@ def build_indexed(
         plan.spec, plan.bytes_per_element, plan.seconds_per_element / workers
     )
     epochs = _IndexedEpochs(plan, name, length, task, indices, chunk, on_epoch_begin, on_epoch_end)
+    bucketing = bucketing_for(plan)
     if POSITIONED:
-        passes = _positions.Passes(epochs, plan.spec.signature, epochs.seed, plan.seed is not None, plan.errors)
+        passes = _positions.Passes(
+            epochs, plan.spec.signature, epochs.seed, plan.seed is not None, plan.errors, bucketing
+        )
         ds = _positions.positioned_dataset(passes, plan.spec.signature)
         _positions.attach(ds, passes)
     else:
         ds = from_generator(epochs, plan, chunk)
-    if plan.errors is not None:  # a failed pass ends short, and must end without another error
+    if plan.errors is not None or bucketing is not None:  # a failed pass ends short; batches: counted by pad_batch
         return ds
     return ds.apply(tf.data.experimental.assert_cardinality(epochs.count))
 
@@ -161,7 +185,7 @@ def build_stream(plan: BuildPlan, *, name: str, iterate: Callable[[], Iterator[A
         )
     epochs = _StreamEpochs(iterate, conformer_for(plan), plan.timeout, name, one_shot)
     if POSITIONED:
-        passes = _positions.Passes(epochs, plan.spec.signature, 0, True, plan.errors)
+        passes = _positions.Passes(epochs, plan.spec.signature, 0, True, plan.errors, bucketing_for(plan, stream=True))
         ds = _positions.positioned_dataset(passes, plan.spec.signature)
         _positions.attach(ds, passes)
     else:

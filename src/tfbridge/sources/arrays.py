@@ -14,7 +14,7 @@ import numpy as np
 
 from tfbridge import _nest
 from tfbridge.errors import SpecInferenceError, TfBridgeError
-from tfbridge.sources._base import BuildPlan, Built, Peek, Problems, Runner, Task
+from tfbridge.sources._base import BuildPlan, Built, Peek, Problems, Runner, Task, without_buckets
 from tfbridge.sources.indexed import IndexedSource
 from tfbridge.sources.labels import split_label
 
@@ -156,6 +156,7 @@ class ArraysSource:
     def build(self, plan: BuildPlan) -> Built:
         if self.batched:
             return self.rows.build(plan)
+        plan = without_buckets(plan)
         return Built(_gather(self, plan), batched_by_source=plan.batch_size is not None)
 
     def scan(self, runner: Runner | None = None, limit: int | None = None) -> Iterator[Any]:

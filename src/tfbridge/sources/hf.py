@@ -62,6 +62,7 @@ from tfbridge.sources._base import (
     TfDataEpochs,
     infer_from_peek,
     nbytes,
+    without_buckets,
 )
 from tfbridge.sources.arrays import ArraysSource, gather_rows, split_blocks
 from tfbridge.sources.indexed import IndexedSource
@@ -635,6 +636,7 @@ class HFArraysSource(ArraysSource):
     def build(self, plan: BuildPlan) -> Built:
         if self.batched:
             return super().build(plan)
+        plan = without_buckets(plan)
         conformed = self._conformed(plan.spec, plan.finite)
         return Built(gather_rows(conformed, self.length(), plan), plan.batch_size is not None)
 

@@ -147,7 +147,7 @@ class IndexedSource:
             on_epoch_begin=self._hook("on_epoch_begin"),
             on_epoch_end=self._hook("on_epoch_end"),
         )
-        return Built(ds)
+        return Built(ds, batched_by_source=_python.bucketing_for(plan) is not None)
 
     def _hook(self, name: str) -> Callable[[], None]:
         def run() -> None:

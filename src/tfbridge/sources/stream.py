@@ -271,7 +271,7 @@ class StreamSource:
     def build(self, plan: BuildPlan) -> Built:
         self._peeked = None  # the dataset (which TensorFlow keeps alive) must not keep peeked elements
         ds = _python.build_stream(plan, name=self.name, iterate=self.iterate, one_shot=self.one_shot)
-        return Built(ds)
+        return Built(ds, batched_by_source=_python.bucketing_for(plan, stream=True) is not None)
 
     def scan(self, runner: Runner | None = None, limit: int | None = None) -> Iterator[Any]:
         """A pass that consumes nothing a later pass needs (a one-shot stream reads ahead into its replay)."""
