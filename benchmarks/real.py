@@ -640,17 +640,21 @@ def section(sizes: Sizes | None = None, quick: bool | None = None, workloads: tu
         "peek) before it builds anything, to infer the spec and time them; `auto` then picks its executor from "
         "their cost: elements whose CPU time is under half their wall time count as waiting (threads, up to 64 of "
         "them, each holding an element in flight), CPU-bound elements that pickle (and are not mostly memory "
-        "copying) get one worker process per core. On a machine busy with other work a CPU-bound element also "
-        "waits, for a core, and can count as waiting. tfbridge's worker processes are fresh interpreters: for a "
-        "Keras PyDataset each imports Keras, and with it TensorFlow, before its first element; Keras's own "
+        "copying) get one worker process per core when they repay their start-up within the first epoch; the time "
+        "an element spends waiting for a core on a busy machine is measured and left out. tfbridge's worker "
+        "processes are fresh interpreters; a Keras PyDataset travels to them as a light copy that needs neither "
+        "Keras nor TensorFlow (the user's classes over a stand-in base), so each starts in well under a second; "
+        "Keras's own "
         "processes are forked from the running interpreter (Python's default start on Linux) and start at once, "
         "but every batch comes back pickled through a pipe (19 MB an image batch). grain's `mp_prefetch` spawns "
         "fresh interpreters too, and Keras's grain adapter iterates the dataset once for a few batches (the "
-        "signature) before the iteration that feeds tf.data, so the workers start twice. tfbridge sends single "
-        "examples into tf.data in chunks only when they have one shape: variable-length examples cross one at a "
-        "time, each paying `from_generator`'s cost per element, while a PyDataset of padded batches crosses once "
-        "per batch; and bucketing single examples in tf.data has a cost per element of its own (the last row of "
-        "(b)). Every method of a workload gives batches of one structure (checked on each first batch).",
+        "signature) before the iteration that feeds tf.data, so the workers start twice. tfbridge's `pad_batch` "
+        "with buckets over a Python source buckets and pads where the examples are made, and each step into "
+        "tf.data carries one padded batch; the examples themselves are made one per call of the source (the "
+        "serial executor here: single examples are too cheap for worker processes, which pass each one back on "
+        "its own), while a Keras PyDataset makes 32 per call. Bucketing single examples in tf.data instead has a "
+        "cost per example of its own (the last row of (b)). Every method of a workload gives batches of one "
+        "structure (checked on each first batch).",
         "",
         "### Goals",
         "",
