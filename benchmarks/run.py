@@ -5,8 +5,9 @@ Keras's own PyDataset conversion (threads, processes), an index-parallel `tf.num
 ceilings (a plain Python loop over the source, an in-memory tf.data pipeline, numpy memcpy). Every figure is
 elements/s: median of several repetitions with min-max spread, warm-up excluded. Then the sections of
 benchmarks/variable.py, scaling.py, service.py, hf.py, sources.py and real.py (real workloads: JPEG images and
-tokenised text, with time to the first batch and peak memory), auto.py, epoch_end.py and resume.py (the
-index-driven route against from_generator, checkpoint sizes and restore times). Writes benchmarks/RESULTS.md and
+tokenised text, with time to the first batch and peak memory), workers.py (process workers' start-up and
+memory), auto.py, epoch_end.py and resume.py (the index-driven route against from_generator, checkpoint sizes
+and restore times). Writes benchmarks/RESULTS.md and
 benchmarks/throughput.png.
 
 ``--quick`` (or ``BENCH_QUICK=1``, e.g. ``BENCH_QUICK=1 make bench``) runs every section small (one repetition,
@@ -39,6 +40,7 @@ import scaling  # noqa: E402
 import service  # noqa: E402
 import sources  # noqa: E402
 import variable  # noqa: E402
+import workers  # noqa: E402
 import workloads  # noqa: E402
 
 import tfbridge as tb  # noqa: E402
@@ -223,7 +225,9 @@ def chart(results: list[Any]) -> Path | None:
     return path
 
 
-SECTIONS = ("workloads", "variable", "scaling", "service", "hf", "sources", "real", "auto", "epoch_end", "resume")
+SECTIONS = (
+    "workloads", "variable", "scaling", "service", "hf", "sources", "real", "workers", "auto", "epoch_end", "resume"
+)
 
 
 def main() -> None:
@@ -257,6 +261,8 @@ def main() -> None:
         parts.append(sources.section(repeats, 1, 2_000, 2_000, 5_000) if quick else sources.section(repeats))
     if "real" in only:
         parts.append(real.section(quick=quick))
+    if "workers" in only:
+        parts.append(workers.section(64 if quick else 400))
     if "auto" in only:
         parts.append(auto.section(repeats))
     if "epoch_end" in only:

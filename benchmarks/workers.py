@@ -8,8 +8,8 @@ whatever that imports), and each worker's memory after the pass from /proc/<pid>
 resident, shared pages it touched included) and RssAnon (its own memory). "before" is the plain cloudpickle
 route (`processes._LIGHT = False`): a PyDataset's workers import Keras and TensorFlow, and a big array is copied
 into each worker. "light" is tfbridge's route: a light copy of the PyDataset (no Keras import) and the big array
-shared read-only through one memory file. `python benchmarks/workers.py` prints the section (it is not part of
-`make bench`).
+shared read-only through one memory file. `python benchmarks/workers.py` prints the section; `make bench` writes
+it into RESULTS.md.
 """
 
 from __future__ import annotations
