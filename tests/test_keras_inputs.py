@@ -4,6 +4,7 @@ nest, and a model built on them trains on the dataset."""
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import keras
@@ -58,3 +59,41 @@ def test_dict_features_give_named_inputs_and_train_without_reshaping() -> None:
     model.compile("adam", "mse")
     history = model.fit(tb.to_dataset(source), epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
+
+
+def test_list_and_namedtuple_elements_split_as_keras_fit_splits_them() -> None:
+    # Keras reads a list or namedtuple of 1-3 items as (x, y, sample_weight), and tf.data delivers a list as a
+    # tuple: the inputs built for such a source must be the model that fits the dataset made from it
+    pair = collections.namedtuple("pair", "image label")
+
+    class AsList(keras.utils.PyDataset):
+        def __len__(self) -> int:
+            return 3
+
+        def __getitem__(self, i: int) -> Any:
+            n = 4 if i < 2 else 3
+            return [np.full((n, 5), i, np.float64), np.full((n, 1), i % 2, np.float64)]
+
+    def as_namedtuple() -> Any:
+        for i in range(3):
+            yield pair(np.full((4, 5), i, np.float64), np.full((4, 1), i % 2, np.float64))
+
+    for source in (AsList(), as_namedtuple):
+        spec = tb.infer_spec(source, batched=True)
+        assert [path for path, _ in spec.fields()] == ["x", "y"]
+        inputs = tb.keras_inputs(source, batched=True)
+        assert isinstance(inputs, keras.KerasTensor) and inputs.shape == (None, 5)
+        model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+        model.compile("adam", "mse")
+        history = model.fit(tb.to_dataset(source, batched=True), epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][-1])
+
+
+def test_a_list_of_more_than_three_fields_stays_all_features() -> None:
+    def four() -> Any:
+        for _ in range(3):
+            yield [np.ones((4, 2), np.float32) for _ in range(4)]
+
+    inputs = tb.keras_inputs(four, batched=True)
+    assert isinstance(inputs, list) and len(inputs) == 4
+    assert tb.infer_spec(four, batched=True).labels is None
