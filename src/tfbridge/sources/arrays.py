@@ -272,17 +272,18 @@ def _densify(spec: Spec) -> Callable[[Any], Any] | None:
 
 
 def _column_spec(spec: Spec, columns: Any) -> Spec:
-    """The spec of whole columns: a batch axis on every field; a column of rows whose first dimension varies
-    (e.g. token lists in a DataFrame) is held as a ragged tensor, and gathering one row gives it back dense."""
+    """The spec of whole columns: a batch axis on every field; a column of rows whose shape varies (e.g. token
+    lists, or images of several sizes, in a DataFrame) is held as a ragged tensor, ragged up to its last
+    varying dimension, and gathering one row gives it back dense."""
     from tfbridge.spec import Leaf, Spec, add_batch_axis
 
     batched = add_batch_axis(spec)
     arrays = _nest.flatten(columns)[0]
 
     def column_leaf(leaf: Leaf, array: Any) -> Leaf:
-        varies_first = leaf.kind == "dense" and leaf.rank >= 2 and leaf.shape[1] is None
-        if varies_first and getattr(array, "dtype", None) == np.dtype(object) and None not in leaf.shape[2:]:
-            return Leaf(leaf.shape, leaf.dtype, "ragged", 1)
+        varying = [d for d in range(1, leaf.rank) if leaf.shape[d] is None] if leaf.kind == "dense" else []
+        if varying and getattr(array, "dtype", None) == np.dtype(object):
+            return Leaf(leaf.shape, leaf.dtype, "ragged", varying[-1])
         return leaf
 
     leaves, treespec = _nest.flatten(batched.structure)
