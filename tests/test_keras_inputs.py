@@ -9,6 +9,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from _sources import Counting
 
@@ -97,3 +98,22 @@ def test_a_list_of_more_than_three_fields_stays_all_features() -> None:
     inputs = tb.keras_inputs(four, batched=True)
     assert isinstance(inputs, list) and len(inputs) == 4
     assert tb.infer_spec(four, batched=True).labels is None
+
+
+def test_label_splits_a_given_spec_or_signature_as_it_splits_a_source() -> None:
+    columns = {"age": np.ones((6, 2)), "visits": np.arange(6), "churned": np.zeros(6, np.int64)}
+    spec = tb.infer_spec(columns)
+    from_source = tb.keras_inputs(columns, label="churned")
+    from_spec = tb.keras_inputs(spec, label="churned")
+    from_signature = tb.keras_inputs(spec.signature, label=["churned", "visits"], batched=False)
+    assert set(from_source) == set(from_spec) == {"age", "visits"}
+    assert from_spec["age"].shape == from_source["age"].shape == (None, 2)
+    assert set(from_signature) == {"age"}
+
+
+def test_label_on_a_spec_that_is_not_dict_shaped_says_the_keras_split_applies() -> None:
+    spec = tb.infer_spec((np.ones((6, 2)), np.arange(6)))
+    with pytest.raises(tb.TfBridgeError, match=r"label='y' needs elements that are dicts of columns.*\n.*Keras split"):
+        tb.keras_inputs(spec, label="y")
+    with pytest.raises(tb.TfBridgeError, match=r"label column\(s\) \['nope'\] not found.*\['age'\]"):
+        tb.keras_inputs(tb.infer_spec({"age": np.ones(3)}), label="nope")
