@@ -740,6 +740,26 @@ def _tensor(shape: Any = (None, 3), dtype: Any = "float32") -> dict[str, Any]:
             id="ragged-rank",
         ),
         pytest.param(
+            _spec_json({"type": "namedtuple", "name": "os.system('x')", "fields": ["a"], "items": [_tensor()]}),
+            r'"name" must be a Python identifier',
+            id="namedtuple-name-code",
+        ),
+        pytest.param(
+            _spec_json({"type": "namedtuple", "name": "Pair", "fields": ["a", "_b"], "items": [_tensor(), _tensor()]}),
+            r'"fields" must be distinct Python identifiers not starting with "_", one per item',
+            id="namedtuple-private-field",
+        ),
+        pytest.param(
+            _spec_json({"type": "namedtuple", "name": "Pair", "fields": ["a"], "items": [_tensor(), _tensor()]}),
+            r'"fields" must be distinct Python identifiers',
+            id="namedtuple-fields-count",
+        ),
+        pytest.param(
+            _spec_json({"type": "namedtuple", "name": "Pair", "items": [_tensor()]}),
+            r'a namedtuple needs exactly "type", "name", "fields" and "items"',
+            id="namedtuple-no-fields",
+        ),
+        pytest.param(
             _spec_json(json.loads('{"type": "tuple", "items": [' * 100 + json.dumps(_tensor()) + "]}" * 100)),
             r"nesting deeper than 64",
             id="nesting-100",
