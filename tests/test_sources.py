@@ -337,6 +337,25 @@ def test_dataframe_column_of_arrays_varying_beyond_their_first_dimension_convert
     assert tb.validate(df) == 4
 
 
+def test_a_0d_array_among_columns_is_refused_naming_it() -> None:
+    with pytest.raises(tb.SpecInferenceError) as info:
+        tb.infer_spec((np.ones((3, 2)), np.array(1.0)))
+    assert str(info.value) == (
+        "the arrays of the source need one row per example, but y is a 0-d array (a single value, no rows).\n"
+        "Hint: give each array a leading axis of one row per example; for a single example, "
+        "np.expand_dims(value, 0)."
+    )
+
+
+def test_masked_values_of_a_numpy_masked_array_are_refused_not_passed_as_data() -> None:
+    labels = np.ma.masked_array([0, 1, 99, 1], mask=[False, False, True, False])
+    with pytest.raises(tb.SpecInferenceError, match=r"^the array y is a numpy masked array with 1 masked value") as info:
+        tb.to_dataset((np.ones((4, 2)), labels))
+    assert info.value.path == "y" and "Hint: fill them first, e.g. arr.filled(0)" in str(info.value)
+    unmasked = np.ma.masked_array(np.arange(4), mask=False)  # nothing hidden: read as the plain array
+    assert [int(v) for v in tb.to_dataset(unmasked)] == [0, 1, 2, 3]
+
+
 def test_batched_numpy_arrays_deliver_the_spec() -> None:
     x = np.arange(24, dtype=np.float64).reshape(4, 3, 2)  # 4 batches of 3 rows
     ds = tb.to_dataset(x, batched=True)

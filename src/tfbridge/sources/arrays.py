@@ -93,7 +93,27 @@ class ArraysSource:
         lengths = {
             _nest.format_path(p, columns): len(a) if a.ndim else None for p, a in zip(paths, leaves, strict=True)
         }
-        if None in lengths.values() or len(set(lengths.values())) > 1:
+        scalars = [p for p, n in lengths.items() if n is None]
+        if scalars:
+            msg = (
+                f"the arrays of the source need one row per example, but {', '.join(scalars)} "
+                f"{'is a 0-d array' if len(scalars) == 1 else 'are 0-d arrays'} (a single value, no rows).\n"
+                "Hint: give each array a leading axis of one row per example; for a single example, "
+                "np.expand_dims(value, 0)."
+            )
+            raise SpecInferenceError(msg)
+        for p, a in zip(paths, leaves, strict=True):
+            masked = int(np.count_nonzero(np.ma.getmaskarray(a))) if isinstance(a, np.ma.MaskedArray) else 0
+            if masked:
+                where = _nest.format_path(p, columns)
+                msg = (
+                    f"the array {where} is a numpy masked array with {masked} masked value(s) in "
+                    f"{a.size}. tfbridge does not turn a masked value into any value (its hidden data would pass "
+                    f"as if it were real).\nHint: fill them first, e.g. arr.filled(0) (or arr.filled(np.nan) "
+                    "for floats), or leave out the rows that hold them."
+                )
+                raise SpecInferenceError(msg, path=where)
+        if len(set(lengths.values())) > 1:
             listing = ", ".join(f"{p}: {n if n is not None else 'a scalar'}" for p, n in lengths.items())
             msg = (
                 f"the arrays of the source have different numbers of rows ({listing}).\n"
