@@ -408,7 +408,8 @@ def test_an_iterable_dataset_of_images_gives_them_as_arrays() -> None:
     pytest.importorskip("PIL")
     images = [np.full((4 + i % 3, 5, 3), i, np.uint8) for i in range(5)]
     features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
-    ids = datasets.Dataset.from_dict({"image": images, "label": list(range(5))}, features=features).to_iterable_dataset()
+    table = datasets.Dataset.from_dict({"image": images, "label": list(range(5))}, features=features)
+    ids = table.to_iterable_dataset()
     assert dict(tb.infer_spec(ids, label="label").fields())["x['image']"] == tb.Leaf((None, 5, 3), "uint8")
     got = list(tb.to_dataset(ids, label="label").as_numpy_iterator())
     assert [y for _, y in got] == list(range(5))

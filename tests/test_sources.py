@@ -349,7 +349,8 @@ def test_a_0d_array_among_columns_is_refused_naming_it() -> None:
 
 def test_masked_values_of_a_numpy_masked_array_are_refused_not_passed_as_data() -> None:
     labels = np.ma.masked_array([0, 1, 99, 1], mask=[False, False, True, False])
-    with pytest.raises(tb.SpecInferenceError, match=r"^the array y is a numpy masked array with 1 masked value") as info:
+    refusal = r"^the array y is a numpy masked array with 1 masked value"
+    with pytest.raises(tb.SpecInferenceError, match=refusal) as info:
         tb.to_dataset((np.ones((4, 2)), labels))
     assert info.value.path == "y" and "Hint: fill them first, e.g. arr.filled(0)" in str(info.value)
     unmasked = np.ma.masked_array(np.arange(4), mask=False)  # nothing hidden: read as the plain array
