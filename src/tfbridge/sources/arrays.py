@@ -1,4 +1,5 @@
-"""In-memory columns: numpy arrays, tuples/dicts of arrays, pandas DataFrames.
+"""In-memory columns: numpy arrays (torch and TensorFlow tensors read as such), tuples/dicts of arrays, pandas
+DataFrames.
 
 Each row is one example (``batched=False`` by default). The spec is read from the arrays themselves, not
 peeked, so it is exact. Rows are gathered by index inside tf.data (shuffled by index), never through Python;
@@ -7,6 +8,7 @@ with ``batched=True`` (each row a batch) they take the indexed Python route inst
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -23,15 +25,47 @@ if TYPE_CHECKING:
 
 
 def is_array_nest(obj: Any) -> bool:
-    """An ndarray, or a tuple/dict nest whose leaves are all ndarrays (at least one).
+    """An ndarray (or an in-memory torch or TensorFlow tensor), or a tuple/dict nest whose leaves are all such
+    arrays (at least one).
 
     A top-level list is not columns but a list of elements (e.g. batches), by the Keras convention."""
-    if isinstance(obj, np.ndarray):
+    if _is_array(obj):
         return True
     if not isinstance(obj, (tuple, dict)):
         return False
     leaves = _nest.flatten(obj)[0]
-    return bool(leaves) and all(isinstance(v, np.ndarray) for v in leaves)
+    return bool(leaves) and all(_is_array(v) for v in leaves)
+
+
+def _is_array(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return True
+    # a tensor's library is imported already when there is one: looked up, never imported here
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return True
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(value, tf.Tensor) and hasattr(value, "numpy")  # eager, dense
+
+
+def array_columns(obj: Any) -> Any:
+    """``obj`` (see :func:`is_array_nest`) with every torch or TensorFlow tensor as a numpy array of its dtype."""
+    from tfbridge._values import ValueProblem, torch_to_numpy
+
+    def to_numpy(path: Any, value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value
+        try:
+            return np.asarray(torch_to_numpy(value) if hasattr(value, "detach") else value.numpy())
+        except ValueProblem as exc:
+            where = _nest.format_path(path, obj) if path else "x"
+            msg = f"column {where}: {exc}"
+            raise SpecInferenceError(msg, path=where) from None
+
+    if not isinstance(obj, (tuple, dict)):
+        return to_numpy((), obj)
+    paths, leaves, treespec = _nest.flatten_with_paths(obj)
+    return _nest.unflatten(treespec, [to_numpy(p, v) for p, v in zip(paths, leaves, strict=True)])
 
 
 def is_dataframe(obj: Any) -> bool:
