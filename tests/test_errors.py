@@ -664,6 +664,10 @@ def test_to_dataset_label_naming_a_missing_dataframe_column_lists_the_columns() 
     [
         pytest.param((np.ones((10, 3), np.float32), np.zeros((10,), np.int64)), id="numpy-tuple"),
         pytest.param(_batches(), id="indexed-tuples"),
+        pytest.param(
+            tf.data.Dataset.from_tensor_slices((np.ones((10, 3), np.float32), np.zeros((10,), np.int64))).batch(4),
+            id="tf-data-tuples",
+        ),
     ],
 )
 def test_to_dataset_label_on_tuple_shaped_source_explains_the_keras_split(source: Any) -> None:
@@ -675,6 +679,15 @@ def test_to_dataset_label_on_tuple_shaped_source_explains_the_keras_split(source
         "label='y' needs elements that are dicts of columns, but an element is tuple of length 2."
     )
     assert "(x, y, sample_weight)" in message
+    assert "in user code" not in message and "File " not in message, "no autograph frames around the message"
+
+
+def test_label_naming_no_column_of_a_tf_data_dataset_lists_its_columns() -> None:
+    ds = tf.data.Dataset.from_tensor_slices({"a": np.ones((6, 2)), "b": np.arange(6)}).batch(4)
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.to_dataset(ds, label="c")
+
+    assert str(info.value).startswith("label column(s) ['c'] not found. The element has the columns ['a', 'b'].")
 
 
 @pytest.mark.parametrize(
@@ -738,6 +751,26 @@ def _tensor(shape: Any = (None, 3), dtype: Any = "float32") -> dict[str, Any]:
             _spec_json({"type": "ragged", "shape": [None, None], "dtype": "int32", "ragged_rank": 5}),
             r'"ragged_rank" must be an integer from 1 to rank - 1',
             id="ragged-rank",
+        ),
+        pytest.param(
+            _spec_json({"type": "namedtuple", "name": "os.system('x')", "fields": ["a"], "items": [_tensor()]}),
+            r'"name" must be a Python identifier',
+            id="namedtuple-name-code",
+        ),
+        pytest.param(
+            _spec_json({"type": "namedtuple", "name": "Pair", "fields": ["a", "_b"], "items": [_tensor(), _tensor()]}),
+            r'"fields" must be distinct Python identifiers not starting with "_", one per item',
+            id="namedtuple-private-field",
+        ),
+        pytest.param(
+            _spec_json({"type": "namedtuple", "name": "Pair", "fields": ["a"], "items": [_tensor(), _tensor()]}),
+            r'"fields" must be distinct Python identifiers',
+            id="namedtuple-fields-count",
+        ),
+        pytest.param(
+            _spec_json({"type": "namedtuple", "name": "Pair", "items": [_tensor()]}),
+            r'a namedtuple needs exactly "type", "name", "fields" and "items"',
+            id="namedtuple-no-fields",
         ),
         pytest.param(
             _spec_json(json.loads('{"type": "tuple", "items": [' * 100 + json.dumps(_tensor()) + "]}" * 100)),

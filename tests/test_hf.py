@@ -403,6 +403,19 @@ def test_images_are_decoded_by_datasets_a_block_at_a_time() -> None:
 
 
 # -- IterableDataset ------------------------------------------------------------------------------------------------
+def test_an_iterable_dataset_of_images_gives_them_as_arrays() -> None:
+    # streamed image datasets yield PIL images; recent Pillow exposes only __array_interface__ (no __array__)
+    pytest.importorskip("PIL")
+    images = [np.full((4 + i % 3, 5, 3), i, np.uint8) for i in range(5)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+    table = datasets.Dataset.from_dict({"image": images, "label": list(range(5))}, features=features)
+    ids = table.to_iterable_dataset()
+    assert dict(tb.infer_spec(ids, label="label").fields())["x['image']"] == tb.Leaf((None, 5, 3), "uint8")
+    got = list(tb.to_dataset(ids, label="label").as_numpy_iterator())
+    assert [y for _, y in got] == list(range(5))
+    assert all(np.array_equal(x["image"], im) for (x, _), im in zip(got, images, strict=True))
+
+
 def test_an_iterable_dataset_is_a_stream_of_examples_in_numpy() -> None:
     ids = _tokens().to_iterable_dataset(num_shards=2)
     src = tb.sources.adapt(ids)

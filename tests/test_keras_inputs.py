@@ -4,10 +4,12 @@ nest, and a model built on them trains on the dataset."""
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 from _sources import Counting
 
@@ -58,3 +60,60 @@ def test_dict_features_give_named_inputs_and_train_without_reshaping() -> None:
     model.compile("adam", "mse")
     history = model.fit(tb.to_dataset(source), epochs=2, verbose=0)
     assert np.isfinite(history.history["loss"][-1])
+
+
+def test_list_and_namedtuple_elements_split_as_keras_fit_splits_them() -> None:
+    # Keras reads a list or namedtuple of 1-3 items as (x, y, sample_weight), and tf.data delivers a list as a
+    # tuple: the inputs built for such a source must be the model that fits the dataset made from it
+    pair = collections.namedtuple("pair", "image label")
+
+    class AsList(keras.utils.PyDataset):
+        def __len__(self) -> int:
+            return 3
+
+        def __getitem__(self, i: int) -> Any:
+            n = 4 if i < 2 else 3
+            return [np.full((n, 5), i, np.float64), np.full((n, 1), i % 2, np.float64)]
+
+    def as_namedtuple() -> Any:
+        for i in range(3):
+            yield pair(np.full((4, 5), i, np.float64), np.full((4, 1), i % 2, np.float64))
+
+    for source in (AsList(), as_namedtuple):
+        spec = tb.infer_spec(source, batched=True)
+        assert [path for path, _ in spec.fields()] == ["x", "y"]
+        inputs = tb.keras_inputs(source, batched=True)
+        assert isinstance(inputs, keras.KerasTensor) and inputs.shape == (None, 5)
+        model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+        model.compile("adam", "mse")
+        history = model.fit(tb.to_dataset(source, batched=True), epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"][-1])
+
+
+def test_a_list_of_more_than_three_fields_stays_all_features() -> None:
+    def four() -> Any:
+        for _ in range(3):
+            yield [np.ones((4, 2), np.float32) for _ in range(4)]
+
+    inputs = tb.keras_inputs(four, batched=True)
+    assert isinstance(inputs, list) and len(inputs) == 4
+    assert tb.infer_spec(four, batched=True).labels is None
+
+
+def test_label_splits_a_given_spec_or_signature_as_it_splits_a_source() -> None:
+    columns = {"age": np.ones((6, 2)), "visits": np.arange(6), "churned": np.zeros(6, np.int64)}
+    spec = tb.infer_spec(columns)
+    from_source = tb.keras_inputs(columns, label="churned")
+    from_spec = tb.keras_inputs(spec, label="churned")
+    from_signature = tb.keras_inputs(spec.signature, label=["churned", "visits"], batched=False)
+    assert set(from_source) == set(from_spec) == {"age", "visits"}
+    assert from_spec["age"].shape == from_source["age"].shape == (None, 2)
+    assert set(from_signature) == {"age"}
+
+
+def test_label_on_a_spec_that_is_not_dict_shaped_says_the_keras_split_applies() -> None:
+    spec = tb.infer_spec((np.ones((6, 2)), np.arange(6)))
+    with pytest.raises(tb.TfBridgeError, match=r"label='y' needs elements that are dicts of columns.*\n.*Keras split"):
+        tb.keras_inputs(spec, label="y")
+    with pytest.raises(tb.TfBridgeError, match=r"label column\(s\) \['nope'\] not found.*\['age'\]"):
+        tb.keras_inputs(tb.infer_spec({"age": np.ones(3)}), label="nope")

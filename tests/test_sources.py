@@ -314,6 +314,49 @@ def test_dataframe_token_list_column_converts_and_pads() -> None:
     assert batches[1]["tokens"].numpy().tolist() == [[5, 6, 0, 0], [7, 8, 9, 10]]
 
 
+def test_dataframe_column_of_arrays_varying_beyond_their_first_dimension_converts_and_pads() -> None:
+    # images of several sizes, and nested lists whose inner length varies: each row stays a dense array
+    sizes = [(2, 3), (4, 3), (2, 5), (1, 1)]
+    df = pd.DataFrame(
+        {
+            "img": [np.full(size, i, np.float64) for i, size in enumerate(sizes)],
+            "nested": [[[1]], [[2, 3]], [[4, 5, 6]], [[7]]],
+            "label": [0, 1, 0, 1],
+        }
+    )
+    spec = tb.infer_spec(df, label="label")
+    assert spec.features["img"].shape.as_list() == [None, None]
+    assert spec.features["nested"].shape.as_list() == [1, None]
+    rows = [(f["img"].numpy(), f["nested"].numpy().tolist(), int(y)) for f, y in tb.to_dataset(df, label="label")]
+    assert [r[0].shape for r in rows] == sizes
+    assert [float(r[0].max()) for r in rows] == [0.0, 1.0, 2.0, 3.0]
+    assert [r[1] for r in rows] == [[[1]], [[2, 3]], [[4, 5, 6]], [[7]]]
+    assert [r[2] for r in rows] == [0, 1, 0, 1]
+    first = next(iter(tb.pad_batch(df, 2, label="label")))[0]
+    assert first["img"].shape == (2, 4, 3) and first["nested"].numpy().tolist() == [[[1, 0]], [[2, 3]]]
+    assert tb.validate(df) == 4
+
+
+def test_a_0d_array_among_columns_is_refused_naming_it() -> None:
+    with pytest.raises(tb.SpecInferenceError) as info:
+        tb.infer_spec((np.ones((3, 2)), np.array(1.0)))
+    assert str(info.value) == (
+        "the arrays of the source need one row per example, but y is a 0-d array (a single value, no rows).\n"
+        "Hint: give each array a leading axis of one row per example; for a single example, "
+        "np.expand_dims(value, 0)."
+    )
+
+
+def test_masked_values_of_a_numpy_masked_array_are_refused_not_passed_as_data() -> None:
+    labels = np.ma.masked_array([0, 1, 99, 1], mask=[False, False, True, False])
+    refusal = r"^the array y is a numpy masked array with 1 masked value"
+    with pytest.raises(tb.SpecInferenceError, match=refusal) as info:
+        tb.to_dataset((np.ones((4, 2)), labels))
+    assert info.value.path == "y" and "Hint: fill them first, e.g. arr.filled(0)" in str(info.value)
+    unmasked = np.ma.masked_array(np.arange(4), mask=False)  # nothing hidden: read as the plain array
+    assert [int(v) for v in tb.to_dataset(unmasked)] == [0, 1, 2, 3]
+
+
 def test_batched_numpy_arrays_deliver_the_spec() -> None:
     x = np.arange(24, dtype=np.float64).reshape(4, 3, 2)  # 4 batches of 3 rows
     ds = tb.to_dataset(x, batched=True)

@@ -4,6 +4,7 @@ generated code. Refusals and their messages are in test_errors.py."""
 
 from __future__ import annotations
 
+import collections
 import json
 from typing import Any
 
@@ -78,6 +79,27 @@ def test_json_round_trip_is_plain_json_and_equal() -> None:
     assert set(data) == {"batched", "signature"} and data["batched"] is True
     again = tb.Spec.from_json(text)
     assert again == spec and again.signature == spec.signature
+
+
+def test_json_round_trip_keeps_a_namedtuple_and_its_fields() -> None:
+    pair = collections.namedtuple("pair", "image meta")
+    batch = (pair(np.zeros((2, 4), np.float32), np.zeros((2, 3), np.int32)), np.zeros((2,)))
+    spec = _spec(batch)
+    again = tb.Spec.from_json(spec.to_json())
+    assert again == spec and hash(again) == hash(spec)
+    features = again.signature[0]
+    assert type(features).__name__ == "pair" and features._fields == ("image", "meta")
+    assert features.meta == tf.TensorSpec((None, 3), tf.int32)
+    assert type(tb.Spec.from_json(spec.to_json()).signature[0]) is type(features)
+    assert again != _spec((tuple(batch[0]), batch[1])), "a plain tuple is another structure"
+
+
+def test_a_spec_with_integer_dict_keys_compares_and_hashes() -> None:
+    spec = _spec({1: np.zeros((2, 3)), 2: np.zeros((2,))})
+    same = _spec({2: np.ones((4,)), 1: np.ones((4, 3))})
+    assert spec == same and hash(spec) == hash(same) and len({spec, same}) == 1
+    with pytest.raises(tb.TfBridgeError, match=r"^Spec\.to_json: dict keys must be strings for JSON\. Received key 1$"):
+        spec.to_json()
 
 
 def test_code_executed_rebuilds_an_equal_signature_and_inputs() -> None:

@@ -491,3 +491,31 @@ def test_an_error_in_a_grain_map_is_a_source_error_naming_the_index() -> None:
     ds = tb.to_dataset(grain.MapDataset.source(list(range(4))).map(parse), peek=1)
     with pytest.raises(tf.errors.OpError, match=r"SourceError: element 2: ValueError: bad record 2"):
         _elements(ds)
+
+
+def test_torch_tensors_in_memory_are_columns_of_examples_like_numpy_arrays() -> None:
+    x = torch.arange(30, dtype=torch.float64).reshape(10, 3)
+    y = torch.arange(10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one row per example by kind: no guess, no warning
+        spec = tb.infer_spec((x, y))
+        alone = tb.infer_spec(x)
+    assert not spec.batched and dict(spec.fields()) == {"x": tb.Leaf((3,), "float64"), "y": tb.Leaf((), "int64")}
+    assert not alone.batched and alone.signature == tf.TensorSpec((3,), tf.float64)
+    ds = tb.to_dataset((x, y), batch_size=4)
+    assert ds.element_spec == (tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None,), tf.int64))
+    got = list(ds.as_numpy_iterator())
+    assert [b[1].tolist() for b in got] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in got]), x.numpy().astype(np.float32))
+    assert set(tb.keras_inputs({"a": x, "b": y}, label="b")) == {"a"}
+
+
+def test_tensorflow_eager_tensors_in_memory_are_columns_of_examples() -> None:
+    spec = tb.infer_spec((tf.ones((5, 2), tf.float64), tf.range(5)))
+    assert not spec.batched and dict(spec.fields()) == {"x": tb.Leaf((2,), "float64"), "y": tb.Leaf((), "int32")}
+    assert [int(y) for _, y in tb.to_dataset((tf.ones((5, 2)), tf.range(5)))] == [0, 1, 2, 3, 4]
+
+
+def test_a_torch_tensor_numpy_cannot_hold_is_named_as_a_column() -> None:
+    with pytest.raises(tb.SpecInferenceError, match=r"^column y: a torch\.Tensor of dtype torch\.float32 \(layout "):
+        tb.infer_spec((torch.ones(4, 2), torch.ones(4, 2).to_sparse()))

@@ -107,3 +107,20 @@ def test_zero_size_elements_of_an_indexed_source_are_delivered() -> None:
     )
     assert done.returncode == 0, f"the process died (return code {done.returncode}): {done.stderr[-500:]}"
     assert done.stdout.split() == ["3", "2"]
+
+
+def test_pil_images_from_an_indexed_source_become_uint8_arrays() -> None:
+    image_module = pytest.importorskip("PIL.Image")
+
+    class Images:
+        def __len__(self) -> int:
+            return 3
+
+        def __getitem__(self, i: int) -> Any:
+            return image_module.fromarray(np.full((4, 6, 3), i, np.uint8)), i
+
+    spec = tb.infer_spec(Images(), batched=False)
+    assert dict(spec.fields()) == {"x": tb.Leaf((4, 6, 3), "uint8"), "y": tb.Leaf((), "int64")}
+    got = [(x.numpy(), int(y)) for x, y in tb.to_dataset(Images(), batched=False, executor="serial")]
+    assert [y for _, y in got] == [0, 1, 2]
+    assert all(x.shape == (4, 6, 3) and (x == y).all() for x, y in got)

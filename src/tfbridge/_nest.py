@@ -69,9 +69,17 @@ def map_structure(fn: Any, tree: Any) -> Any:
     return optree.tree_map(fn, tree, is_leaf=_is_leaf, none_is_leaf=True)
 
 
+def is_keras_tuple(tree: Any) -> bool:
+    """Whether Keras splits ``tree`` into (x, y, sample_weight): a tuple (a namedtuple too) or a list of fields
+    of 1, 2 or 3 items, as ``keras.utils.unpack_x_y_sample_weight`` does (tf.data delivers a list of fields as a
+    tuple, so ``fit`` splits it even where Keras itself would not see the list)."""
+    fields = isinstance(tree, tuple) or (isinstance(tree, list) and not is_data_list(tree))
+    return fields and 1 <= len(tree) <= 3
+
+
 def keras_split(tree: Any) -> tuple[Any, Any, Any]:
-    """(x, y, sample_weight) by Keras's rule: a tuple of 1, 2 or 3 splits, anything else is all x."""
-    if type(tree) is tuple and 1 <= len(tree) <= 3:
+    """(x, y, sample_weight) by Keras's rule (:func:`is_keras_tuple`); anything else is all x."""
+    if is_keras_tuple(tree):
         padded = tuple(tree) + (None,) * (3 - len(tree))
         return padded[0], padded[1], padded[2]
     return tree, None, None
@@ -83,7 +91,7 @@ def format_path(path: Path, root: Any = None) -> str:
     ``root`` is the whole element's structure (for the Keras names x / y / sample_weight).
     """
     keys = list(path)
-    head = _ROOT_NAMES[keys.pop(0)] if type(root) is tuple and 1 <= len(root) <= 3 and keys else "x"
+    head = _ROOT_NAMES[keys.pop(0)] if is_keras_tuple(root) and keys else "x"
     return head + "".join(f"[{k!r}]" for k in keys)
 
 

@@ -226,10 +226,16 @@ def _describe(value: Any) -> Described:
         return Described(coo, "sparse", tuple(coo.shape), dtype_name(coo.dtype))
     if _from_module(value, "pandas"):
         return describe(value.to_numpy())
-    if hasattr(value, "__array__"):
+    if array_like(value):
         return describe(np.asarray(value))
     msg = f"a {type(value).__module__}.{type(value).__qualname__} is not a tensor"
     raise ValueProblem(msg)
+
+
+def array_like(value: Any) -> bool:
+    """Whether numpy reads ``value`` as an array through one of its protocols: ``__array__``, or the array
+    interface alone (PIL images since Pillow 12 have only ``__array_interface__``)."""
+    return any(hasattr(value, name) for name in ("__array__", "__array_interface__", "__array_struct__"))
 
 
 def _describe_list(value: list[Any]) -> Described:

@@ -20,7 +20,7 @@ from tfbridge._checks import check_choice, find_stacklevel, short
 from tfbridge._progress import progress_bar
 from tfbridge.errors import NonFiniteError, TfBridgeError, TfBridgeWarning
 from tfbridge.executors import ExecutorName, ExecutorOptions
-from tfbridge.sources.labels import Label
+from tfbridge.sources.labels import Label, check_label, split_label
 from tfbridge.spec import CastFloats, Leaf, Spec, apply_float_policy, input_names
 
 
@@ -46,15 +46,16 @@ def keras_inputs(
     axis; dtypes follow the data (float64 becomes ``keras.config.floatx()`` unless ``cast_floats=None``);
     dict keys become input names (nested keys joined with "_", as ``spec.code()`` writes them); ragged and
     sparse fields get ``ragged=True`` / ``sparse=True``. ``label`` splits label columns off a dict-shaped
-    source first, so they do not become inputs.
+    source (or Spec, or signature) first, so they do not become inputs.
     """
     _tf.tf()  # says how to install TensorFlow when it is missing
     import keras
 
-    if isinstance(source_or_spec, Spec):
-        spec = source_or_spec
-    elif _is_signature(source_or_spec):
-        spec = Spec.from_signature(source_or_spec, batched=batched)
+    if isinstance(source_or_spec, Spec) or _is_signature(source_or_spec):
+        spec = source_or_spec if isinstance(source_or_spec, Spec) else Spec.from_signature(source_or_spec, batched)
+        if label is not None:  # the label columns of a dict-shaped spec are no inputs either
+            check_label(label)
+            spec = Spec(split_label(spec.structure, label), spec.batched)
     else:
         spec = sources.infer_spec(source_or_spec, peek=peek, batched=batched, label=label)
     spec = apply_float_policy(spec, cast_floats)

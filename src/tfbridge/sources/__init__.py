@@ -28,7 +28,7 @@ from tfbridge.sources._base import (
     source_error,
 )
 from tfbridge.sources._memo import Found
-from tfbridge.sources.arrays import ArraysSource, dataframe_columns, is_array_nest, is_dataframe
+from tfbridge.sources.arrays import ArraysSource, array_columns, dataframe_columns, is_array_nest, is_dataframe
 from tfbridge.sources.indexed import IndexedSource
 from tfbridge.sources.labels import Label, check_label, split_label
 from tfbridge.sources.stream import StreamSource
@@ -85,13 +85,13 @@ def _library_source(obj: Any, batched: bool | None) -> Source | None:
 def _adapt(obj: Any, batched: bool | None) -> Source:
     if is_tf_dataset(obj):
         return TFDataSource(obj, batched)
+    if is_array_nest(obj):  # before the libraries: a torch tensor is columns, as a numpy array is
+        return ArraysSource(obj, array_columns(obj), bool(batched))
     library = _library_source(obj, batched)
     if library is not None:
         return library
     if is_dataframe(obj):
         return ArraysSource(obj, dataframe_columns(obj), bool(batched))
-    if is_array_nest(obj):
-        return ArraysSource(obj, obj, bool(batched))
     if isinstance(obj, (str, bytes, dict)) or obj is None:
         return _not_a_source(obj)
     if batched is None:

@@ -1,4 +1,5 @@
-"""In-memory columns: numpy arrays, tuples/dicts of arrays, pandas DataFrames.
+"""In-memory columns: numpy arrays (torch and TensorFlow tensors read as such), tuples/dicts of arrays, pandas
+DataFrames.
 
 Each row is one example (``batched=False`` by default). The spec is read from the arrays themselves, not
 peeked, so it is exact. Rows are gathered by index inside tf.data (shuffled by index), never through Python;
@@ -7,6 +8,7 @@ with ``batched=True`` (each row a batch) they take the indexed Python route inst
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -23,15 +25,47 @@ if TYPE_CHECKING:
 
 
 def is_array_nest(obj: Any) -> bool:
-    """An ndarray, or a tuple/dict nest whose leaves are all ndarrays (at least one).
+    """An ndarray (or an in-memory torch or TensorFlow tensor), or a tuple/dict nest whose leaves are all such
+    arrays (at least one).
 
     A top-level list is not columns but a list of elements (e.g. batches), by the Keras convention."""
-    if isinstance(obj, np.ndarray):
+    if _is_array(obj):
         return True
     if not isinstance(obj, (tuple, dict)):
         return False
     leaves = _nest.flatten(obj)[0]
-    return bool(leaves) and all(isinstance(v, np.ndarray) for v in leaves)
+    return bool(leaves) and all(_is_array(v) for v in leaves)
+
+
+def _is_array(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return True
+    # a tensor's library is imported already when there is one: looked up, never imported here
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return True
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(value, tf.Tensor) and hasattr(value, "numpy")  # eager, dense
+
+
+def array_columns(obj: Any) -> Any:
+    """``obj`` (see :func:`is_array_nest`) with every torch or TensorFlow tensor as a numpy array of its dtype."""
+    from tfbridge._values import ValueProblem, torch_to_numpy
+
+    def to_numpy(path: Any, value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            return value
+        try:
+            return np.asarray(torch_to_numpy(value) if hasattr(value, "detach") else value.numpy())
+        except ValueProblem as exc:
+            where = _nest.format_path(path, obj) if path else "x"
+            msg = f"column {where}: {exc}"
+            raise SpecInferenceError(msg, path=where) from None
+
+    if not isinstance(obj, (tuple, dict)):
+        return to_numpy((), obj)
+    paths, leaves, treespec = _nest.flatten_with_paths(obj)
+    return _nest.unflatten(treespec, [to_numpy(p, v) for p, v in zip(paths, leaves, strict=True)])
 
 
 def is_dataframe(obj: Any) -> bool:
@@ -93,7 +127,27 @@ class ArraysSource:
         lengths = {
             _nest.format_path(p, columns): len(a) if a.ndim else None for p, a in zip(paths, leaves, strict=True)
         }
-        if None in lengths.values() or len(set(lengths.values())) > 1:
+        scalars = [p for p, n in lengths.items() if n is None]
+        if scalars:
+            msg = (
+                f"the arrays of the source need one row per example, but {', '.join(scalars)} "
+                f"{'is a 0-d array' if len(scalars) == 1 else 'are 0-d arrays'} (a single value, no rows).\n"
+                "Hint: give each array a leading axis of one row per example; for a single example, "
+                "np.expand_dims(value, 0)."
+            )
+            raise SpecInferenceError(msg)
+        for p, a in zip(paths, leaves, strict=True):
+            masked = int(np.count_nonzero(np.ma.getmaskarray(a))) if isinstance(a, np.ma.MaskedArray) else 0
+            if masked:
+                where = _nest.format_path(p, columns)
+                msg = (
+                    f"the array {where} is a numpy masked array with {masked} masked value(s) in "
+                    f"{a.size}. tfbridge does not turn a masked value into any value (its hidden data would pass "
+                    f"as if it were real).\nHint: fill them first, e.g. arr.filled(0) (or arr.filled(np.nan) "
+                    "for floats), or leave out the rows that hold them."
+                )
+                raise SpecInferenceError(msg, path=where)
+        if len(set(lengths.values())) > 1:
             listing = ", ".join(f"{p}: {n if n is not None else 'a scalar'}" for p, n in lengths.items())
             msg = (
                 f"the arrays of the source have different numbers of rows ({listing}).\n"
@@ -273,17 +327,18 @@ def _densify(spec: Spec) -> Callable[[Any], Any] | None:
 
 
 def _column_spec(spec: Spec, columns: Any) -> Spec:
-    """The spec of whole columns: a batch axis on every field; a column of rows whose first dimension varies
-    (e.g. token lists in a DataFrame) is held as a ragged tensor, and gathering one row gives it back dense."""
+    """The spec of whole columns: a batch axis on every field; a column of rows whose shape varies (e.g. token
+    lists, or images of several sizes, in a DataFrame) is held as a ragged tensor, ragged up to its last
+    varying dimension, and gathering one row gives it back dense."""
     from tfbridge.spec import Leaf, Spec, add_batch_axis
 
     batched = add_batch_axis(spec)
     arrays = _nest.flatten(columns)[0]
 
     def column_leaf(leaf: Leaf, array: Any) -> Leaf:
-        varies_first = leaf.kind == "dense" and leaf.rank >= 2 and leaf.shape[1] is None
-        if varies_first and getattr(array, "dtype", None) == np.dtype(object) and None not in leaf.shape[2:]:
-            return Leaf(leaf.shape, leaf.dtype, "ragged", 1)
+        varying = [d for d in range(1, leaf.rank) if leaf.shape[d] is None] if leaf.kind == "dense" else []
+        if varying and getattr(array, "dtype", None) == np.dtype(object):
+            return Leaf(leaf.shape, leaf.dtype, "ragged", varying[-1])
         return leaf
 
     leaves, treespec = _nest.flatten(batched.structure)

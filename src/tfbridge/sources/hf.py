@@ -51,6 +51,7 @@ import numpy as np
 
 from tfbridge import _nest
 from tfbridge._checks import short
+from tfbridge._values import array_like
 from tfbridge.errors import SpecInferenceError, TfBridgeError
 from tfbridge.sources._base import (
     BuildPlan,
@@ -916,7 +917,7 @@ def _to_numpy(value: Any, feature: Any, name: str) -> Any:
             return value  # e.g. an int beyond int64: the spec names it
     if isinstance(value, np.ndarray):
         return value if want is None or value.dtype == want or value.dtype.kind not in "biuf" else value.astype(want)
-    if hasattr(value, "__array__"):  # numpy scalars, PIL images
+    if array_like(value):  # numpy scalars, PIL images
         return np.asarray(value)
     return value
 

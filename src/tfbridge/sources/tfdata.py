@@ -154,6 +154,7 @@ class TFDataSource:
         return Inference(Spec(structure, True))
 
     def with_label(self, label: Any) -> TFDataSource:
+        split_label(self.dataset.element_spec, label)  # a refusal here, not wrapped in autograph's frames
         labelled = self.dataset.map(lambda *e: split_label(e[0] if len(e) == 1 else e, label))
         return TFDataSource(labelled, self.batched)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import collections
+import functools
 import json
+import keyword
+from collections.abc import Callable
 from typing import Any
 
 from tfbridge._checks import short
@@ -17,6 +21,7 @@ _DTYPES = frozenset(
 )  # fmt: skip
 _JSON_KIND: dict[Kind, str] = {"dense": "tensor", "ragged": "ragged", "sparse": "sparse"}
 _KIND_OF_JSON: dict[str, Kind] = {v: k for k, v in _JSON_KIND.items()}
+_TYPES = "tensor, ragged, sparse, tuple, namedtuple, list, dict"
 _MAX_JSON_DEPTH = 64
 _MAX_DIM = 2**63 - 1  # TensorFlow's dimensions are int64
 
@@ -33,6 +38,9 @@ def to_json_nest(node: Any) -> Any:
                 msg = f"Spec.to_json: dict keys must be strings for JSON. Received key {short(key)}"
                 raise TfBridgeError(msg)
         return {"type": "dict", "items": {k: to_json_nest(v) for k, v in node.items()}}
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        items = [to_json_nest(v) for v in node]
+        return {"type": "namedtuple", "name": type(node).__name__, "fields": list(node._fields), "items": items}
     if isinstance(node, tuple):
         return {"type": "tuple", "items": [to_json_nest(v) for v in node]}
     return {"type": "list", "items": [to_json_nest(v) for v in node]}
@@ -71,20 +79,22 @@ def _from_json_nest(node: Any, where: str, depth: int) -> Any:
         raise bad('expected an object with a "type"')
     kind = node["type"]
     if not isinstance(kind, str):
-        raise bad('"type" must be a string: one of tensor, ragged, sparse, tuple, list, dict')
+        raise bad(f'"type" must be a string: one of {_TYPES}')
     if kind in ("tuple", "list"):
         items = node.get("items")
         if not isinstance(items, list) or set(node) != {"type", "items"}:
             raise bad(f'a {kind} needs exactly "type" and "items" (a list)')
         values = [_from_json_nest(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(items)]
         return tuple(values) if kind == "tuple" else values
+    if kind == "namedtuple":
+        return _namedtuple_from_json(node, where, depth, bad)
     if kind == "dict":
         items = node.get("items")
         if not isinstance(items, dict) or set(node) != {"type", "items"}:
             raise bad('a dict needs exactly "type" and "items" (an object)')
         return {k: _from_json_nest(v, f"{where}[{k!r}]", depth + 1) for k, v in items.items()}
     if kind not in _KIND_OF_JSON:
-        raise bad('"type" must be one of tensor, ragged, sparse, tuple, list, dict')
+        raise bad(f'"type" must be one of {_TYPES}')
     allowed = {"type", "shape", "dtype"} | ({"ragged_rank"} if kind == "ragged" else set())
     if not set(node) <= allowed or not {"shape", "dtype"} <= set(node):
         raise bad(f"a {kind} needs the keys {sorted(allowed)}")
@@ -101,3 +111,30 @@ def _from_json_nest(node: Any, where: str, depth: int) -> Any:
     ):
         raise bad('"ragged_rank" must be an integer from 1 to rank - 1')
     return Leaf(tuple(shape), node["dtype"], _KIND_OF_JSON[kind], ragged_rank)
+
+
+def _namedtuple_from_json(node: Any, where: str, depth: int, bad: Callable[[str], TfBridgeError]) -> Any:
+    name, fields, items = node.get("name"), node.get("fields"), node.get("items")
+    if set(node) != {"type", "name", "fields", "items"} or not isinstance(items, list):
+        raise bad('a namedtuple needs exactly "type", "name", "fields" and "items" (a list)')
+
+    def plain_name(text: Any) -> bool:  # what collections.namedtuple accepts, checked before it is called
+        return isinstance(text, str) and text.isidentifier() and not keyword.iskeyword(text)
+
+    if not plain_name(name):
+        raise bad('"name" must be a Python identifier')
+    if not (
+        isinstance(fields, list)
+        and len(fields) == len(items)
+        and len(set(fields)) == len(fields)
+        and all(plain_name(f) and not f.startswith("_") for f in fields)
+    ):
+        raise bad('"fields" must be distinct Python identifiers not starting with "_", one per item')
+    values = [_from_json_nest(v, f"{where}.{f}", depth + 1) for f, v in zip(fields, items, strict=True)]
+    return _namedtuple_class(name, tuple(fields))(*values)
+
+
+@functools.lru_cache(maxsize=256)
+def _namedtuple_class(name: str, fields: tuple[str, ...]) -> Any:
+    """One class per (name, fields), so specs read from JSON twice have the same nest type."""
+    return collections.namedtuple(name, fields)

@@ -143,14 +143,10 @@ class Spec:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Spec):
             return NotImplemented
-        la, sa = _nest.flatten(self.structure)
-        lb, sb = _nest.flatten(other.structure)
-        return self.batched == other.batched and sa == sb and la == lb
+        return self.batched == other.batched and _key(self.structure) == _key(other.structure)
 
     def __hash__(self) -> int:
-        from tfbridge.spec._json import to_json_nest
-
-        return hash((self.batched, json.dumps(to_json_nest(self.structure), sort_keys=True)))
+        return hash((self.batched, _key(self.structure)))
 
     def __repr__(self) -> str:
         lines = [f"  {path}: {leaf.describe()}" for path, leaf in self.fields()]
@@ -179,6 +175,19 @@ class Spec:
         from tfbridge.spec._code import render_code
 
         return render_code(apply_float_policy(self, cast_floats))
+
+
+def _key(node: Any) -> Any:
+    """A hashable value that is equal for equal structures: dicts by their (sortable) keys, whatever their
+    order; a namedtuple by its type's name and fields (so one rebuilt from JSON equals the original)."""
+    if isinstance(node, Leaf):
+        return node
+    if isinstance(node, dict):
+        return ("dict", tuple((k, _key(node[k])) for k in sorted(node)))
+    items = tuple(_key(v) for v in node)
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+        return ("namedtuple", type(node).__name__, tuple(node._fields), items)
+    return ("tuple" if isinstance(node, tuple) else "list", items)
 
 
 # ---- transformations ----------------------------------------------------------------------------------
