@@ -195,7 +195,7 @@ def to_dataset(
       a generator per element, e.g. ``np.random.default_rng((seed, index))``); see docs/GUIDE.md section 10.
     - ``cast_floats``: "floatx" (float64 becomes ``keras.config.floatx()``), a float dtype name, or None.
     - ``validate``: "peek" checks every element as it is produced, "all" also scans the source first,
-      "none" checks nothing.
+      "none" checks nothing (elements are still converted to the spec's dtypes, e.g. the float cast).
     - ``batch_size``: batches an unbatched source (use ``tb.pad_batch`` for variable lengths).
     - ``input_context``: a ``tf.distribute.InputContext``; this input pipeline gets its own disjoint part.
     - ``finite``: float fields must hold no NaN or Inf; the first element that holds one raises
