@@ -255,3 +255,41 @@ def test_pad_batch_refuses_sizes_and_buckets_tensorflow_cannot_take_before_readi
 def test_to_dataset_refuses_a_batch_size_tensorflow_would_abort_on() -> None:
     with pytest.raises(tb.TfBridgeError, match=r"batch_size must be at most 16,777,216.*\nHint: use a batch size"):
         tb.to_dataset(np.zeros((4, 2)), batch_size=2**30)
+
+
+def _tokens_and_ids() -> Any:
+    """Dict elements whose first variable field ("mask") is not the one to bucket by ("tokens")."""
+    for i in range(6):
+        yield {"mask": np.ones(6 - i, bool), "tokens": np.arange(i + 1, dtype=np.int64)}, i
+
+
+def test_length_fn_decides_the_bucket_of_each_element() -> None:
+    ds = tb.pad_batch(_tokens_and_ids, 3, buckets=[4], length_fn=lambda e: tf.shape(e[0]["tokens"])[0])
+    got = sorted((y.numpy().tolist(), x["tokens"].shape[1]) for x, y in ds)
+    assert got == [([0, 1, 2], 3), ([3, 4, 5], 6)]  # token lengths 1-3 below 4, 4-6 above
+
+
+@pytest.mark.parametrize(
+    ("length_fn", "said"),
+    [
+        (lambda e: len(e[0]["tokens"]), "TypeError: len is not well defined for a symbolic Tensor"),
+        (lambda e: e[0]["tokens"].shape[0], "ValueError: None values not supported."),
+    ],
+    ids=["len", "static-shape"],
+)
+@pytest.mark.parametrize("buckets", [2, [4]], ids=["count", "boundaries"])
+def test_a_length_fn_that_cannot_be_traced_is_a_tfbridge_error_with_a_hint(
+    length_fn: Any, said: str, buckets: Any
+) -> None:
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.pad_batch(_tokens_and_ids, 3, buckets=buckets, length_fn=length_fn)
+    text = str(info.value)
+    assert text.startswith(f"length_fn failed while tf.data traced it: {said}")
+    assert "Hint: length_fn gets the whole element (e.g. (features, label)) as symbolic tensors" in text
+    assert "in user code" not in text
+
+
+def test_a_length_fn_that_returns_more_than_one_number_is_refused() -> None:
+    with pytest.raises(tb.TfBridgeError, match=r"^length_fn must return one length per element \(a scalar\), but it "
+                       r"returned shape \(1,\)\.\nHint: "):  # fmt: skip
+        tb.pad_batch(_tokens_and_ids, 3, buckets=[4], length_fn=lambda e: tf.shape(e[0]["tokens"]))
