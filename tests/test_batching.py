@@ -120,6 +120,37 @@ def test_pad_batch_pads_bool_masks_with_false_and_refuses_a_pad_value_that_does_
         tb.pad_batch(rows, 2, pad_value={"ids": -1.5, "mask": False})
 
 
+def _float_frames() -> Any:
+    """Variable-length float64 frames with an int64 label (a fixed shape: never padded)."""
+    for n in (1, 3, 2):
+        yield np.full((n, 2), 0.5), n
+
+
+@pytest.mark.parametrize("route", ["source", "to_dataset", "tf.data"])
+def test_one_float_pad_value_pads_float_frames_and_leaves_the_int_label_alone(route: str) -> None:
+    source: Any = {
+        "source": _float_frames,
+        "to_dataset": tb.to_dataset(_float_frames, batched=False),
+        "tf.data": tf.data.Dataset.from_generator(
+            _float_frames, output_signature=(tf.TensorSpec((None, 2), tf.float64), tf.TensorSpec((), tf.int64))
+        ),
+    }[route]
+    x, y = next(iter(tb.pad_batch(source, 3, pad_value=-1.0)))
+    assert y.numpy().tolist() == [1, 3, 2]
+    assert x.numpy()[:, :, 0].tolist() == [[0.5, -1.0, -1.0], [0.5, 0.5, 0.5], [0.5, 0.5, -1.0]]
+
+
+def test_a_pad_value_that_fits_no_varying_field_names_the_structure_to_give() -> None:
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.pad_batch(_float_frames, 3, pad_value="pad")
+    assert str(info.value).splitlines()[1] == (
+        "Hint: give pad_value per field, in the structure of the elements, e.g. pad_value=(0.0, 0)."
+    )
+    with pytest.raises(tb.TfBridgeError, match=r"^pad_value must be a scalar or have the structure of the "
+                       r"elements, e\.g\. \(0\.0, 0\)\. Received: \{'x': 0\}$"):  # fmt: skip
+        tb.pad_batch(_float_frames, 3, pad_value={"x": 0})
+
+
 def test_pad_batch_bucket_count_refuses_to_use_up_a_one_shot_iterator() -> None:
     it = iter([np.arange(n) for n in (1, 2, 3, 4)])
     with pytest.raises(tb.TfBridgeError, match="would use up a one-shot iterator"):
