@@ -324,3 +324,24 @@ def test_a_length_fn_that_returns_more_than_one_number_is_refused() -> None:
     with pytest.raises(tb.TfBridgeError, match=r"^length_fn must return one length per element \(a scalar\), but it "
                        r"returned shape \(1,\)\.\nHint: "):  # fmt: skip
         tb.pad_batch(_tokens_and_ids, 3, buckets=[4], length_fn=lambda e: tf.shape(e[0]["tokens"]))
+
+
+def _nested_lists() -> Any:
+    """Elements whose "x" is a list of lists of unequal length: a ragged field."""
+    for i in range(6):
+        yield {"x": [[1] * (j + 1) for j in range(i % 3 + 1)]}, i
+
+
+@pytest.mark.parametrize("buckets", [None, 2], ids=["plain", "bucketed"])
+@pytest.mark.parametrize("made", [False, True], ids=["source", "to_dataset"])
+def test_a_ragged_field_is_refused_naming_it_and_pointing_at_ragged_true(buckets: Any, made: bool) -> None:
+    source = tb.to_dataset(_nested_lists, batched=False) if made else _nested_lists
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.pad_batch(source, 2, buckets=buckets)
+    assert str(info.value) == (
+        "pad_batch pads dense tensors; this dataset's x['x'] is a RaggedTensorSpec.\n"
+        "Hint: pass ragged=True for ragged batches (no padding), bucketed or not, or batch ragged fields with "
+        "dataset.ragged_batch(batch_size)."
+    )
+    batches = tb.pad_batch(source, 2, buckets=buckets, ragged=True)
+    assert sorted(int(label) for _, y in batches for label in y) == list(range(6))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tfbridge import _nest, _tf
-from tfbridge._checks import MAX_BATCH_HINT, MAX_BATCH_SIZE, MAX_BATCH_WHY, check_int, short
+from tfbridge._checks import MAX_BATCH_HINT, MAX_BATCH_SIZE, MAX_BATCH_WHY, PAD_RAGGED_HINT, check_int, short
 from tfbridge.errors import TfBridgeError
 from tfbridge.executors import ExecutorName, ExecutorOptions
 from tfbridge.sources.labels import Label
@@ -146,11 +146,12 @@ def pad_batch(
             return padded
         ds, _ = build(dataset_or_source, batched=False, label=label, executor=executor, workers=workers)
     spec = ds.element_spec
-    for leaf in _nest.flatten(_nest.normalize(spec))[0]:
+    paths, leaves, _ = _nest.flatten_with_paths(_nest.normalize(spec))
+    for where, leaf in zip(paths, leaves, strict=True):
         if not isinstance(leaf, tf.TensorSpec) and not ragged:
             msg = (
-                f"pad_batch pads dense tensors; this dataset has a {type(leaf).__name__}.\n"
-                "Hint: batch ragged fields with dataset.ragged_batch(batch_size) instead."
+                f"pad_batch pads dense tensors; this dataset's {_nest.format_path(where, spec)} is a "
+                f"{type(leaf).__name__}.\nHint: {PAD_RAGGED_HINT}"
             )
             raise TfBridgeError(msg)
     from tfbridge.pipeline import ends_promptly, padding_values

@@ -19,6 +19,7 @@ from tfbridge._checks import (
     MAX_BATCH_HINT,
     MAX_BATCH_SIZE,
     MAX_BATCH_WHY,
+    PAD_RAGGED_HINT,
     check_choice,
     check_int,
     check_seed,
@@ -386,14 +387,10 @@ def _check_paddable(spec: Spec, src: Source) -> None:
             "Hint: pass batched=False if each element is one example."
         )
         raise TfBridgeError(msg)
-    for _, leaf in spec.fields():
+    for path, leaf in spec.fields():
         if leaf.kind != "dense":
             name = "RaggedTensorSpec" if leaf.kind == "ragged" else "SparseTensorSpec"
-            msg = (
-                f"pad_batch pads dense tensors; this dataset has a {name}.\n"
-                "Hint: batch ragged fields with dataset.ragged_batch(batch_size) instead, or pad_batch(..., "
-                "ragged=True)."
-            )
+            msg = f"pad_batch pads dense tensors; this dataset's {path} is a {name}.\nHint: {PAD_RAGGED_HINT}"
             raise TfBridgeError(msg)
 
 
