@@ -120,6 +120,37 @@ def test_pad_batch_pads_bool_masks_with_false_and_refuses_a_pad_value_that_does_
         tb.pad_batch(rows, 2, pad_value={"ids": -1.5, "mask": False})
 
 
+def _float_frames() -> Any:
+    """Variable-length float64 frames with an int64 label (a fixed shape: never padded)."""
+    for n in (1, 3, 2):
+        yield np.full((n, 2), 0.5), n
+
+
+@pytest.mark.parametrize("route", ["source", "to_dataset", "tf.data"])
+def test_one_float_pad_value_pads_float_frames_and_leaves_the_int_label_alone(route: str) -> None:
+    source: Any = {
+        "source": _float_frames,
+        "to_dataset": tb.to_dataset(_float_frames, batched=False),
+        "tf.data": tf.data.Dataset.from_generator(
+            _float_frames, output_signature=(tf.TensorSpec((None, 2), tf.float64), tf.TensorSpec((), tf.int64))
+        ),
+    }[route]
+    x, y = next(iter(tb.pad_batch(source, 3, pad_value=-1.0)))
+    assert y.numpy().tolist() == [1, 3, 2]
+    assert x.numpy()[:, :, 0].tolist() == [[0.5, -1.0, -1.0], [0.5, 0.5, 0.5], [0.5, 0.5, -1.0]]
+
+
+def test_a_pad_value_that_fits_no_varying_field_names_the_structure_to_give() -> None:
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.pad_batch(_float_frames, 3, pad_value="pad")
+    assert str(info.value).splitlines()[1] == (
+        "Hint: give pad_value per field, in the structure of the elements, e.g. pad_value=(0.0, 0)."
+    )
+    with pytest.raises(tb.TfBridgeError, match=r"^pad_value must be a scalar or have the structure of the "
+                       r"elements, e\.g\. \(0\.0, 0\)\. Received: \{'x': 0\}$"):  # fmt: skip
+        tb.pad_batch(_float_frames, 3, pad_value={"x": 0})
+
+
 def test_pad_batch_bucket_count_refuses_to_use_up_a_one_shot_iterator() -> None:
     it = iter([np.arange(n) for n in (1, 2, 3, 4)])
     with pytest.raises(tb.TfBridgeError, match="would use up a one-shot iterator"):
@@ -255,3 +286,62 @@ def test_pad_batch_refuses_sizes_and_buckets_tensorflow_cannot_take_before_readi
 def test_to_dataset_refuses_a_batch_size_tensorflow_would_abort_on() -> None:
     with pytest.raises(tb.TfBridgeError, match=r"batch_size must be at most 16,777,216.*\nHint: use a batch size"):
         tb.to_dataset(np.zeros((4, 2)), batch_size=2**30)
+
+
+def _tokens_and_ids() -> Any:
+    """Dict elements whose first variable field ("mask") is not the one to bucket by ("tokens")."""
+    for i in range(6):
+        yield {"mask": np.ones(6 - i, bool), "tokens": np.arange(i + 1, dtype=np.int64)}, i
+
+
+def test_length_fn_decides_the_bucket_of_each_element() -> None:
+    ds = tb.pad_batch(_tokens_and_ids, 3, buckets=[4], length_fn=lambda e: tf.shape(e[0]["tokens"])[0])
+    got = sorted((y.numpy().tolist(), x["tokens"].shape[1]) for x, y in ds)
+    assert got == [([0, 1, 2], 3), ([3, 4, 5], 6)]  # token lengths 1-3 below 4, 4-6 above
+
+
+@pytest.mark.parametrize(
+    ("length_fn", "said"),
+    [
+        (lambda e: len(e[0]["tokens"]), "TypeError: len is not well defined for a symbolic Tensor"),
+        (lambda e: e[0]["tokens"].shape[0], "ValueError: None values not supported."),
+    ],
+    ids=["len", "static-shape"],
+)
+@pytest.mark.parametrize("buckets", [2, [4]], ids=["count", "boundaries"])
+def test_a_length_fn_that_cannot_be_traced_is_a_tfbridge_error_with_a_hint(
+    length_fn: Any, said: str, buckets: Any
+) -> None:
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.pad_batch(_tokens_and_ids, 3, buckets=buckets, length_fn=length_fn)
+    text = str(info.value)
+    assert text.startswith(f"length_fn failed while tf.data traced it: {said}")
+    assert "Hint: length_fn gets the whole element (e.g. (features, label)) as symbolic tensors" in text
+    assert "in user code" not in text
+
+
+def test_a_length_fn_that_returns_more_than_one_number_is_refused() -> None:
+    with pytest.raises(tb.TfBridgeError, match=r"^length_fn must return one length per element \(a scalar\), but it "
+                       r"returned shape \(1,\)\.\nHint: "):  # fmt: skip
+        tb.pad_batch(_tokens_and_ids, 3, buckets=[4], length_fn=lambda e: tf.shape(e[0]["tokens"]))
+
+
+def _nested_lists() -> Any:
+    """Elements whose "x" is a list of lists of unequal length: a ragged field."""
+    for i in range(6):
+        yield {"x": [[1] * (j + 1) for j in range(i % 3 + 1)]}, i
+
+
+@pytest.mark.parametrize("buckets", [None, 2], ids=["plain", "bucketed"])
+@pytest.mark.parametrize("made", [False, True], ids=["source", "to_dataset"])
+def test_a_ragged_field_is_refused_naming_it_and_pointing_at_ragged_true(buckets: Any, made: bool) -> None:
+    source = tb.to_dataset(_nested_lists, batched=False) if made else _nested_lists
+    with pytest.raises(tb.TfBridgeError) as info:
+        tb.pad_batch(source, 2, buckets=buckets)
+    assert str(info.value) == (
+        "pad_batch pads dense tensors; this dataset's x['x'] is a RaggedTensorSpec.\n"
+        "Hint: pass ragged=True for ragged batches (no padding), bucketed or not, or batch ragged fields with "
+        "dataset.ragged_batch(batch_size)."
+    )
+    batches = tb.pad_batch(source, 2, buckets=buckets, ragged=True)
+    assert sorted(int(label) for _, y in batches for label in y) == list(range(6))

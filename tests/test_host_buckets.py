@@ -95,7 +95,7 @@ def test_bucketed_batches_are_those_tf_data_makes(executor: str, drop_remainder:
 
 
 def test_text_and_dict_examples_are_padded_per_field_with_their_pad_values() -> None:
-    ds = tb.pad_batch(Words(), 8, buckets=_BOUNDS, pad_value={"words": "", "ids": -1, "id": 0}, executor="serial")
+    ds = tb.pad_batch(Words(), 8, buckets=_BOUNDS, pad_value={"words": "<pad>", "ids": -1, "id": 0}, executor="serial")
     got = list(ds.as_numpy_iterator())
     seen = sorted(int(i) for b in got for i in b["id"])
     assert seen == list(range(60))
@@ -103,7 +103,7 @@ def test_text_and_dict_examples_are_padded_per_field_with_their_pad_values() -> 
         for row, words, i in zip(batch["ids"], batch["words"], batch["id"], strict=True):
             n = int(_LENGTHS[int(i)])
             assert row[:n].tolist() == [i] * n and (row[n:] == -1).all()
-            assert words[:n].tolist() == [f"w{i}".encode()] * n and words[n:].tolist() == [b""] * (len(row) - n)
+            assert words[:n].tolist() == [f"w{i}".encode()] * n and words[n:].tolist() == [b"<pad>"] * (len(row) - n)
 
 
 def test_a_generator_function_is_bucketed_the_same_way() -> None:

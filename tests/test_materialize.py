@@ -307,6 +307,21 @@ def test_the_same_source_is_reused_not_re_run_and_says_so(tmp_path: Path, capfd:
     assert _identity(tmp_path / "data") == written
 
 
+def _numbers() -> Any:
+    for i in range(20):
+        yield np.float64(i), i
+
+
+@pytest.mark.parametrize("source", [Records(), _numbers], ids=["indexed", "generator-function"])
+def test_the_same_source_object_materialized_twice_is_reused_not_refused(tmp_path: Path, source: Any) -> None:
+    """The second call on the same object is not peeked again for its spec (it is remembered); its fingerprint
+    must still be the one the first call wrote."""
+    first = [int(np.ravel(y)[0]) for _, y in tb.materialize(source, tmp_path / "data", executor="serial")]
+    again = tb.materialize(source, tmp_path / "data", executor="serial")
+    assert [int(np.ravel(y)[0]) for _, y in again] == first
+    assert len(first) in (20, 30)
+
+
 def test_overwrite_replaces_the_data_with_the_new_sources(tmp_path: Path) -> None:
     data = tmp_path / "data"
     tb.materialize(Scaled(1.0), data, batched=False, executor="serial", shards=5, verbose=False)

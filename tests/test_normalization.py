@@ -107,6 +107,36 @@ def test_mask_value_needs_the_last_axis() -> None:
         tb.adapt_normalization(_data(10, 3), axis=1, mask_value=0.0)
 
 
+@pytest.mark.parametrize(
+    ("axis", "message"),
+    [
+        (
+            0,
+            r"axis=0 is the batch axis for the feature's batched shape \(None, 4, 3\): the axis kept must be one "
+            r"of its feature axes \(1 to 2, or -2 to -1\)\.\nHint: pass axis=None for one mean and variance",
+        ),
+        (-3, r"axis=-3 is the batch axis for the feature's batched shape \(None, 4, 3\)"),
+        (3, r"axis=3 is out of range for the feature's batched shape \(None, 4, 3\)"),
+        (
+            (1, 2),
+            r"axis must be an int \(the feature axis kept, as in keras.layers.Normalization\) or None\. "
+            r"Received: axis=\(1, 2\)\nHint: several kept axes are not supported",
+        ),
+    ],
+    ids=["batch-axis", "batch-axis-negative", "out-of-range", "tuple"],
+)
+def test_an_axis_that_is_no_feature_axis_is_a_tfbridge_error(axis: Any, message: str) -> None:
+    with pytest.raises(tb.TfBridgeError, match=message):
+        tb.adapt_normalization(_data(40, 3).reshape(10, 4, 3), axis=axis)
+
+
+def test_scalar_examples_with_the_default_axis_are_told_to_use_axis_none() -> None:
+    x = _data(40, 1).ravel()
+    with pytest.raises(tb.TfBridgeError, match=r"\(it has none: each example is a scalar\)\.\nHint: pass axis=None"):
+        tb.adapt_normalization(x)
+    _close(tb.adapt_normalization(x, axis=None).mean, np.array([x.mean()]))
+
+
 def test_unbatched_variable_length_examples_need_no_padding() -> None:
     rng = np.random.default_rng(3)
     rows = [rng.standard_normal((int(rng.integers(2, 9)), 4)) + 2 for _ in range(50)]

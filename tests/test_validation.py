@@ -70,6 +70,24 @@ def test_peeked_elements_are_checked_against_a_given_spec() -> None:
         tb.to_dataset(Counting(), spec=spec)
 
 
+@pytest.mark.parametrize("executor", ["serial", "process"])
+def test_validate_none_still_converts_to_the_float_cast_and_a_given_spec(executor: str) -> None:
+    """validate="none" skips the checks, not the conversion: float64 data under the default float cast, a
+    generator of Python floats, and int64 labels under a given int32 spec come out in the promised dtypes."""
+    cast = tb.to_dataset(Counting(5), validate="none", executor=executor)
+    assert [(x.dtype, x.numpy()[0, 0]) for x, _ in cast] == [(tf.float32, float(i)) for i in range(5)]
+    spec = tb.Spec.from_signature((tf.TensorSpec((None, 2), tf.float64), tf.TensorSpec((None,), tf.int32)))
+    given = tb.to_dataset(Counting(5), spec=spec, validate="none", executor=executor)
+    assert [(y.dtype, y.numpy().tolist()) for _, y in given] == [(tf.int32, [i] * 4) for i in range(5)]
+
+    def floats() -> Any:
+        for i in range(3):
+            yield [i / 2, 1.0], i
+
+    got = [(x.dtype, x.numpy().tolist()) for x, _ in tb.to_dataset(floats, batched=False, validate="none")]
+    assert got == [(tf.float32, [i / 2, 1.0]) for i in range(3)]
+
+
 def test_validate_all_checks_every_element_before_returning() -> None:
     class WiderAt(Counting):
         def __getitem__(self, i: int) -> Any:

@@ -10,6 +10,12 @@ from typing import Any
 _REPR_LIMIT_CHARS = 120
 
 
+PAD_RAGGED_HINT = (
+    "pass ragged=True for ragged batches (no padding), bucketed or not, or batch ragged fields with "
+    "dataset.ragged_batch(batch_size)."
+)
+
+
 def short(value: Any, limit: int = _REPR_LIMIT_CHARS) -> str:
     """``repr`` of ``value`` cut to ``limit`` characters, for messages (arrays never dumped whole)."""
     shape = getattr(value, "shape", None)

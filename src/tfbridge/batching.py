@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tfbridge import _nest, _tf
-from tfbridge._checks import MAX_BATCH_HINT, MAX_BATCH_SIZE, MAX_BATCH_WHY, check_int, short
+from tfbridge._checks import MAX_BATCH_HINT, MAX_BATCH_SIZE, MAX_BATCH_WHY, PAD_RAGGED_HINT, check_int, short
 from tfbridge.errors import TfBridgeError
 from tfbridge.executors import ExecutorName, ExecutorOptions
 from tfbridge.sources.labels import Label
@@ -100,7 +100,8 @@ def pad_batch(
     over one pass of lengths, with a progress bar when ``verbose``; None: when stderr is a terminal), or a list
     of boundaries; each batch then holds at most ``batch_size`` examples of one bucket. The length of an
     element is the first variable dimension of its first variable-length field unless ``length_fn`` says
-    otherwise. ``ragged=True`` gives ragged batches (no padding at all) instead. ``label``, ``executor`` and
+    otherwise: it gets the whole element as symbolic tensors and returns a scalar (e.g. ``tf.shape(x)[0]``).
+    ``ragged=True`` gives ragged batches (no padding at all) instead. ``label``, ``executor`` and
     ``workers`` are those of ``to_dataset`` (for a source that is not yet a tf.data dataset).
     """
     import tensorflow as tf
@@ -162,11 +163,12 @@ def pad_batch(
             return bucketed
         ds, _ = build(dataset_or_source, batched=False, label=label, executor=executor, workers=workers)
     spec = ds.element_spec
-    for leaf in _nest.flatten(_nest.normalize(spec))[0]:
+    paths, leaves, _ = _nest.flatten_with_paths(_nest.normalize(spec))
+    for where, leaf in zip(paths, leaves, strict=True):
         if not isinstance(leaf, tf.TensorSpec) and not ragged:
             msg = (
-                f"pad_batch pads dense tensors; this dataset has a {type(leaf).__name__}.\n"
-                "Hint: batch ragged fields with dataset.ragged_batch(batch_size) instead."
+                f"pad_batch pads dense tensors; this dataset's {_nest.format_path(where, spec)} is a "
+                f"{type(leaf).__name__}.\nHint: {PAD_RAGGED_HINT}"
             )
             raise TfBridgeError(msg)
     from tfbridge.pipeline import ends_promptly, padding_values
@@ -176,7 +178,7 @@ def pad_batch(
         if ragged:
             return ends_promptly(ds.ragged_batch(batch_size, drop_remainder=drop_remainder))
         return ends_promptly(ds.padded_batch(batch_size, padding_values=padding, drop_remainder=drop_remainder))
-    length = length_fn or _default_length(spec)
+    length = _traced_length_fn(ds, length_fn) if length_fn is not None else _default_length(spec)
     if isinstance(buckets, int):
         if buckets < 1:
             msg = f"buckets must be at least 1. Received: buckets={buckets}"
@@ -274,10 +276,37 @@ def _call(fn: Callable[[Any], Any]) -> Callable[..., Any]:
 
     import tensorflow as tf
 
+    plain = tf.autograph.experimental.do_not_convert(fn)  # as bucket_by_sequence_length calls it: the same
+
     def whole(*element: Any) -> Any:
-        return tf.cast(fn(element[0] if len(element) == 1 else element), tf.int32)
+        return tf.cast(plain(element[0] if len(element) == 1 else element), tf.int32)
 
     return whole
+
+
+def _traced_length_fn(ds: Any, length_fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``length_fn``, once tf.data has traced it on the dataset's elements: an error while tracing, or a result
+    that is not one number per element, says what went wrong here instead of in TensorFlow's words."""
+    hint = (
+        "Hint: length_fn gets the whole element (e.g. (features, label)) as symbolic tensors inside tf.data; "
+        "return a scalar such as tf.shape(x)[0], not len(x) or x.shape[0] (unknown while tracing)."
+    )
+    try:
+        lengths = ds.map(_call(length_fn))
+    except Exception as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        said = lines[-1] if lines else ""  # the error itself, not the frames autograph puts before it
+        if not said.startswith(type(exc).__name__):
+            said = f"{type(exc).__name__}: {said}"
+        msg = f"length_fn failed while tf.data traced it: {said[:300]}\n{hint}"
+        raise TfBridgeError(msg) from exc
+    if lengths.element_spec.shape.rank != 0:
+        msg = (
+            f"length_fn must return one length per element (a scalar), but it returned shape "
+            f"{lengths.element_spec.shape}.\n{hint}"
+        )
+        raise TfBridgeError(msg)
+    return length_fn
 
 
 def length_axis(spec: Any) -> tuple[int, int]:

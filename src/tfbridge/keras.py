@@ -138,6 +138,13 @@ def adapt_normalization(
     from tfbridge.pipeline import build
 
     check_choice("non_finite", non_finite, _NON_FINITE)
+    if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool)):
+        msg = (
+            f"axis must be an int (the feature axis kept, as in keras.layers.Normalization) or None. "
+            f"Received: axis={short(axis)}\nHint: several kept axes are not supported; reshape the feature so "
+            "that one axis holds them, or pass axis=None for one mean and variance over everything."
+        )
+        raise TfBridgeError(msg)
     if mask_value is not None and axis not in (-1,):
         msg = (
             f"mask_value skips timesteps (all features along the last axis equal to it), so it needs axis=-1. "
@@ -152,8 +159,13 @@ def adapt_normalization(
     select = _feature_selector(element, path)
     feature_spec = select(element)
     rank = feature_spec.shape.rank
-    if axis is not None and not -rank + 1 <= axis < rank:
-        msg = f"axis={axis} is out of range for the feature's batched shape {feature_spec.shape}."
+    if axis is not None and not (-rank + 1 <= axis < rank and axis != 0):  # axis 0 is the batch axis
+        what = "the batch axis" if axis in (0, -rank) else "out of range"
+        msg = (
+            f"axis={axis} is {what} for the feature's batched shape {feature_spec.shape}: the axis kept must be one "
+            f"of its feature axes ({_feature_axes(rank)}).\nHint: pass axis=None for one mean and variance over "
+            "everything."
+        )
         raise TfBridgeError(msg)
 
     def batch_stats(position: Any, *parts: Any) -> Any:
@@ -219,6 +231,14 @@ def adapt_normalization(
     shape = feature_spec.shape.as_list()
     layer.build(tuple(shape))  # mean and variance are readable at once, as after Keras's own adapt()
     return layer
+
+
+def _feature_axes(rank: int) -> str:
+    if rank <= 1:
+        return "it has none: each example is a scalar"
+    if rank == 2:
+        return "1, or -1"
+    return f"1 to {rank - 1}, or -{rank - 1} to -1"
 
 
 _BATCHES_PER_MERGE = 64

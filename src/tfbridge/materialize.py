@@ -51,6 +51,7 @@ _DEFAULT_SHARDS = 16
 _COMPRESSIONS = (None, "GZIP", "SNAPPY")
 _IDENTITY = ("source", "fingerprint")  # which source the data is from: checked apart from the settings
 _NATIVE_FINGERPRINT_PEEK = 4  # elements read for the fingerprint of a source the plan does not peek (tf.data)
+_PEEK = 8  # elements the plan peeks, and the fingerprint reads: the same positions whether or not the plan peeked
 _MAIN = "__main__."
 _LOCK = ".tfbridge-lock"
 _ASSEMBLED_FILES = ("snapshot.metadata", "snapshot.metadata.tmp", "dataset_spec.pb")
@@ -142,7 +143,14 @@ def run(
     root = Path(path)
     _check_target(root)  # before the source runs at all
     p = pipeline.plan(
-        source, spec=spec, batched=batched, executor=options, cast_floats=cast_floats, validate="peek", label=label
+        source,
+        spec=spec,
+        peek=_PEEK,
+        batched=batched,
+        executor=options,
+        cast_floats=cast_floats,
+        validate="peek",
+        label=label,
     )
     src = p.source
     total = src.length()
@@ -164,7 +172,9 @@ def run(
             "Hint: materialize one pass (before .repeat()), or take a finite part with .take(n)."
         )
         raise TfBridgeError(msg)
-    peeked = p.peek if p.peek is not None else src.peek(_NATIVE_FINGERPRINT_PEEK)
+    # a source seen before (the same object materialized again) is not peeked by the plan: peek it here, at the
+    # positions the plan would have read, so that its fingerprint is the one written the first time
+    peeked = p.peek if p.peek is not None else src.peek(_PEEK if src.native_route is None else _NATIVE_FINGERPRINT_PEEK)
     wanted |= {"source": src.name, "fingerprint": fingerprint(peeked.samples, p.spec)}
     with _locked(root, verbose):  # a second run on the path waits, then reuses or continues
         manifest = _open(root, wanted, overwrite=overwrite)

@@ -19,6 +19,7 @@ from tfbridge._checks import (
     MAX_BATCH_HINT,
     MAX_BATCH_SIZE,
     MAX_BATCH_WHY,
+    PAD_RAGGED_HINT,
     check_choice,
     check_int,
     check_seed,
@@ -195,7 +196,7 @@ def to_dataset(
       a generator per element, e.g. ``np.random.default_rng((seed, index))``); see docs/GUIDE.md section 10.
     - ``cast_floats``: "floatx" (float64 becomes ``keras.config.floatx()``), a float dtype name, or None.
     - ``validate``: "peek" checks every element as it is produced, "all" also scans the source first,
-      "none" checks nothing.
+      "none" checks nothing (elements are still converted to the spec's dtypes, e.g. the float cast).
     - ``batch_size``: batches an unbatched source (use ``tb.pad_batch`` for variable lengths).
     - ``input_context``: a ``tf.distribute.InputContext``; this input pipeline gets its own disjoint part.
     - ``finite``: float fields must hold no NaN or Inf; the first element that holds one raises
@@ -404,14 +405,10 @@ def _check_paddable(spec: Spec, src: Source) -> None:
             "Hint: pass batched=False if each element is one example."
         )
         raise TfBridgeError(msg)
-    for _, leaf in spec.fields():
+    for path, leaf in spec.fields():
         if leaf.kind != "dense":
             name = "RaggedTensorSpec" if leaf.kind == "ragged" else "SparseTensorSpec"
-            msg = (
-                f"pad_batch pads dense tensors; this dataset has a {name}.\n"
-                "Hint: batch ragged fields with dataset.ragged_batch(batch_size) instead, or pad_batch(..., "
-                "ragged=True)."
-            )
+            msg = f"pad_batch pads dense tensors; this dataset's {path} is a {name}.\nHint: {PAD_RAGGED_HINT}"
             raise TfBridgeError(msg)
 
 
@@ -434,34 +431,57 @@ def _check_batchable(spec: Spec, src: Source) -> None:
 
 
 def padding_values(spec: Any, pad_value: Any) -> Any:
-    """Padding constants for each field of ``spec`` (a signature nest): ``pad_value`` for every field, or a
-    nest like the elements; 0 pads strings with b"" and booleans with False."""
+    """Padding constants for each field of ``spec`` (a signature nest of single examples): ``pad_value`` for
+    every field, or a nest like the elements; 0 pads strings with b"" and booleans with False. One ``pad_value``
+    for every field that does not fit the dtype of a field of fixed shape (never padded: a label) pads it with
+    its zero instead."""
     import tensorflow as tf
 
     norm = _nest.normalize(spec)
     leaves, treespec = _nest.flatten(norm)
-    if isinstance(pad_value, (tuple, list, dict)):
+    per_field = isinstance(pad_value, (tuple, list, dict))
+    if per_field:
         given, given_tree = _nest.flatten(_nest.normalize(pad_value))
         if given_tree != treespec:
-            msg = f"pad_value must be a scalar or have the structure of the elements. Received: {short(pad_value)}"
+            msg = (
+                f"pad_value must be a scalar or have the structure of the elements, e.g. "
+                f"{_zeros_like(leaves, treespec)}. Received: {short(pad_value)}"
+            )
             raise TfBridgeError(msg)
     else:
         given = [pad_value] * len(leaves)
     out = []
     for leaf, value in zip(leaves, given, strict=False):
-        if leaf.dtype == tf.string:
-            value = b"" if isinstance(value, int) and value == 0 else value
-        elif leaf.dtype == tf.bool and isinstance(value, (int, float)) and value in (0, 1):
-            value = bool(value)
         try:
-            out.append(tf.constant(value, dtype=leaf.dtype))
+            out.append(tf.constant(_pad_for(leaf, value), dtype=leaf.dtype))
         except (TypeError, ValueError) as exc:
+            if not per_field and leaf.shape.is_fully_defined():
+                out.append(tf.constant(_pad_for(leaf, 0), dtype=leaf.dtype))
+                continue
             msg = (
                 f"pad_value {short(value)} does not fit a field of dtype {leaf.dtype.name}: {exc}\n"
-                "Hint: give pad_value per field, e.g. pad_value={'tokens': 0, 'mask': False}."
+                f"Hint: give pad_value per field, in the structure of the elements, e.g. "
+                f"pad_value={_zeros_like(leaves, treespec)}."
             )
             raise TfBridgeError(msg) from None
     return _nest.unflatten(treespec, out)
+
+
+def _pad_for(leaf: Any, value: Any) -> Any:
+    import tensorflow as tf
+
+    if leaf.dtype == tf.string:
+        return b"" if isinstance(value, int) and value == 0 else value
+    if leaf.dtype == tf.bool and isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    return value
+
+
+def _zeros_like(leaves: list[Any], treespec: Any) -> str:
+    """The elements' structure with each field's default padding, for hints: ({'tokens': 0, 'text': b''}, 0)."""
+    zeros = [_pad_for(leaf, 0) if leaf.dtype.is_integer or leaf.dtype.name in ("string", "bool") else 0.0
+             for leaf in leaves]  # fmt: skip
+    return short(_nest.unflatten(treespec, zeros), 200)
 
 
 def validate_source(

@@ -50,10 +50,13 @@ class Conformer:
 
     ``finite``: float fields must hold no NaN or Inf (NonFiniteError names the element, row and field). A
     batched spec over whole columns or blocks of examples is called with ``index=None``; ``rows`` then gives the
-    element index of each row (default: the row number itself)."""
+    element index of each row (default: the row number itself).
 
-    def __init__(self, spec: Spec, *, finite: bool = False) -> None:
-        self.spec, self.finite = spec, finite
+    ``check=False`` (``validate="none"``) skips the checks of dense fields but still converts them to the spec's
+    dtypes (the float cast, an explicit spec): tf.data takes no other dtype."""
+
+    def __init__(self, spec: Spec, *, finite: bool = False, check: bool = True) -> None:
+        self.spec, self.finite, self.check = spec, finite, check
         paths, self.leaves, self.treespec = _nest.flatten_with_paths(spec.structure)
         self.paths = [_nest.format_path(p, spec.structure) for p in paths]
         self.out_treespec = _nest.flatten(lists_as_tuples(spec.structure))[1]  # the form of spec.signature
@@ -64,6 +67,9 @@ class Conformer:
         values, treespec = _nest.flatten(element)
         if treespec != self.treespec:
             self._structure_error(element, index)
+        if not self.check:
+            fields = zip(values, self.leaves, self.paths, strict=True)
+            return _nest.unflatten(self.out_treespec, [self._cast(v, leaf, path, index) for v, leaf, path in fields])
         out = [self._leaf(v, leaf, path, index) for v, leaf, path in zip(values, self.leaves, self.paths, strict=False)]
         if self.spec.batched:
             self._check_batch_sizes(out, index)
@@ -112,6 +118,11 @@ class Conformer:
             )
 
     # -- one field ------------------------------------------------------------------------------------
+    def _cast(self, value: Any, leaf: Leaf, path: str, index: int | None) -> Any:
+        if leaf.kind != "dense" or leaf.dtype == STRING:  # ragged and sparse parts are built by the checks
+            return self._leaf(value, leaf, path, index)
+        return np.asarray(value).astype(numpy_dtype(leaf.dtype), copy=False)
+
     def _leaf(self, value: Any, leaf: Leaf, path: str, index: int | None) -> Any:
         try:
             d = describe(value)

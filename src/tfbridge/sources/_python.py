@@ -51,18 +51,17 @@ def bucketing_for(plan: BuildPlan, *, stream: bool = False) -> Any:
     from tfbridge.batching import length_axis
     from tfbridge.sources._positions import Bucketing
 
-    pads = tuple(
-        b"" if leaf.dtype == tf.string else leaf.numpy() for leaf in tf.nest.flatten(plan.padding)
-    )
+    pads = tuple(leaf.numpy() for leaf in tf.nest.flatten(plan.padding))  # text: bytes
     return Bucketing(
         tuple(plan.buckets), plan.batch_size, pads, length_axis(plan.spec.signature), plan.drop_remainder
     )
 
 
-def conformer_for(plan: BuildPlan) -> Conformer | None:
-    """Elements are checked unless validate="none"; ragged and sparse fields always need converting."""
+def conformer_for(plan: BuildPlan) -> Conformer:
+    """Elements are checked unless validate="none"; ragged and sparse fields always need converting, and dense
+    fields converting to the spec's dtypes (the float cast)."""
     dense = all(leaf.kind == "dense" for _, leaf in plan.spec.fields())
-    return Conformer(plan.spec, finite=plan.finite) if plan.conform or plan.finite or not dense else None
+    return Conformer(plan.spec, finite=plan.finite, check=plan.conform or plan.finite or not dense)
 
 
 def from_generator(epochs: Callable[[], Iterator[Any]], plan: BuildPlan, chunk: bool) -> Any:
@@ -152,7 +151,7 @@ def build_indexed(
 
     assert plan.runner is not None
     workers = max(plan.runner.workers, 1)
-    chunk = conformer_for(plan) is not None and _chunks.worth_chunking(
+    chunk = conformer_for(plan).check and _chunks.worth_chunking(
         plan.spec, plan.bytes_per_element, plan.seconds_per_element / workers
     )
     epochs = _IndexedEpochs(plan, name, length, task, indices, chunk, on_epoch_begin, on_epoch_end)
