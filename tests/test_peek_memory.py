@@ -8,6 +8,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pytest
 
 import tfbridge as tb
 
@@ -94,3 +95,43 @@ def test_generator_functions_are_remembered_but_lists_are_peeked_each_time() -> 
     assert tb.infer_spec(items).structure[0].shape == (None, 3)
     items[0] = (np.ones((2, 5), np.float32), np.ones((2,), np.float32))
     assert tb.infer_spec(items).structure[0].shape == (None, 5)
+
+
+class BigCalls:
+    """Elements of ``mb`` MB; records each index it is asked for."""
+
+    def __init__(self, mb: int, n: int = 6) -> None:
+        self.mb, self.n = mb, n
+        self.calls: list[int] = []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        self.calls.append(i)
+        return np.full((self.mb << 18,), i, np.float32)
+
+
+def test_big_elements_are_timed_once_more_in_memory_freed_just_before() -> None:
+    from tfbridge.sources._base import timed
+
+    big = BigCalls(12)
+    peek = timed(big.__getitem__, [0, 2, 5], again=True)
+    assert big.calls == [0, 2, 5, 0, 0], "the first index made twice more: the first result dropped, the second timed"
+    assert peek.count == 3 and peek.again is not None and len(peek.again) == 3
+    small = BigCalls(1)
+    assert timed(small.__getitem__, [0, 2, 5], again=True).again is None and small.calls == [0, 2, 5]
+    once = BigCalls(12)
+    assert timed(once.__getitem__, [0, 2, 5]).again is None and once.calls == [0, 2, 5]  # a stream: read once
+
+
+def test_the_steady_cost_is_the_lower_of_the_peek_and_the_element_made_again() -> None:
+    from tfbridge.sources._base import Peek
+
+    peek = Peek(samples=[(i, None) for i in range(4)], costs=[(0.08, 0.07, 0.0, 10)] * 4)
+    peek.wall_s, peek.cpu_s, peek.nbytes = 0.32, 0.28, 40
+    assert peek.steady() == pytest.approx((0.24, 0.21, 3, 30, 0.0))  # the slowest left out
+    peek.again = (0.01, 0.009, 0.001)  # the peek paid for fresh memory: a pass pays this
+    assert peek.steady() == pytest.approx((0.03, 0.027, 3, 30, 0.003))
+    peek.again = (0.2, 0.1, 0.0)  # dearer made again: the peek's figures stand
+    assert peek.steady() == pytest.approx((0.24, 0.21, 3, 30, 0.0))

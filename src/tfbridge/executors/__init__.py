@@ -28,7 +28,9 @@ _WAITING_SHARE = 0.5  # waiting (I/O, sleeps) at least this share of an element'
 _LATENCY_WORKERS = 16  # threads for an explicit executor="thread" without workers=
 _MAX_LATENCY_WORKERS = 64
 _PER_ELEMENT_OVERHEAD_S = 0.00015  # Python time one element costs the feeding side: bounds useful concurrency
-_COPY_BYTES_PER_S = 2e9  # a conservative memcpy rate: every route copies an element once on its way into TensorFlow
+# a conservative memcpy rate (numpy copies a 38.5 MB batch at about 10 GB/s on the 2-core machine of
+# benchmarks/RESULTS.md): every route copies an element once on its way into TensorFlow
+_COPY_BYTES_PER_S = 5e9
 # (serial: into a tensor in tf.data's thread; processes: into shared memory in the worker, read there without a copy)
 _PROCESS_MAIN_S = 0.0004  # the main process's time per element a worker process made (receive it, hand it over)
 _PROCESS_WORKER_S = 0.0001  # a worker's own time per element beside the source's (check, write, reply)
@@ -328,9 +330,12 @@ def _choose(
     if n < 2:
         return Choice("serial", 1, "one core: parallel workers cannot help CPU-bound elements")
     # seconds per element: serial makes them in the tf.data thread; n worker processes share the n cores with
-    # the main process, which receives each element and feeds it to tf.data
+    # the main process, which receives each element (copying it out of shared memory) and feeds it to tf.data,
+    # one after another
     serial = per + copy + _PER_ELEMENT_OVERHEAD_S
-    processes = max(_PROCESS_MAIN_S, (per + copy + _PROCESS_WORKER_S + _PROCESS_MAIN_S + _PER_ELEMENT_OVERHEAD_S) / n)
+    processes = max(
+        _PROCESS_MAIN_S + copy, (per + copy + _PROCESS_WORKER_S + _PROCESS_MAIN_S + _PER_ELEMENT_OVERHEAD_S) / n
+    )
     speedup = serial / processes
     decided["speedup"] = _passes(speedup, _PROCESS_SPEEDUP, before.get("speedup"))
     if not decided["speedup"]:

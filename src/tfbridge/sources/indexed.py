@@ -115,7 +115,8 @@ class IndexedSource:
 
     def peek(self, n: int) -> Peek:
         if self._peeked is None or self._peeked[0] != n:
-            self._peeked = (n, timed(lambda i: call_user(self.get, self._position(i), i), self.peek_indices(n)))
+            produce = lambda i: call_user(self.get, self._position(i), i)  # noqa: E731
+            self._peeked = (n, timed(produce, self.peek_indices(n), again=True))
         return self._peeked[1]
 
     def infer(self, n: int, peek: Peek | None) -> Inference:
