@@ -366,3 +366,14 @@ def test_auto_picks_threads_for_a_waiting_source_serial_for_a_cheap_one_and_nati
     assert tb.inspect(Waiting()).executor["name"] == "thread"
     assert tb.inspect(Counting()).executor["name"] == "serial"
     assert tb.inspect(np.zeros((3, 2))).executor["name"] == "native"
+
+
+def test_threads_hold_at_most_about_a_gibibyte_of_big_elements_in_flight() -> None:
+    from tfbridge.executors import Choice, ExecutorOptions, make
+
+    options = ExecutorOptions("thread")
+    threads = Choice("thread", 64, "as given")
+    assert make(threads, options).in_flight == 128  # two elements a thread
+    assert make(threads, options, element_bytes=4096).in_flight == 128
+    assert make(threads, options, element_bytes=38.5e6).in_flight == 27  # 1 GiB of 38.5 MB batches
+    assert make(threads, options, element_bytes=2e9).in_flight == 2  # never fewer than two

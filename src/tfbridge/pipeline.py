@@ -155,7 +155,7 @@ def make_runner(p: Plan, seed: int | None = None) -> executors.Executor | None:
     """The one executor a dataset of ``p`` runs on (None for graph-native sources)."""
     if p.choice.name == "native":
         return None
-    return executors.make(p.choice, p.options, seed)
+    return executors.make(p.choice, p.options, seed, p.bytes_per_element)
 
 
 def to_dataset(

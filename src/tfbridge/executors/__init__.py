@@ -379,14 +379,22 @@ def _choose(
     )
 
 
-def make(choice: Choice, options: ExecutorOptions, seed: int | None = None) -> Executor:
+_THREAD_WINDOW_BYTES = 1 << 30  # bytes of elements threads hold in flight at once, at most (2 elements at least)
+
+
+def make(choice: Choice, options: ExecutorOptions, seed: int | None = None, element_bytes: float = 0.0) -> Executor:
     """The executor for ``choice`` (never "auto" or "native"), with the options' timeout, Ray address and worker
-    recycling."""
+    recycling. ``element_bytes`` (the peek's mean) bounds what threads hold in flight: two elements a thread,
+    within ``_THREAD_WINDOW_BYTES`` (big elements then leave some threads idle)."""
     workers = choice.workers or options.workers
     if choice.name == "serial":
         return SerialExecutor(options.timeout)
     if choice.name == "thread":
-        return ThreadExecutor(workers or _LATENCY_WORKERS, timeout=options.timeout)
+        threads = workers or _LATENCY_WORKERS
+        window = threads * IN_FLIGHT_PER_WORKER
+        if element_bytes > 0:
+            window = max(2, min(window, int(_THREAD_WINDOW_BYTES // element_bytes)))
+        return ThreadExecutor(threads, in_flight=window, timeout=options.timeout)
     if choice.name == "process":
         return ProcessExecutor(
             workers or cores(),
