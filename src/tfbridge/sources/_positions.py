@@ -203,9 +203,10 @@ class Passes:
             return self._empty()
         try:
             rows = self._next_batch(p)
-        except Exception as exc:  # a batch that cannot be made (elements of another structure)
-            rows, p.error = None, exc
-        if rows is None:  # the end of the pass (and of the partial batches)
+            batch = None if rows is None else self._encode_batch(p, rows)
+        except Exception as exc:  # a batch that cannot be made (elements of another structure): the pass ends
+            batch, p.error = None, exc
+        if batch is None:  # the end of the pass (and of the partial batches)
             self._drop(p, p.error)
             if p.error is None and (self.feed.count is None or p.position == self.feed.count):
                 try:
@@ -218,7 +219,7 @@ class Passes:
             doomed = p.doomed
         if doomed:
             p.close()
-        return self._encode_batch(p, rows)
+        return batch
 
     def check(self, info: np.ndarray) -> np.ndarray:
         """Raise the error the pass ``info`` ended with; False when it ended without one."""
