@@ -17,6 +17,7 @@ short windows, small data) and only prints; ``--only real,hf`` runs those sectio
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gc
 import os
@@ -137,7 +138,22 @@ def run(repeats: int, window_s: float) -> tuple[list[tuple[Any, list[Measurement
             error = f"  {m.error}" if m.error else ""
             print(f"  {name:38s} {m.median:10.1f}/s  [{low:.1f} .. {high:.1f}]{error}", flush=True)
         results.append((workload, rows, f"{choice['name']} x{choice['workers']}: {choice['reason']}"))
+        del source, rows
+        _release_memory()
     return results, time.perf_counter() - started
+
+
+def _release_memory() -> None:
+    """Collect what the workload left and hand freed heap memory back to the system (glibc keeps it per thread
+    arena otherwise), so one workload's big batches do not crowd out the next section's processes."""
+    import ctypes
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/status") as f:
+        rss = next((line.split()[1] for line in f if line.startswith("VmRSS")), "?")
+    print(f"  (this process now holds {int(rss) // 1024 if rss != '?' else rss} MB)", flush=True)
 
 
 def _by(rows: list[Measurement], prefix: str) -> Measurement:
