@@ -65,3 +65,37 @@ def test_a_dataset_dropped_while_its_pass_runs_leaves_no_thread_and_no_error(rec
     gc.collect()
     unraisable = [w for w in recwarn if "generator already executing" in str(w.message)]
     assert unraisable == []
+
+
+class _Rows:
+    def __len__(self) -> int:
+        return 400
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.full((4, 256), i, np.float32)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("executor", ["thread", "serial"])
+def test_a_dataset_dropped_part_way_leaves_neither_its_passes_nor_its_threads_behind(executor: str) -> None:
+    # TensorFlow files the functions a traced numpy_function calls under the global graph for good: they must not
+    # hold the passes, or an abandoned pass's threads and read-ahead would outlive the dataset
+    import threading
+    import weakref
+
+    before = set(threading.enumerate())
+    ds = tb.to_dataset(_Rows(), executor=executor, workers=8, batched=True)
+    (passes,) = _positions.passes_in(ds)
+    gone = weakref.ref(passes)
+    del passes
+    it = iter(ds)
+    pull = tf.function(lambda iterator: iterator.get_next())  # a compiled loop, as Keras's train step pulls
+    for _ in range(5):
+        pull(it)
+    started = set(threading.enumerate()) - before
+    del ds, it, pull
+    gc.collect()
+    assert gone() is None, "the passes went with their dataset"
+    for thread in started:
+        thread.join(timeout=30)
+        assert not thread.is_alive(), f"{thread.name} outlived its dataset"

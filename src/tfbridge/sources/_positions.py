@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -542,18 +543,54 @@ def _placeholder(dtype: Any, shape: list[int | None]) -> np.ndarray:
     return np.zeros(sizes, dtype.as_numpy_dtype)
 
 
+class _Calls:
+    """What the graph calls: the Python side of a dataset's passes, held weakly. TensorFlow keeps every function a
+    traced ``numpy_function`` calls for as long as the process lives (it files them under the outermost graph, the
+    global one when tracing eagerly), so these calls must not hold the passes: that would keep the executor, its
+    worker threads and whatever they read ahead alive after the dataset is gone. The dataset holds the passes
+    (:func:`attach`) and every iterator holds its dataset, so the passes live while anything can ask them."""
+
+    def __init__(self, passes: Passes) -> None:
+        self._passes = weakref.ref(passes)
+
+    def _get(self) -> Passes:
+        passes = self._passes()
+        if passes is None:
+            msg = (
+                "the tfbridge dataset this pipeline reads is gone (garbage collected) while its pipeline still ran.\n"
+                "Hint: keep a reference to the dataset tfbridge returned while you iterate over it or over a "
+                "dataset built on it."
+            )
+            raise TfBridgeError(msg)
+        return passes
+
+    def next_pass(self) -> np.ndarray:
+        return self._get().next_pass()
+
+    def fetch(self, info: np.ndarray, position: np.ndarray) -> list[Any]:
+        return self._get().fetch(info, position)
+
+    def fetch_batch(self, info: np.ndarray, position: np.ndarray, members: np.ndarray, fills: np.ndarray) -> list[Any]:
+        return self._get().fetch_batch(info, position, members, fills)
+
+    def check(self, info: np.ndarray) -> np.ndarray:
+        return self._get().check(info)
+
+
 def positioned_dataset(passes: Passes, signature: Any) -> Any:
-    """The tf.data pipeline over ``passes``: one pass per iterator, its position in tf.data's state."""
+    """The tf.data pipeline over ``passes``: one pass per iterator, its position in tf.data's state. The functions
+    it traces reach ``passes`` only through a weak reference (:class:`_Calls`)."""
     import tensorflow as tf
 
     specs = tf.nest.flatten(signature)
-    chunk = passes.feed.chunk
+    chunk, bucketing = passes.feed.chunk, passes.bucketing
+    calls = _Calls(passes)
     components = _components(specs, chunk)
     types = [tf.int64, *(dtype for dtype, _ in components)]
     packed = chunk and any(None in s.shape.as_list() for s in specs)
 
     def fetch(info: Any, position: Any) -> tuple[Any, Any]:
-        out = tf.numpy_function(passes.fetch, [info, position], types, stateful=True)
+        out = tf.numpy_function(calls.fetch, [info, position], types, stateful=True)
         count = tf.ensure_shape(out[0], ())
         parts = [tf.ensure_shape(part, shape) for part, (_, shape) in zip(out[1:], components, strict=True)]
         return position + count, (count, tuple(parts))
@@ -599,12 +636,11 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
         # error (tf.data's read-ahead does at once), it is answered by TensorFlow alone. A Python call then could
         # wait for the GIL while the thread that got the error drops the iterator holding it: a deadlock.
         check = tf.data.Dataset.from_tensors(info).take_while(
-            lambda i: tf.ensure_shape(tf.numpy_function(passes.check, [i], tf.bool, stateful=True), ())
+            lambda i: tf.ensure_shape(tf.numpy_function(calls.check, [i], tf.bool, stateful=True), ())
         )
         return elements.concatenate(check.flat_map(lambda _: elements.take(0)))
 
     def one_bucketed_pass(info: Any) -> Any:
-        bucketing = passes.bucketing
         assert bucketing is not None
         rows = (bucketing.buckets, bucketing.batch_size)
         shapes = [[None, *spec.shape.as_list()] for spec in specs]
@@ -613,7 +649,7 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
 
         def step(state: Any, _: Any) -> tuple[Any, Any]:
             position, members, fills = state
-            out = tf.numpy_function(passes.fetch_batch, [info, position, members, fills], types, stateful=True)
+            out = tf.numpy_function(calls.fetch_batch, [info, position, members, fills], types, stateful=True)
             count = tf.ensure_shape(out[0], ())
             after = (tf.ensure_shape(out[1], ()), tf.ensure_shape(out[2], rows), tf.ensure_shape(out[3], rows[:1]))
             parts = [tf.ensure_shape(part, shape) for part, shape in zip(out[4:], shapes, strict=True)]
@@ -628,14 +664,14 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
 
         batches = steps.map(batch)
         check = tf.data.Dataset.from_tensors(info).take_while(
-            lambda i: tf.ensure_shape(tf.numpy_function(passes.check, [i], tf.bool, stateful=True), ())
+            lambda i: tf.ensure_shape(tf.numpy_function(calls.check, [i], tf.bool, stateful=True), ())
         )
         return batches.concatenate(check.flat_map(lambda _: batches.take(0)))
 
     first = tf.data.Dataset.from_tensors(np.int64(0)).map(
-        lambda _: tf.ensure_shape(tf.numpy_function(lambda: passes.next_pass(), [], tf.int64, stateful=True), (4,))
+        lambda _: tf.ensure_shape(tf.numpy_function(calls.next_pass, [], tf.int64, stateful=True), (4,))
     )
-    ds = first.flat_map(one_pass if passes.bucketing is None else one_bucketed_pass)
+    ds = first.flat_map(one_pass if bucketing is None else one_bucketed_pass)
     options = tf.data.Options()
     # the Python steps are stateful; their state is the position tf.data holds, so a checkpoint may leave them out
     options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
