@@ -116,19 +116,24 @@ def pad_batch(
     if buckets is not None and not isinstance(buckets, int):
         _checked_boundaries(buckets)  # before the source is read
     rebuild = _tf.rebuild_of(dataset_or_source)
-    if rebuild is not None and label is None and not ragged and (buckets is None or length_fn is None):
-        # a dataset to_dataset made (not yet batched): built again, padded where its rows are gathered, or
-        # bucketed where its elements are made
-        if buckets is None:
-            padded, _ = rebuild(batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder)
-            return padded
-        if not isinstance(buckets, int):
-            bucketed, _ = rebuild(
-                batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder,
-                buckets=_checked_boundaries(buckets),
-            )  # fmt: skip
-            return bucketed
-    if isinstance(dataset_or_source, tf.data.Dataset) and label is None:
+    # what builds the padded (or bucketed) batches where the source makes its elements: a dataset to_dataset made
+    # (not yet batched) built again, or a source built for the first time; None: tf.data batches a dataset
+    given_dataset = isinstance(dataset_or_source, tf.data.Dataset) and label is None
+    builder = None
+    if not ragged and (buckets is None or length_fn is None):
+        if rebuild is not None and label is None:
+            builder = rebuild
+        elif not given_dataset:
+            builder = functools.partial(
+                build, dataset_or_source, batched=False, label=label, executor=executor, workers=workers
+            )
+    if builder is not None and not isinstance(buckets, int):
+        batches_built, _ = builder(
+            batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder,
+            buckets=None if buckets is None else _checked_boundaries(buckets),
+        )  # fmt: skip
+        return batches_built
+    if given_dataset:
         ds = dataset_or_source
         if sources.ends_in_batching(ds):
             msg = (
@@ -147,20 +152,6 @@ def pad_batch(
                 "Hint: pass a generator function or a re-iterable, or explicit boundaries (buckets=[...])."
             )
             raise TfBridgeError(msg)
-        if buckets is None and not ragged:  # padded where the source can (rows gathered in the graph)
-            padded, _ = build(
-                dataset_or_source, batched=False, label=label, executor=executor, workers=workers,
-                batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder,
-            )  # fmt: skip
-            return padded
-        if not ragged and length_fn is None and not isinstance(buckets, int):
-            # bucketed where the source makes its elements (a Python source: one padded batch per step)
-            bucketed, _ = build(
-                dataset_or_source, batched=False, label=label, executor=executor, workers=workers,
-                batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder,
-                buckets=_checked_boundaries(buckets),
-            )  # fmt: skip
-            return bucketed
         ds, _ = build(dataset_or_source, batched=False, label=label, executor=executor, workers=workers)
     spec = ds.element_spec
     paths, leaves, _ = _nest.flatten_with_paths(_nest.normalize(spec))
@@ -189,16 +180,8 @@ def pad_batch(
             raise TfBridgeError(msg)
         boundaries = bucket_boundaries(lengths, buckets)
         batches = _batch_count(lengths, boundaries, batch_size, drop_remainder)
-        again = None
-        if not ragged and length_fn is None:
-            if not isinstance(dataset_or_source, tf.data.Dataset):
-                again = functools.partial(
-                    build, dataset_or_source, batched=False, label=label, executor=executor, workers=workers
-                )
-            elif rebuild is not None and label is None:
-                again = rebuild
-        if again is not None:  # bucketed where the elements are made
-            bucketed, _ = again(
+        if builder is not None:  # bucketed where the elements are made, with the boundaries just found
+            bucketed, _ = builder(
                 batch_size=batch_size, pad_value=pad_value, drop_remainder=drop_remainder, buckets=boundaries
             )
             return ends_promptly(bucketed.apply(tf.data.experimental.assert_cardinality(batches)))
