@@ -377,3 +377,15 @@ def test_threads_hold_at_most_about_a_gibibyte_of_big_elements_in_flight() -> No
     assert make(threads, options, element_bytes=4096).in_flight == 128
     assert make(threads, options, element_bytes=38.5e6).in_flight == 27  # 1 GiB of 38.5 MB batches
     assert make(threads, options, element_bytes=2e9).in_flight == 2  # never fewer than two
+
+
+def test_big_cheap_elements_on_a_short_epoch_stay_serial_the_main_process_copies_each_one() -> None:
+    import dataclasses
+
+    from tfbridge.executors import Cost, choose
+
+    big = Cost(8 * 0.0046, 8 * 0.0046, 8, 8 * 38_535_168)  # W3: 4.6 ms of CPU, 38.5 MB a batch
+    assert choose(dataclasses.replace(big, length=60), cpus=2).name == "serial"
+    assert choose(dataclasses.replace(big, length=1_000_000), cpus=2).name == "process"
+    costly = Cost(8 * 0.03, 8 * 0.03, 8, 8 * 38_535_168, length=60)  # W4: 30 ms of CPU besides
+    assert choose(costly, cpus=2).name == "process"
