@@ -61,6 +61,14 @@ class Conformer:
         self.paths = [_nest.format_path(p, spec.structure) for p in paths]
         self.out_treespec = _nest.flatten(lists_as_tuples(spec.structure))[1]  # the form of spec.signature
         self._floats = [leaf.dtype in FLOAT_DTYPES for leaf in self.leaves]
+        # per leaf, what a numpy value that already fits must have (dense numeric leaves): its dtype, its rank and
+        # its fixed dimensions; None for the others
+        self._fits = [
+            (np.dtype(leaf.dtype), len(leaf.shape), [(k, n) for k, n in enumerate(leaf.shape) if n is not None])
+            if leaf.kind == "dense" and leaf.dtype not in (STRING, "bfloat16")
+            else None
+            for leaf in self.leaves
+        ]
 
     def __call__(self, element: Any, index: int | None, rows: Any = None) -> Any:
         element = _nest.normalize(element)
@@ -70,7 +78,12 @@ class Conformer:
         if not self.check:
             fields = zip(values, self.leaves, self.paths, strict=True)
             return _nest.unflatten(self.out_treespec, [self._cast(v, leaf, path, index) for v, leaf, path in fields])
-        out = [self._leaf(v, leaf, path, index) for v, leaf, path in zip(values, self.leaves, self.paths, strict=False)]
+        out = [
+            (v if type(v) is np.ndarray else np.asarray(v))
+            if self._fitting(v, fit)
+            else self._leaf(v, leaf, path, index)
+            for v, fit, leaf, path in zip(values, self._fits, self.leaves, self.paths, strict=False)
+        ]
         if self.spec.batched:
             self._check_batch_sizes(out, index)
         if self.finite:
@@ -78,6 +91,16 @@ class Conformer:
                 if is_float:
                     _check_finite(value, path, index, rows, self.spec.batched)
         return _nest.unflatten(self.out_treespec, out)
+
+    @staticmethod
+    def _fitting(value: Any, fit: tuple[np.dtype, int, list[tuple[int, int]]] | None) -> bool:
+        """Whether ``value`` is a numpy array or scalar that fits a dense leaf as it is (the common case, checked
+        without describing it); anything else goes through the full check."""
+        if fit is None or (type(value) is not np.ndarray and not isinstance(value, np.generic)):
+            return False
+        dtype, rank, fixed = fit
+        shape = value.shape
+        return value.dtype == dtype and len(shape) == rank and all(shape[k] == n for k, n in fixed)
 
     # -- errors -------------------------------------------------------------------------------------
     def _structure_error(self, element: Any, index: int | None) -> None:
