@@ -34,33 +34,68 @@ def test_options_are_a_frozen_keyword_only_value() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        pytest.param({"name": "bogus"}, "executor must be one of 'serial', 'thread', 'process', 'ray', 'auto'. "
-                     "Received: 'bogus'", id="name"),
-        pytest.param({"name": "thread", "workers": 0}, "workers must be a positive int or None. Received: 0",
-                     id="workers"),
-        pytest.param({"name": "thread", "timeout": -1}, "timeout must be a positive number of seconds or None. "
-                     "Received: -1", id="timeout"),
-        pytest.param({"name": "thread", "ray_address": "ray://h:1"}, "ray_address is for executor='ray', but the "
-                     "executor is 'thread'", id="ray_address-without-ray"),
-        pytest.param({"ray_address": "ray://h:1"}, "ray_address is for executor='ray', but the executor is 'auto'",
-                     id="ray_address-with-auto"),
-        pytest.param({"name": "ray", "ray_address": ""}, "ray_address must be a non-empty string or None",
-                     id="ray_address-empty"),
-        pytest.param({"name": "process", "max_elements_per_worker": 0}, "max_elements_per_worker must be a "
-                     "positive int or None. Received: 0", id="max_elements_per_worker-zero"),
-        pytest.param({"name": "process", "max_elements_per_worker": True}, "max_elements_per_worker must be a "
-                     "positive int or None. Received: True", id="max_elements_per_worker-bool"),
-        pytest.param({"name": "thread", "max_elements_per_worker": 100}, "max_elements_per_worker is for "
-                     "executor='process' (it replaces worker processes), but the executor is 'thread'.\nHint: pass "
-                     "executor='process' with it, or leave it out.", id="max_elements_per_worker-with-thread"),
-        pytest.param({"max_worker_rss": 2**30}, "max_worker_rss is for executor='process' (it replaces worker "
-                     "processes), but the executor is 'auto' (which may choose threads, which share this process's "
-                     "memory).", id="max_worker_rss-with-auto"),
-        pytest.param({"name": "process", "max_worker_rss": 2}, "max_worker_rss must be an int number of bytes of "
-                     "at least 16,777,216 (16 MiB: less than any Python interpreter), or None. Received: 2\nHint: "
-                     "it counts bytes, e.g. max_worker_rss=2 * 2**30 for 2 GiB.", id="max_worker_rss-too-small"),
-        pytest.param({"name": "process", "max_worker_rss": 2e9}, "max_worker_rss must be an int number of bytes",
-                     id="max_worker_rss-float"),
+        pytest.param(
+            {"name": "bogus"},
+            "executor must be one of 'serial', 'thread', 'process', 'ray', 'auto'. Received: 'bogus'",
+            id="name",
+        ),
+        pytest.param(
+            {"name": "thread", "workers": 0}, "workers must be a positive int or None. Received: 0", id="workers"
+        ),
+        pytest.param(
+            {"name": "thread", "timeout": -1},
+            "timeout must be a positive number of seconds or None. Received: -1",
+            id="timeout",
+        ),
+        pytest.param(
+            {"name": "thread", "ray_address": "ray://h:1"},
+            "ray_address is for executor='ray', but the executor is 'thread'",
+            id="ray_address-without-ray",
+        ),
+        pytest.param(
+            {"ray_address": "ray://h:1"},
+            "ray_address is for executor='ray', but the executor is 'auto'",
+            id="ray_address-with-auto",
+        ),
+        pytest.param(
+            {"name": "ray", "ray_address": ""}, "ray_address must be a non-empty string or None", id="ray_address-empty"
+        ),
+        pytest.param(
+            {"name": "process", "max_elements_per_worker": 0},
+            "max_elements_per_worker must be a positive int or None. Received: 0",
+            id="max_elements_per_worker-zero",
+        ),
+        pytest.param(
+            {"name": "process", "max_elements_per_worker": True},
+            "max_elements_per_worker must be a positive int or None. Received: True",
+            id="max_elements_per_worker-bool",
+        ),
+        pytest.param(
+            {"name": "thread", "max_elements_per_worker": 100},
+            "max_elements_per_worker is for "
+            "executor='process' (it replaces worker processes), but the executor is 'thread'.\nHint: pass "
+            "executor='process' with it, or leave it out.",
+            id="max_elements_per_worker-with-thread",
+        ),
+        pytest.param(
+            {"max_worker_rss": 2**30},
+            "max_worker_rss is for executor='process' (it replaces worker "
+            "processes), but the executor is 'auto' (which may choose threads, which share this process's "
+            "memory).",
+            id="max_worker_rss-with-auto",
+        ),
+        pytest.param(
+            {"name": "process", "max_worker_rss": 2},
+            "max_worker_rss must be an int number of bytes of "
+            "at least 16,777,216 (16 MiB: less than any Python interpreter), or None. Received: 2\nHint: "
+            "it counts bytes, e.g. max_worker_rss=2 * 2**30 for 2 GiB.",
+            id="max_worker_rss-too-small",
+        ),
+        pytest.param(
+            {"name": "process", "max_worker_rss": 2e9},
+            "max_worker_rss must be an int number of bytes",
+            id="max_worker_rss-float",
+        ),
     ],
 )
 def test_bad_options_are_refused_with_what_was_received(kwargs: dict[str, Any], message: str) -> None:
@@ -161,13 +196,19 @@ def test_an_executor_a_stream_or_pipeline_cannot_use_is_named_not_ignored() -> N
         for i in range(3):
             yield np.full((2, 3), i)
 
-    with pytest.warns(tb.TfBridgeWarning, match=r"executor='process' is not used for .*batches: a stream can only be "
-                      r"read in order, by one reader: it is read in the tf.data thread\.\nHint: to produce elements "
-                      r"in parallel, give an indexed source"):
+    with pytest.warns(
+        tb.TfBridgeWarning,
+        match=r"executor='process' is not used for .*batches: a stream can only be "
+        r"read in order, by one reader: it is read in the tf.data thread\.\nHint: to produce elements "
+        r"in parallel, give an indexed source",
+    ):
         ds = tb.to_dataset(batches, batched=True, executor="process")
     assert [int(b[0, 0]) for b in ds.as_numpy_iterator()] == [0, 1, 2]
-    with pytest.warns(tb.TfBridgeWarning, match=r"executor='thread' is not used for tf.data.Dataset \(RangeDataset\): "
-                      r"a tf.data dataset runs in TensorFlow's own threads"):
+    with pytest.warns(
+        tb.TfBridgeWarning,
+        match=r"executor='thread' is not used for tf.data.Dataset \(RangeDataset\): "
+        r"a tf.data dataset runs in TensorFlow's own threads",
+    ):
         tb.to_dataset(tf.data.Dataset.range(3), executor="thread")
     with pytest.warns(tb.TfBridgeWarning, match=r"in-memory arrays are gathered by tf.data itself"):
         tb.to_dataset(np.zeros((4, 2)), executor=tb.ExecutorOptions("process", workers=2))

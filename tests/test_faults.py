@@ -445,13 +445,22 @@ def _frame(message: bytes) -> bytes:
 
 
 _NOT_A_REPLY = {  # bytes written on the connection just before element 11's reply -> what the error says
-    "garbage": (b"this is not a message", r"a message that does not start as a pickle does \(its first bytes: "
-                r"b'this is not '\)"),
+    "garbage": (
+        b"this is not a message",
+        r"a message that does not start as a pickle does \(its first bytes: "
+        r"b'this is not '\)",
+    ),
     "negative-length": (struct.pack("!i", -5), r"a message whose length prefix says -5 bytes"),
-    "fake-huge-length": (struct.pack("!i", 2**31 - 1), r"a message that does not start as a pickle does \(its "
-                         r"first bytes: b'\\x7f\\xff\\xff\\xff\\x00"),
-    "fake-huge-long-length": (b"\xff\xff\xff\xff" + struct.pack("!Q", 2**62), r"a message that does not start as "
-                              r"a pickle does \(its first bytes: b'\\xff\\xff\\xff\\xff@\\x00"),
+    "fake-huge-length": (
+        struct.pack("!i", 2**31 - 1),
+        r"a message that does not start as a pickle does \(its "
+        r"first bytes: b'\\x7f\\xff\\xff\\xff\\x00",
+    ),
+    "fake-huge-long-length": (
+        b"\xff\xff\xff\xff" + struct.pack("!Q", 2**62),
+        r"a message that does not start as "
+        r"a pickle does \(its first bytes: b'\\xff\\xff\\xff\\xff@\\x00",
+    ),
     "not-a-pickle": (_frame(b"\x80\x05garbage."), r"a message that does not unpickle \(UnpicklingError: "),
     "cut-short": (_frame(b"\x80\x05\x95"), r"a message of 3 bytes that does not end as a pickle does"),
     "not-a-reply": (_frame(pickle.dumps("hello")), r"a message that is not a reply: 'hello'"),
@@ -507,8 +516,11 @@ def test_a_fake_length_on_a_worker_connection_inside_tf_data_is_a_clear_error_th
     got, err = _consume(ds)
     assert got == list(range(17))
     assert err is not None
-    assert re.search(r"WorkerDiedError: worker process \d \(pid \d+\) sent a message that does not start as a "
-                     r"pickle does .* while producing element 17, and has been stopped", str(err)), str(err)[:1000]
+    assert re.search(
+        r"WorkerDiedError: worker process \d \(pid \d+\) sent a message that does not start as a "
+        r"pickle does .* while producing element 17, and has been stopped",
+        str(err),
+    ), str(err)[:1000]
     assert "UnpicklingError" not in str(err)
     fixed.touch()
     assert _consume(ds) == (list(range(30)), None)

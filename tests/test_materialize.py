@@ -392,8 +392,8 @@ def _tripled(i: Any) -> Any:
         ),
         pytest.param(lambda: np.arange(12.0), lambda: np.arange(12.0) + 0.5, id="arrays"),
         pytest.param(
-            lambda: (lambda: (f"word {i}" for i in range(5))),
-            lambda: (lambda: (f"Word {i}" for i in range(5))),
+            lambda: lambda: (f"word {i}" for i in range(5)),
+            lambda: lambda: (f"Word {i}" for i in range(5)),
             id="strings-from-a-generator",
         ),
     ],
@@ -486,8 +486,6 @@ def test_an_unreadable_manifest_is_refused_and_overwrite_replaces_it(tmp_path: P
     (tmp_path / "data" / "tfbridge-materialize.json").write_text("{not json")
     with pytest.raises(tb.TfBridgeError, match=r"has an unreadable tfbridge-materialize\.json") as info:
         tb.materialize(Scaled(), tmp_path / "data", batched=False)
-    assert "Hint: pass overwrite=True (--overwrite on the command line) to materialize afresh there." in str(
-        info.value
-    )
+    assert "Hint: pass overwrite=True (--overwrite on the command line) to materialize afresh there." in str(info.value)
     ds = tb.materialize(Scaled(), tmp_path / "data", batched=False, overwrite=True)
     assert _values(ds) == [float(i) for i in range(10)]

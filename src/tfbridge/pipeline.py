@@ -87,11 +87,7 @@ def plan(
     else:
         src = sources.adapt(source, batched=batched, label=label)
         peeked = src.peek(peek) if src.native_route is None else None
-        found = (
-            None
-            if peeked is None
-            else sources.Found(Inference(spec), *peeked.steady())
-        )
+        found = None if peeked is None else sources.Found(Inference(spec), *peeked.steady())
         out_spec = spec if isinstance(spec, Spec) else Spec.from_signature(spec, batched=src.batched)
         if out_spec.batched != src.batched:
             msg = (
@@ -155,7 +151,7 @@ def make_runner(p: Plan, seed: int | None = None) -> executors.Executor | None:
     """The one executor a dataset of ``p`` runs on (None for graph-native sources)."""
     if p.choice.name == "native":
         return None
-    return executors.make(p.choice, p.options, seed, p.bytes_per_element)
+    return executors.make(p.choice, p.options, seed, p.bytes_per_element, p.seconds_per_element)
 
 
 def to_dataset(

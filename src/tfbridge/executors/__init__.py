@@ -382,10 +382,33 @@ def _choose(
 _THREAD_WINDOW_BYTES = 1 << 30  # bytes of elements threads hold in flight at once, at most (2 elements at least)
 
 
-def make(choice: Choice, options: ExecutorOptions, seed: int | None = None, element_bytes: float = 0.0) -> Executor:
+_GROUP_S = 0.002  # work a message to a worker process carries at least, when elements are cheaper than that
+_GROUP_BYTES = 1 << 20  # ...within this many bytes of elements (bigger ones cost their copy, not the message)
+_MAX_GROUP = 64
+
+
+def group_size(element_s: float, element_bytes: float, options: ExecutorOptions) -> int:
+    """Elements a worker process is sent in one message: cheap elements travel in groups of about ``_GROUP_S``
+    of work, so the main process's cost per message is shared among them. One each with a ``timeout`` (each
+    element keeps its own deadline), with ``max_elements_per_worker`` (a worker is replaced after exactly that many)
+    and when the cost is not known."""
+    if options.timeout is not None or options.max_elements_per_worker is not None or element_s <= 0:
+        return 1
+    group = min(_MAX_GROUP, int(_GROUP_S // element_s), int(_GROUP_BYTES // max(element_bytes, 1.0)))
+    return max(1, group)
+
+
+def make(
+    choice: Choice,
+    options: ExecutorOptions,
+    seed: int | None = None,
+    element_bytes: float = 0.0,
+    element_s: float = 0.0,
+) -> Executor:
     """The executor for ``choice`` (never "auto" or "native"), with the options' timeout, Ray address and worker
     recycling. ``element_bytes`` (the peek's mean) bounds what threads hold in flight: two elements a thread,
-    within ``_THREAD_WINDOW_BYTES`` (big elements then leave some threads idle)."""
+    within ``_THREAD_WINDOW_BYTES`` (big elements then leave some threads idle). ``element_s`` (the peek's mean
+    time per element) sets how many elements travel to a worker process in one message (:func:`group_size`)."""
     workers = choice.workers or options.workers
     if choice.name == "serial":
         return SerialExecutor(options.timeout)
@@ -402,6 +425,7 @@ def make(choice: Choice, options: ExecutorOptions, seed: int | None = None, elem
             timeout=options.timeout,
             max_elements_per_worker=options.max_elements_per_worker,
             max_worker_rss=options.max_worker_rss,
+            group=group_size(element_s, element_bytes, options),
         )
     if choice.name == "ray":
         from tfbridge.executors.ray import RayExecutor, _ray
@@ -428,6 +452,7 @@ __all__ = [
     "ThreadExecutor",
     "choose",
     "cores",
+    "group_size",
     "make",
     "pickle_problem",
     "pickled",

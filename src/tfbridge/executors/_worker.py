@@ -102,10 +102,8 @@ def _own_rss_bytes() -> int:
 
 
 def serve(conn: Connection) -> None:
-    from tfbridge.errors import SourceError
-    from tfbridge.executors._shared import READ_ONLY_HINT, is_read_only_write, loads_task
+    from tfbridge.executors._shared import loads_task
     from tfbridge.executors._shm import SlotMap, dumps_result
-    from tfbridge.sources._base import remote_error, source_error
 
     hello = pickle.loads(conn.recv_bytes())
     sys.path[:] = hello["sys_path"]
@@ -144,19 +142,41 @@ def serve(conn: Connection) -> None:
         if kind == "seed":
             seeder = Seeder(message[1], message[2])
             continue
-        _, index, slot = message  # "run"
-        try:
-            if seeder is not None:
-                seeder(index)
-            value = task(index)
-            reply: tuple[Any, ...] = ("ok", index, dumps_result(value, slots[slot], slot))
-        except Exception as exc:
-            cause = exc.__cause__ if isinstance(exc, SourceError) and exc.__cause__ is not None else exc
-            if shared and is_read_only_write(cause):  # the source wrote into an array shared read-only
-                error: BaseException = source_error(cause, index, remote=True, hint=READ_ONLY_HINT)
-            else:
-                error = remote_error(exc, index)
-            reply = ("err", index, _picklable(error, index))
+        _, index, slot = message  # "run": one index, or a group of them (a tuple) answered in one reply
+
+        reply: tuple[Any, ...]
+        if isinstance(index, tuple):
+            # the elements made before one that raised travel with its error: (values, its index, the error)
+            values: list[Any] = []
+            raised: tuple[int, bytes] | None = None
+            for i in index:
+                try:
+                    if seeder is not None:
+                        seeder(i)
+                    values.append(task(i))
+                except Exception as exc:
+                    raised = (i, _failure(shared, exc, i))
+                    break
+            try:
+                reply = ("group", index[0], (dumps_result(values, slots[slot], slot), raised))
+            except Exception as exc:  # a value does not travel: the ones before it go, then its error
+                k = next((k for k, v in enumerate(values) if not _travels(v)), 0)
+                try:
+                    reply = (
+                        "group",
+                        index[0],
+                        (dumps_result(values[:k], slots[slot], slot), (index[k], _failure(shared, exc, index[k]))),
+                    )
+                except Exception:
+                    reply = ("err", index[0], _failure(shared, exc, index[k]))  # filed under the group's first index
+        else:
+            try:
+                if seeder is not None:
+                    seeder(index)
+                value = task(index)
+                reply = ("ok", index, dumps_result(value, slots[slot], slot))
+            except Exception as exc:
+                reply = ("err", index, _failure(shared, exc, index))
         # the last field asks to be replaced: it grew past max_worker_rss (it still serves what it was sent)
         reply = (*reply, max_rss is not None and _own_rss_bytes() > max_rss)
         try:
@@ -191,6 +211,29 @@ class _Broken:
         from tfbridge.sources._base import source_error
 
         raise source_error(self.exc, index, remote=True)
+
+
+def _failure(shared: bool, exc: Exception, index: int) -> bytes:
+    """The error element ``index`` raised, pickled for the main process; ``shared``: the task holds arrays shared
+    read-only with this process (a write into one gets its own hint)."""
+    from tfbridge.errors import SourceError
+    from tfbridge.executors._shared import READ_ONLY_HINT, is_read_only_write
+    from tfbridge.sources._base import remote_error, source_error
+
+    cause = exc.__cause__ if isinstance(exc, SourceError) and exc.__cause__ is not None else exc
+    if shared and is_read_only_write(cause):  # the source wrote into an array shared read-only
+        error: BaseException = source_error(cause, index, remote=True, hint=READ_ONLY_HINT)
+    else:
+        error = remote_error(exc, index)
+    return _picklable(error, index)
+
+
+def _travels(value: Any) -> bool:
+    try:
+        pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return False
+    return True
 
 
 def _picklable(exc: BaseException, index: int) -> bytes:

@@ -5,8 +5,10 @@ the user's unguarded ``__main__`` is ever re-run; the task (source + conformer) 
 sources defined in ``__main__`` or a notebook work. A Keras PyDataset travels as a light copy that needs no Keras
 in the worker (``_light``), and numpy arrays of 16 MB or more in the task are shared read-only with the workers
 through memory files passed with the task, not copied into each (``_shared``). Results come back in order;
-their big arrays come through a ring of shared memory slots (one per element in flight), copied out once in the
-main process.
+their big arrays come through a ring of shared memory slots (one per message in flight), copied out once in the
+main process. Cheap elements travel in groups (``group`` consecutive positions in one message, answered in one
+reply, each element still seeded from its own index), so the main process's cost per message is shared; without
+groups, elements of tens of microseconds came back slower than one process makes them.
 
 The pool lives as long as the executor: it starts on first use, survives between epochs, and is closed when the
 dataset that owns it is garbage collected (or the interpreter exits). At each epoch the task is sent again when
@@ -156,9 +158,7 @@ def _task_pickler() -> type[Any]:
 
 
 class _Worker:
-    def __init__(
-        self, wid: int, slot_fds: list[int], max_rss: int | None = None, timeout: float | None = None
-    ) -> None:
+    def __init__(self, wid: int, slot_fds: list[int], max_rss: int | None = None, timeout: float | None = None) -> None:
         parent, child = socket.socketpair()  # both ends non-inheritable; the child's is passed on purpose
         death_r, death_w = os.pipe()  # the worker's watch on this process (see _worker.exit_with_parent)
         env = dict(os.environ)
@@ -293,6 +293,32 @@ class _Worker:
 _INHERITED: list[_Worker] = []
 
 
+class _Jobs:
+    """A pass's order as the messages it travels in, made as they are sent: single indices, or tuples of
+    ``group`` consecutive ones."""
+
+    def __init__(self, order: Sequence[int], group: int) -> None:
+        self.order, self.group = order, max(1, group)
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.group)
+
+    def __getitem__(self, k: int) -> Any:
+        if self.group == 1:
+            return int(self.order[k])
+        return tuple(int(i) for i in self.order[k * self.group : (k + 1) * self.group])
+
+
+def _group_answer(payload: Any) -> bool:
+    """Whether a group's reply carries (its values pickled, None or (the index that raised, its error))."""
+    if not (isinstance(payload, tuple) and len(payload) == 2 and isinstance(payload[0], bytes)):
+        return False
+    raised = payload[1]
+    return raised is None or (
+        isinstance(raised, tuple) and len(raised) == 2 and isinstance(raised[0], int) and isinstance(raised[1], bytes)
+    )
+
+
 _LIVE: weakref.WeakSet[ProcessExecutor] = weakref.WeakSet()
 _EXIT_WAIT_S = 2.0
 _POLL_S = 0.1
@@ -331,13 +357,18 @@ class _Pool:
         timeout: float | None,
         max_elements: int | None = None,
         max_rss: int | None = None,
+        group: int = 1,
     ) -> None:
         self.size, self.in_flight, self.timeout = workers, in_flight, timeout
+        # elements sent in one message (a group is answered in one reply); one each when a deadline is set (every
+        # element has its own) or a worker is replaced after a number of elements
+        self.group = 1 if timeout is not None or max_elements is not None else max(1, group)
         self.max_elements, self.max_rss = max_elements, max_rss  # when a worker is replaced by a fresh one
         # (payload, digest, shared arrays) of the current pass, for new workers; the arrays' files stay open while
         # it is current
         self.task: tuple[bytes, bytes, Dump | None] | None = None
         self.seed_message: tuple[str, int, int] | None = None
+        self.sizes: dict[int, int] = {}  # elements in each group of the current pass, by its first index
         self.workers: list[_Worker] = []
         self.slot_fds: list[int] = []
         self.slots: list[SlotMap] = []
@@ -493,12 +524,12 @@ class _Pool:
         except (EOFError, OSError):
             index = w.outstanding[0] if w.outstanding else None
             msg = (
-                f"worker process {w.wid} (pid {w.proc.pid}) {w.death()} while producing element {index}.\n"
+                f"worker process {w.wid} (pid {w.proc.pid}) {w.death()} while producing {self._elements(index)}.\n"
                 f"{worker_died_hint()}"
             )
             raise WorkerDiedError(msg, index=index) from None
         for reply in replies:
-            if not (isinstance(reply, tuple) and len(reply) == 4 and reply[0] in ("ok", "err")):
+            if not (isinstance(reply, tuple) and len(reply) == 4 and reply[0] in ("ok", "err", "group")):
                 raise self._corrupt(w, f"a message that is not a reply: {reply!r:.100}")
             kind, index, payload, retiring = reply
             if index not in w.outstanding:
@@ -523,18 +554,27 @@ class _Pool:
         )
         return WorkerDiedError(msg, index=index)
 
-    def run(self, order: list[int], stall_s: float | None = None) -> Iterator[Any]:
+    def _elements(self, index: int | None) -> str:
+        """Names what a worker was making from the first index of a message: the element, or its group."""
+        n = self.sizes.get(index, 1) if index is not None else 1
+        return f"element {index}" if n == 1 else f"element {index} or one of the {n - 1} sent with it"
+
+    def run(self, order: Sequence[int], stall_s: float | None = None) -> Iterator[Any]:
         results: dict[int, Any] = {}
         submitted = 0
+        # a pass of at least two rounds of the slots in messages: a slot an outlier grew is cut back when it is
+        # freed to what the last round needed, so the outlier of the pass before must have left that round
+        jobs = _Jobs(order, min(self.group, len(order) // (2 * len(self.slots))))
+        self.sizes = {}
         by_conn = {w.conn: w for w in self.workers}
         # a dead worker's error is raised at the position of the first element it owed, after every earlier
         # element (made by the other workers) has been delivered, as a user error would be
         dead: dict[_Worker, WorkerDiedError] = {}
         unusable: set[_Worker] = set()  # dead, or a send to it failed: it gets no more elements
         try:
-            for position in range(len(order)):
+            for position in range(len(jobs)):
                 # invariant: in flight + leased <= slots, so a free slot exists for every submission
-                while submitted < len(order) and submitted < position + self.in_flight:
+                while submitted < len(jobs) and submitted < position + self.in_flight:
                     for old, new in self.recycle():
                         by_conn.pop(old.conn, None)
                         by_conn[new.conn] = new
@@ -542,18 +582,22 @@ class _Pool:
                     if not usable:
                         break
                     w = min(usable, key=lambda w: len(w.outstanding))
-                    index, slot = order[submitted], self.free.popleft()
+                    job, slot = jobs[submitted], self.free.popleft()
+                    index = job[0] if isinstance(job, tuple) else job
+                    if isinstance(job, tuple):
+                        self.sizes[index] = len(job)
                     if not w.outstanding:
                         w.busy_since = time.monotonic()
                     w.outstanding.append(index)
-                    w.handed += 1
+                    w.handed += len(job) if isinstance(job, tuple) else 1
                     w.slots[index] = slot
                     submitted += 1
                     try:
-                        w.send(("run", index, slot))
+                        w.send(("run", job, slot))
                     except WorkerDiedError:
                         unusable.add(w)  # answers it sent before dying are still read, then its end
-                index = order[position]
+                job = jobs[position]
+                index = job[0] if isinstance(job, tuple) else job
                 waiting_since, stalled = time.monotonic(), stall_s is None
                 while index not in results:
                     if not stalled and time.monotonic() - waiting_since >= cast(float, stall_s):
@@ -580,9 +624,16 @@ class _Pool:
                     if self.timeout is not None and index not in results:
                         self._check_deadline(index)
                 kind, payload, slot, w = results.pop(index)
+                self.sizes.pop(index, None)
                 if kind == "err":
                     self._freer(leased=False)(slot, None)
                     raise self._error_from(w, index, payload)
+                raised = None
+                if kind == "group":
+                    if not _group_answer(payload):
+                        self._freer(leased=False)(slot, None)
+                        raise self._unreadable(w, index, TypeError(f"{payload!r:.60} is not a group's answer"))
+                    payload, raised = payload
                 with self.lease_lock:
                     lease = self.leased < _LEASED_SLOTS
                     self.leased += lease
@@ -592,7 +643,14 @@ class _Pool:
                     raise
                 except Exception as exc:
                     raise self._unreadable(w, index, exc) from None
-                yield value
+                if kind != "group":
+                    yield value
+                    continue
+                if not isinstance(value, list):
+                    raise self._unreadable(w, index, TypeError(f"{type(value).__name__} is not a group's elements"))
+                yield from value  # the group's elements, in order
+                if raised is not None:  # the element after them raised
+                    raise self._error_from(w, *raised)
             if unusable:  # a worker died or was stopped: the next pass starts on a fresh pool
                 self.shutdown()
         finally:
@@ -664,9 +722,11 @@ class ProcessExecutor:
         timeout: float | None = None,
         max_elements_per_worker: int | None = None,
         max_worker_rss: int | None = None,
+        group: int = 1,
     ) -> None:
         self.workers = workers
         self.timeout = timeout
+        self.group = group  # elements per message (see _Pool.jobs)
         self.in_flight = in_flight or workers * IN_FLIGHT_PER_WORKER
         self.max_elements_per_worker, self.max_worker_rss = max_elements_per_worker, max_worker_rss
         # a SeedSequence made without entropy draws an int
@@ -682,7 +742,9 @@ class ProcessExecutor:
         _LIVE.add(self)
 
     def _new_pool(self) -> _Pool:
-        return _Pool(self.workers, self.in_flight, self.timeout, self.max_elements_per_worker, self.max_worker_rss)
+        return _Pool(
+            self.workers, self.in_flight, self.timeout, self.max_elements_per_worker, self.max_worker_rss, self.group
+        )
 
     def _forked(self) -> None:
         """In a child forked from the process that made this executor (``os.fork``, multiprocessing's "fork"):
@@ -789,7 +851,7 @@ class ProcessExecutor:
             seed, epoch = seeds if seeds is not None else (self.seed, epoch)
             payload, dump = _dump(task, self._shared)
             pool.prepare(payload, dump, seed, epoch)
-            yield from pool.run(list(indices), stall_s)
+            yield from pool.run(indices, stall_s)
         except BaseException:
             pool.shutdown()  # a broken pool is never reused; the next pass starts a fresh one
             raise

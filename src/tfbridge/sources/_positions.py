@@ -658,6 +658,7 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
         start = (info[3], tf.fill(rows, tf.constant(-1, tf.int64)), tf.zeros(rows[:1], tf.int64))
         steps = tf.data.Dataset.from_tensors(0).repeat().scan(start, step)
         steps = steps.take_while(lambda count, _: count > 0)
+
         def batch(_: Any, parts: Any) -> Any:
             whole = [tf.ensure_shape(part, [size, *shape[1:]]) for part, shape in zip(parts, shapes, strict=True)]
             return tf.nest.pack_sequence_as(signature, whole)
