@@ -157,7 +157,8 @@ class Passes:
             return np.array([epoch, nonce, self.seed, start], np.int64)
 
     def fetch(self, info: np.ndarray, position: np.ndarray) -> list[Any]:
-        """The step at ``position`` of the pass ``info``: [count, *leaves]; count 0 ends the pass."""
+        """The step at ``position`` of the pass ``info``: [count, *leaves]; count 0 ends the pass, -1 ends it with
+        an error, which :meth:`check` raises."""
         epoch, nonce, seed, _ = (int(v) for v in info)
         key, at = (epoch, nonce), int(position)
         try:
@@ -165,7 +166,7 @@ class Passes:
         except Exception as exc:
             return self._fail(key, exc, at)
         if p is None:  # it failed: its error is raised by the step after this one
-            return self._empty()
+            return self._empty(key)
         try:
             group, error = self._take(p)
             p.position += len(group)
@@ -178,7 +179,7 @@ class Passes:
                     self.feed.end()
                 except Exception as exc:
                     self._fail(key, exc, p.position)
-            return self._empty()
+            return self._empty(key)
         if error is not None:
             self._drop(p, error)
         else:
@@ -187,21 +188,21 @@ class Passes:
                 doomed = p.doomed
             if doomed:  # closed while in this step
                 p.close()
-        return self._encode(group)
+        return self._encode(group) if group else self._empty(key)
 
     def fetch_batch(self, info: np.ndarray, position: np.ndarray, members: np.ndarray, fills: np.ndarray) -> list[Any]:
         """The step of a bucketing pass at ``position`` with ``members`` waiting in its buckets (``fills`` of each
-        row): [count, position, members, fills, *leaves of one padded batch]; count 0 ends the pass."""
+        row): [count, position, members, fills, *leaves of one padded batch]; count 0 ends the pass, -1 ends it
+        with an error, which :meth:`check` raises."""
         epoch, nonce, seed, _ = (int(v) for v in info)
         key, at = (epoch, nonce), int(position)
         wanted = [[int(v) for v in row[: int(n)]] for row, n in zip(members, fills, strict=True)]
         try:
             p = self._pass(key, epoch, seed, at, wanted)
         except Exception as exc:
-            self._fail(key, exc, at)
-            return self._empty()
+            return self._fail(key, exc, at)
         if p is None:
-            return self._empty()
+            return self._empty(key)
         try:
             rows = self._next_batch(p)
             batch = None if rows is None else self._encode_batch(p, rows)
@@ -214,7 +215,7 @@ class Passes:
                     self.feed.end()
                 except Exception as exc:
                     self._fail(key, exc, p.position)
-            return self._empty()
+            return self._empty(key)
         with self.lock:
             p.busy = False
             doomed = p.doomed
@@ -337,7 +338,7 @@ class Passes:
         with self.lock:
             self.failed[key] = exc
             self._ended(key, at)
-        return self._empty()
+        return self._empty(key)
 
     def _ended(self, key: tuple[int, int], at: int) -> None:
         self.ended[key] = at
@@ -459,8 +460,6 @@ class Passes:
         return out
 
     def _encode(self, group: list[list[Any]]) -> list[Any]:
-        if not group:
-            return self._empty()
         if not self.feed.chunk:
             return [np.int64(1), *group[0]]
         out: list[Any] = [np.int64(len(group))]
@@ -472,12 +471,15 @@ class Passes:
                 out.append(_chunks.stack_column(column))
         return out
 
-    def _empty(self) -> list[Any]:
+    def _empty(self, key: tuple[int, int] | None = None) -> list[Any]:
+        """The answer that ends a pass: count -1 when the pass ``key`` has an error to raise, else 0."""
+        with self.lock:
+            count = np.int64(-1 if key is not None and key in self.failed else 0)
         if self.bucketing is not None:
             members, fills = self._state(None)
             empty = [_placeholder(spec.dtype, [None, *spec.shape]) for spec in self.specs]
-            return [np.int64(0), np.int64(0), members, fills, *empty]
-        return [np.int64(0), *(_placeholder(dtype, shape) for dtype, shape in _components(self.specs, self.feed.chunk))]
+            return [count, np.int64(-1), members, fills, *empty]
+        return [count, *(_placeholder(dtype, shape) for dtype, shape in _components(self.specs, self.feed.chunk))]
 
 
 def _text(values: Any) -> np.ndarray:
@@ -536,6 +538,12 @@ def _assemble(specs: list[Any], parts: list[Any]) -> list[Any]:
     return out
 
 
+def _graph_placeholder(dtype: Any, shape: list[int | None]) -> Any:
+    import tensorflow as tf
+
+    return tf.constant(_placeholder(dtype, shape), dtype)
+
+
 def _placeholder(dtype: Any, shape: list[int | None]) -> np.ndarray:
     sizes = tuple(0 if d is None else d for d in shape)
     if dtype.name == "string":
@@ -590,10 +598,16 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
     packed = chunk and any(None in s.shape.as_list() for s in specs)
 
     def fetch(info: Any, position: Any) -> tuple[Any, Any]:
-        out = tf.numpy_function(calls.fetch, [info, position], types, stateful=True)
-        count = tf.ensure_shape(out[0], ())
-        parts = [tf.ensure_shape(part, shape) for part, (_, shape) in zip(out[1:], components, strict=True)]
-        return position + count, (count, tuple(parts))
+        def call() -> tuple[Any, Any]:
+            out = tf.numpy_function(calls.fetch, [info, position], types, stateful=True)
+            count = tf.ensure_shape(out[0], ())
+            parts = [tf.ensure_shape(part, shape) for part, (_, shape) in zip(out[1:], components, strict=True)]
+            return tf.where(count < 0, tf.constant(-1, tf.int64), position + count), (count, tuple(parts))
+
+        def ended() -> tuple[Any, Any]:  # the pass ended with an error, already raised: no Python any more
+            return position, (tf.constant(0, tf.int64), tuple(_graph_placeholder(d, s) for d, s in components))
+
+        return tf.cond(position < 0, ended, call)
 
     def element(_: Any, parts: Any) -> Any:
         return tf.nest.pack_sequence_as(signature, _assemble(specs, list(parts)))
@@ -623,22 +637,34 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
 
         return tf.data.Dataset.range(count).map(one)
 
+    def raised(steps: Any, info: Any) -> Any:
+        """``steps`` up to the end of the pass, the error it ended with raised (count -1) after its elements.
+
+        The step that ended the pass with an error set its position to -1; a step at -1 calls no Python. Once the
+        error is raised, tf.data's read-ahead asks for the next step at once, and it is answered by TensorFlow
+        alone: a Python call then could wait for the GIL while the thread that got the error drops the iterator
+        holding it (a deadlock). Everything here is in the pass's own functions, made when the pass starts: a
+        dataset appended for the end instead would make its functions when the pass ends (several ms)."""
+
+        def check(count: Any, parts: Any) -> tuple[Any, Any]:
+            def ask() -> Any:
+                failed = tf.numpy_function(calls.check, [info], tf.bool, stateful=True)
+                return tf.cast(tf.ensure_shape(failed, ()), tf.int64) * 0
+
+            return tf.cond(count < 0, ask, lambda: count), parts
+
+        return steps.take_while(lambda count, _: count != 0).map(check).filter(lambda count, _: count > 0)
+
     def one_pass(info: Any) -> Any:
         steps = tf.data.Dataset.from_tensors(0).repeat().scan(info[3], lambda position, _: fetch(info, position))
-        steps = steps.take_while(lambda count, _: count > 0)  # no Python: see below
+        steps = raised(steps, info)
         if packed:
             elements = steps.flat_map(unpack)
         elif chunk:  # dense fields of one shape
             elements = steps.flat_map(lambda count, parts: tf.data.Dataset.from_tensor_slices(element(count, parts)))
         else:
             elements = steps.map(element)
-        # The error a pass ended with is raised after its elements, by a one-element step: asked again after the
-        # error (tf.data's read-ahead does at once), it is answered by TensorFlow alone. A Python call then could
-        # wait for the GIL while the thread that got the error drops the iterator holding it: a deadlock.
-        check = tf.data.Dataset.from_tensors(info).take_while(
-            lambda i: tf.ensure_shape(tf.numpy_function(calls.check, [i], tf.bool, stateful=True), ())
-        )
-        return elements.concatenate(check.flat_map(lambda _: elements.take(0)))
+        return elements
 
     def one_bucketed_pass(info: Any) -> Any:
         assert bucketing is not None
@@ -649,25 +675,28 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
 
         def step(state: Any, _: Any) -> tuple[Any, Any]:
             position, members, fills = state
-            out = tf.numpy_function(calls.fetch_batch, [info, position, members, fills], types, stateful=True)
-            count = tf.ensure_shape(out[0], ())
-            after = (tf.ensure_shape(out[1], ()), tf.ensure_shape(out[2], rows), tf.ensure_shape(out[3], rows[:1]))
-            parts = [tf.ensure_shape(part, shape) for part, shape in zip(out[4:], shapes, strict=True)]
-            return after, (count, tuple(parts))
+
+            def call() -> tuple[Any, Any]:
+                out = tf.numpy_function(calls.fetch_batch, [info, position, members, fills], types, stateful=True)
+                count = tf.ensure_shape(out[0], ())
+                after = (tf.ensure_shape(out[1], ()), tf.ensure_shape(out[2], rows), tf.ensure_shape(out[3], rows[:1]))
+                parts = [tf.ensure_shape(part, shape) for part, shape in zip(out[4:], shapes, strict=True)]
+                return after, (count, tuple(parts))
+
+            def ended() -> tuple[Any, Any]:  # the pass ended with an error, already raised (see raised())
+                empty = tuple(_graph_placeholder(spec.dtype, shape) for spec, shape in zip(specs, shapes, strict=True))
+                return state, (tf.constant(0, tf.int64), empty)
+
+            return tf.cond(position < 0, ended, call)
 
         start = (info[3], tf.fill(rows, tf.constant(-1, tf.int64)), tf.zeros(rows[:1], tf.int64))
-        steps = tf.data.Dataset.from_tensors(0).repeat().scan(start, step)
-        steps = steps.take_while(lambda count, _: count > 0)
+        steps = raised(tf.data.Dataset.from_tensors(0).repeat().scan(start, step), info)
 
         def batch(_: Any, parts: Any) -> Any:
             whole = [tf.ensure_shape(part, [size, *shape[1:]]) for part, shape in zip(parts, shapes, strict=True)]
             return tf.nest.pack_sequence_as(signature, whole)
 
-        batches = steps.map(batch)
-        check = tf.data.Dataset.from_tensors(info).take_while(
-            lambda i: tf.ensure_shape(tf.numpy_function(calls.check, [i], tf.bool, stateful=True), ())
-        )
-        return batches.concatenate(check.flat_map(lambda _: batches.take(0)))
+        return steps.map(batch)
 
     first = tf.data.Dataset.from_tensors(np.int64(0)).map(
         lambda _: tf.ensure_shape(tf.numpy_function(calls.next_pass, [], tf.int64, stateful=True), (4,))
