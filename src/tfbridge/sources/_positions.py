@@ -607,7 +607,8 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
         def ended() -> tuple[Any, Any]:  # the pass ended with an error, already raised: no Python any more
             return position, (tf.constant(0, tf.int64), tuple(_graph_placeholder(d, s) for d, s in components))
 
-        return tf.cond(position < 0, ended, call)
+        answer: tuple[Any, Any] = tf.cond(position < 0, ended, call)
+        return answer
 
     def element(_: Any, parts: Any) -> Any:
         return tf.nest.pack_sequence_as(signature, _assemble(specs, list(parts)))
@@ -687,7 +688,8 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
                 empty = tuple(_graph_placeholder(spec.dtype, shape) for spec, shape in zip(specs, shapes, strict=True))
                 return state, (tf.constant(0, tf.int64), empty)
 
-            return tf.cond(position < 0, ended, call)
+            answer: tuple[Any, Any] = tf.cond(position < 0, ended, call)
+            return answer
 
         start = (info[3], tf.fill(rows, tf.constant(-1, tf.int64)), tf.zeros(rows[:1], tf.int64))
         steps = raised(tf.data.Dataset.from_tensors(0).repeat().scan(start, step), info)
