@@ -99,3 +99,19 @@ def test_a_dataset_dropped_part_way_leaves_neither_its_passes_nor_its_threads_be
     for thread in started:
         thread.join(timeout=30)
         assert not thread.is_alive(), f"{thread.name} outlived its dataset"
+
+
+def test_the_graph_of_a_pass_stays_small_whatever_the_size_of_a_fixed_field() -> None:
+    """The answer of a step after a failed end is made in the graph as a fill, not stored as a constant as big
+    as the field (a field of hundreds of MB would pass protobuf's 2 GB limit)."""
+
+    class Big:
+        def __len__(self) -> int:
+            return 3
+
+        def __getitem__(self, i: int) -> Any:
+            return np.full((512, 512, 3), i, np.float32), np.int32(i)
+
+    ds = tb.to_dataset(Big(), batched=False, executor="serial")
+    assert len(ds._as_serialized_graph().numpy()) < 500_000  # one field is 3 MB
+    assert [int(y) for _, y in ds] == [0, 1, 2]

@@ -11,7 +11,7 @@ elements from there on (no replay), a re-iterable stream is read again and the c
 
 Python computes ahead: a pass keeps its executor's ordered map running between steps, so workers are busy
 while TensorFlow consumes. An error ends the pass's elements; the step after the elements before it raises it
-(``take_while``, which passes the error on as it is), so nothing made before the error is lost.
+(see ``raised`` in :func:`positioned_dataset`), so nothing made before the error is lost.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ class Passes:
             p = self._pass(key, epoch, seed, at)  # marked busy: no other thread closes it during this step
         except Exception as exc:
             return self._fail(key, exc, at)
-        if p is None:  # it failed: its error is raised by the step after this one
+        if p is None:  # it failed: this step ends it, with its error
             return self._empty(key)
         try:
             group, error = self._take(p)
@@ -539,9 +539,10 @@ def _assemble(specs: list[Any], parts: list[Any]) -> list[Any]:
 
 
 def _graph_placeholder(dtype: Any, shape: list[int | None]) -> Any:
+    """An empty answer made in the graph (a fill, not a constant as big as the field stored in it)."""
     import tensorflow as tf
 
-    return tf.constant(_placeholder(dtype, shape), dtype)
+    return tf.fill([0 if d is None else d for d in shape], tf.constant(b"" if dtype == tf.string else 0, dtype))
 
 
 def _placeholder(dtype: Any, shape: list[int | None]) -> np.ndarray:
