@@ -117,9 +117,10 @@ def test_group_size_follows_the_cost_and_is_one_where_each_element_needs_its_own
     assert executors.group_size(0.0, 500, plain) == 1, "no cost measured: one by one"
     assert executors.group_size(20e-6, 500, ExecutorOptions(timeout=5.0)) == 1
     assert executors.group_size(20e-6, 500, ExecutorOptions("process", max_elements_per_worker=10)) == 1
+    assert executors.group_size(20e-6, 500, ExecutorOptions("process", max_worker_rss=1 << 30)) == 1
 
 
-@pytest.mark.parametrize("option", [{"timeout": 30.0}, {"max_elements_per_worker": 50}])
+@pytest.mark.parametrize("option", [{"timeout": 30.0}, {"max_elements_per_worker": 50}, {"max_worker_rss": 4 << 30}])
 def test_a_timeout_or_worker_recycling_keeps_one_element_per_message_whatever_group_was_asked(option: Any) -> None:
     ex = ProcessExecutor(2, group=16, **option)
     try:

@@ -390,9 +390,11 @@ _MAX_GROUP = 64
 def group_size(element_s: float, element_bytes: float, options: ExecutorOptions) -> int:
     """Elements a worker process is sent in one message: cheap elements travel in groups of about ``_GROUP_S``
     of work, so the main process's cost per message is shared among them. One each with a ``timeout`` (each
-    element keeps its own deadline), with ``max_elements_per_worker`` (a worker is replaced after exactly that many)
-    and when the cost is not known."""
-    if options.timeout is not None or options.max_elements_per_worker is not None or element_s <= 0:
+    element keeps its own deadline), with ``max_elements_per_worker`` or ``max_worker_rss`` (a worker is replaced
+    after exactly that many elements, or after the element that took it past the limit) and when the cost is not
+    known."""
+    recycled = options.max_elements_per_worker is not None or options.max_worker_rss is not None
+    if options.timeout is not None or recycled or element_s <= 0:
         return 1
     group = min(_MAX_GROUP, int(_GROUP_S // element_s), int(_GROUP_BYTES // max(element_bytes, 1.0)))
     return max(1, group)

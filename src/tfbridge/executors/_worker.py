@@ -160,15 +160,14 @@ def serve(conn: Connection) -> None:
             try:
                 reply = ("group", index[0], (dumps_result(values, slots[slot], slot), raised))
             except Exception as exc:  # a value does not travel: the ones before it go, then its error
-                k = next((k for k, v in enumerate(values) if not _travels(v)), 0)
+                k = next((k for k, v in enumerate(values) if not _travels(v)), None)
                 try:
-                    reply = (
-                        "group",
-                        index[0],
-                        (dumps_result(values[:k], slots[slot], slot), (index[k], _failure(shared, exc, index[k]))),
-                    )
-                except Exception:
-                    reply = ("err", index[0], _failure(shared, exc, index[k]))  # filed under the group's first index
+                    if k is None:  # every value pickles: the slot could not take them (memory)
+                        raise exc
+                    error = (index[k], _failure(shared, exc, index[k]))
+                    reply = ("group", index[0], (dumps_result(values[:k], slots[slot], slot), error))
+                except Exception as exc:  # filed under the group's first index
+                    reply = ("err", index[0], _unsent(exc, index))
         else:
             try:
                 if seeder is not None:
@@ -226,6 +225,18 @@ def _failure(shared: bool, exc: Exception, index: int) -> bytes:
     else:
         error = remote_error(exc, index)
     return _picklable(error, index)
+
+
+def _unsent(exc: BaseException, group: tuple[int, ...]) -> bytes:
+    """The error for a group whose results could not be written for the main process (not one element's fault)."""
+    from tfbridge.errors import SourceError
+
+    msg = (
+        f"element {group[0]} or one of the {len(group) - 1} sent with it: the worker process could not write their "
+        f"results for the main process: {type(exc).__name__}: {exc}\nHint: the shared memory the results travel "
+        "through could not grow (out of memory?); make elements smaller or use fewer workers."
+    )
+    return _picklable(SourceError(msg, index=group[0]), group[0])
 
 
 def _travels(value: Any) -> bool:

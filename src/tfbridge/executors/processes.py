@@ -361,8 +361,8 @@ class _Pool:
     ) -> None:
         self.size, self.in_flight, self.timeout = workers, in_flight, timeout
         # elements sent in one message (a group is answered in one reply); one each when a deadline is set (every
-        # element has its own) or a worker is replaced after a number of elements
-        self.group = 1 if timeout is not None or max_elements is not None else max(1, group)
+        # element has its own) or a worker is replaced after a number of elements or past a memory limit
+        self.group = 1 if timeout is not None or max_elements is not None or max_rss is not None else max(1, group)
         self.max_elements, self.max_rss = max_elements, max_rss  # when a worker is replaced by a fresh one
         # (payload, digest, shared arrays) of the current pass, for new workers; the arrays' files stay open while
         # it is current
@@ -547,8 +547,8 @@ class _Pool:
         w.proc.kill()
         index = w.outstanding[0] if w.outstanding else None
         msg = (
-            f"worker process {w.wid} (pid {w.proc.pid}) sent {what} while producing element {index}, and has been "
-            "stopped.\nHint: something in the worker process wrote to its connection with the main process: look "
+            f"worker process {w.wid} (pid {w.proc.pid}) sent {what} while producing {self._elements(index)}, and has "
+            "been stopped.\nHint: something in the worker process wrote to its connection with the main process: look "
             "for code in the source that writes to file descriptors it did not open (os.write, a C library) or "
             "closes them; the next pass starts new workers."
         )
