@@ -187,6 +187,8 @@ def test_label_on_records_of_a_generator_and_a_bad_label() -> None:
         tb.infer_spec(records, batched=False, label=[])
     with pytest.raises(tb.TfBridgeError, match=r"label column\(s\) \['z'\] not found"):
         tb.infer_spec(records, batched=False, label="z")
+    with pytest.raises(tb.TfBridgeError, match=r"label names the column\(s\) \['y'\] more than once"):
+        tb.infer_spec(records, batched=False, label=["y", "y"])
 
 
 def test_an_executor_a_stream_or_pipeline_cannot_use_is_named_not_ignored() -> None:

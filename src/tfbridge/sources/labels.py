@@ -19,6 +19,14 @@ def check_label(label: Any) -> None:
     if not ok:
         msg = f"label must be a column name or a non-empty list of column names. Received: {short(label)}"
         raise TfBridgeError(msg)
+    if not isinstance(label, str):
+        repeated = sorted({n for n in label if list(label).count(n) > 1})
+        if repeated:
+            msg = (
+                f"label names the column(s) {repeated} more than once; each label column is one output. "
+                f"Received: {short(label)}\nHint: name each label column once."
+            )
+            raise TfBridgeError(msg)
 
 
 def split_label(element: Any, label: Label) -> tuple[Any, Any]:
