@@ -159,6 +159,10 @@ def test_materialize_argument_errors(tmp_path: Path) -> None:
         tb.materialize(Records(), tmp_path / "a", compression="zip")
     with pytest.raises(tb.TfBridgeError, match=r"shards must be a positive int or None\. Received: 0"):
         tb.materialize(Records(), tmp_path / "b", shards=0)
+    with pytest.raises(tb.TfBridgeError, match=r"path must be a directory path .*\. Received: 123"):
+        tb.materialize(Records(), 123)  # type: ignore[arg-type]
+    with pytest.raises(tb.TfBridgeError, match=r"path must be a directory path .*\. Received: None"):
+        tb_load(None)  # type: ignore[arg-type]
 
 
 def test_load_refuses_a_path_that_is_not_a_complete_materialization(tmp_path: Path) -> None:

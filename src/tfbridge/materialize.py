@@ -140,7 +140,7 @@ def run(
         msg = f"overwrite must be True or False. Received: {short(overwrite)}"
         raise TfBridgeError(msg)
     options = executors.resolve(executor, workers=workers, timeout=timeout, ray_address=ray_address)
-    root = Path(path)
+    root = _directory(path)
     _check_target(root)  # before the source runs at all
     p = pipeline.plan(
         source,
@@ -257,6 +257,13 @@ def run(
         return Outcome(load(root), written, reused=False)
 
 
+def _directory(path: Any) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        msg = f"path must be a directory path (a str or a pathlib.Path) of a materialization. Received: {short(path)}"
+        raise TfBridgeError(msg)
+    return Path(path)
+
+
 def load(path: str | os.PathLike[str]) -> tf.data.Dataset:
     """The data ``materialize`` wrote at ``path``, in source order, graph-native.
 
@@ -266,7 +273,7 @@ def load(path: str | os.PathLike[str]) -> tf.data.Dataset:
     """
     import tensorflow as tf
 
-    root = Path(path)
+    root = _directory(path)
     try:
         manifest = json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
