@@ -752,3 +752,31 @@ def test_ctrl_c_in_a_training_script_leaves_no_worker_behind(tmp_path: Path) -> 
             )
     finally:
         _set_child_subreaper(False)
+
+
+class _HookFails:
+    def __init__(self, hook: str) -> None:
+        self.hook = hook
+
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, i: int) -> Any:
+        return np.full((2,), i, np.int64)
+
+    def on_epoch_begin(self) -> None:
+        if self.hook == "on_epoch_begin":
+            raise RuntimeError("cannot reshuffle the index")
+
+    def on_epoch_end(self) -> None:
+        if self.hook == "on_epoch_end":
+            raise RuntimeError("cannot reshuffle the index")
+
+
+@pytest.mark.parametrize("hook", ["on_epoch_begin", "on_epoch_end"])
+def test_a_failing_epoch_hook_is_named_in_the_error(hook: str) -> None:
+    ds = tb.to_dataset(_HookFails(hook), batched=False, executor="serial")
+    got, err = _consume(ds)
+    assert got == ([] if hook == "on_epoch_begin" else list(range(6))), "the hook runs before or after the elements"
+    assert err is not None
+    assert f"the source's {hook}(): RuntimeError: cannot reshuffle the index" in str(err)

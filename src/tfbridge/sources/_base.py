@@ -187,13 +187,14 @@ class Source(Protocol):
         ...
 
 
-def call_user(fn: Callable[..., T], index: int | None, *args: Any) -> T:
+def call_user(fn: Callable[..., T], index: int | None, *args: Any, where: str | None = None) -> T:
     """Run user code; anything it raises becomes SourceError with the index and the original traceback.
 
     StopIteration passes through only from ``next`` (the end of a stream); from any other code it is an error.
     So are ``SystemExit`` and other ``BaseException`` subclasses raised by the source's code (a ``sys.exit`` in a
     data loader must not end the training process, or a worker, without a word); only Ctrl-C
-    (``KeyboardInterrupt``) and a generator being closed (``GeneratorExit``) pass through.
+    (``KeyboardInterrupt``) and a generator being closed (``GeneratorExit``) pass through. ``where`` names what
+    was called when it is no element (a hook such as ``on_epoch_end``).
     """
     try:
         return fn(*args)
@@ -202,9 +203,9 @@ def call_user(fn: Callable[..., T], index: int | None, *args: Any) -> T:
     except StopIteration as exc:
         if fn is next:
             raise
-        raise source_error(exc, index) from exc
+        raise source_error(exc, index, where=where) from exc
     except BaseException as exc:
-        raise source_error(exc, index) from exc
+        raise source_error(exc, index, where=where) from exc
 
 
 _RAISED_HERE = "\nHint: the source's own code raised this (traceback above)."
@@ -212,14 +213,14 @@ _RAISED_IN_TF_DATA = "\nHint: the source's own code raised this (traceback below
 
 
 def source_error(
-    exc: BaseException, index: int | None, *, remote: bool = False, hint: str | None = None
+    exc: BaseException, index: int | None, *, remote: bool = False, hint: str | None = None, where: str | None = None
 ) -> SourceError:
     """SourceError for ``exc``. In-process the original is chained (``raise ... from exc``) so its traceback
     prints with it, above this error (``TfDataEpochs`` says below when the error reaches the user inside
     TensorFlow's); from another process (``remote=True``) the traceback text goes into the message, after
     ``hint`` when one is given."""
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    where = f"element {index}" if index is not None else "the source"
+    where = where or (f"element {index}" if index is not None else "the source")
     msg = f"{where}: {type(exc).__name__}: {exc}{_RAISED_HERE}"
     if remote:
         said = f"{hint}\nThe source's own code raised this" if hint else "the source's own code raised this"

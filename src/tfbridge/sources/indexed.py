@@ -154,7 +154,7 @@ class IndexedSource:
         def run() -> None:
             hook = getattr(self.obj, name, None)
             if callable(hook):
-                call_user(hook, None)
+                call_user(hook, None, where=f"the source's {name}()")
 
         return run
 
