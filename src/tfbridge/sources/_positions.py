@@ -542,7 +542,8 @@ def _graph_placeholder(dtype: Any, shape: list[int | None]) -> Any:
     """An empty answer made in the graph (a fill, not a constant as big as the field stored in it)."""
     import tensorflow as tf
 
-    return tf.fill([0 if d is None else d for d in shape], tf.constant(b"" if dtype == tf.string else 0, dtype))
+    dims = [0 if d is None else d for d in shape]
+    return tf.fill(dims, tf.constant(b"", tf.string)) if dtype == tf.string else tf.zeros(dims, dtype)
 
 
 def _placeholder(dtype: Any, shape: list[int | None]) -> np.ndarray:
