@@ -649,14 +649,17 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
         holding it (a deadlock). Everything here is in the pass's own functions, made when the pass starts: a
         dataset appended for the end instead would make its functions when the pass ends (several ms)."""
 
-        def check(count: Any, parts: Any) -> tuple[Any, Any]:
+        def going_on(count: Any, _: Any) -> Any:
+            """Whether the pass goes on: count > 0 (elements) yes, 0 (its end) no, -1 (ended with an error) asks
+            Python, which raises the error there. A ``take_while`` passes the error on as it is (a ``map`` would
+            put TensorFlow's own words before it)."""
+
             def ask() -> Any:
-                failed = tf.numpy_function(calls.check, [info], tf.bool, stateful=True)
-                return tf.cast(tf.ensure_shape(failed, ()), tf.int64) * 0
+                return tf.ensure_shape(tf.numpy_function(calls.check, [info], tf.bool, stateful=True), ())
 
-            return tf.cond(count < 0, ask, lambda: count), parts
+            return tf.cond(count < 0, ask, lambda: count > 0)
 
-        return steps.take_while(lambda count, _: count != 0).map(check).filter(lambda count, _: count > 0)
+        return steps.take_while(going_on)
 
     def one_pass(info: Any) -> Any:
         steps = tf.data.Dataset.from_tensors(0).repeat().scan(info[3], lambda position, _: fetch(info, position))
