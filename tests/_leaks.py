@@ -75,13 +75,8 @@ class Snapshot:
 
     @classmethod
     def take(cls) -> Snapshot:
-        return cls(
-            frozenset(children()),
-            frozenset(memfds()),
-            slot_mappings(),
-            frozenset(dev_shm()),
-            frozenset(tfbridge_threads()),
-        )
+        return cls(frozenset(children()), frozenset(memfds()), slot_mappings(), frozenset(dev_shm()),
+                   frozenset(tfbridge_threads()))
 
     def new_since(self, before: Snapshot) -> list[str]:
         """What is here now and was not in ``before``, one line per kind; empty when nothing is."""

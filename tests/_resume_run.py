@@ -90,7 +90,9 @@ CASES = {  # name -> (the dataset, the ids of the examples an element holds)
     ),
     "chunked-scalars": (lambda: tb.to_dataset(Scalars(5000), executor="serial", shuffle=True, seed=2), _self),
     "pad-batch": (
-        lambda: tb.pad_batch(tb.to_dataset(Tokens(150), batched=False, shuffle=True, seed=9, executor="serial"), 8),
+        lambda: tb.pad_batch(
+            tb.to_dataset(Tokens(150), batched=False, shuffle=True, seed=9, executor="serial"), 8
+        ),
         _first_token,
     ),
     "pad-batch-buckets": (

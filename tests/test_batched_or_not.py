@@ -58,11 +58,8 @@ def test_when_the_data_cannot_tell_a_warning_says_batches_were_assumed_and_how_t
         for i in range(5):
             yield np.zeros((10, 10, 3)), np.eye(10)[i]
 
-    with pytest.warns(
-        tb.TfBridgeWarning,
-        match=r"pairs: every peeked element has a leading axis of 10, so an "
-        r"element could be a batch or a single example; it is taken as a batch",
-    ) as got:
+    with pytest.warns(tb.TfBridgeWarning, match=r"pairs: every peeked element has a leading axis of 10, so an "
+                      r"element could be a batch or a single example; it is taken as a batch") as got:
         spec = tb.infer_spec(pairs)
     assert spec.batched
     assert "Hint: pass batched=False if each element is one example" in str(got[0].message)
@@ -122,11 +119,8 @@ def test_from_generator_and_interleave_are_decided_by_their_elements() -> None:
     same = tf.data.Dataset.from_generator(
         lambda: (np.zeros((4, 2)) for _ in range(3)), output_signature=tf.TensorSpec((4, 2), tf.float64)
     )
-    with pytest.warns(
-        tb.TfBridgeWarning,
-        match=r"taken as a single example \(its steps do not say; a tf\.data "
-        r"pipeline's elements are examples unless it batches\)",
-    ):
+    with pytest.warns(tb.TfBridgeWarning, match=r"taken as a single example \(its steps do not say; a tf\.data "
+                      r"pipeline's elements are examples unless it batches\)"):
         assert not tb.infer_spec(same).batched
 
 
@@ -144,9 +138,6 @@ def test_variable_length_sequences_from_a_generator_pipeline_are_examples_with_a
 
 
 def test_datasets_of_datasets_are_refused_with_a_way_out() -> None:
-    with pytest.raises(
-        tb.TfBridgeError,
-        match=r"the elements of this dataset are datasets themselves.*\nHint: turn "
-        r"each window into a tensor first, e\.g\. ds\.window\(n\)\.flat_map",
-    ):
+    with pytest.raises(tb.TfBridgeError, match=r"the elements of this dataset are datasets themselves.*\nHint: turn "
+                       r"each window into a tensor first, e\.g\. ds\.window\(n\)\.flat_map"):
         tb.infer_spec(tf.data.Dataset.range(8).window(2))

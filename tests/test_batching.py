@@ -262,16 +262,10 @@ def test_keras_fit_on_bucketed_pad_batch_knows_its_steps_and_never_runs_out() ->
     ("kwargs", "message"),
     [
         ({"batch_size": 2**31}, r"batch_size must be at most 16,777,216: TensorFlow reserves room for a whole batch"),
-        (
-            {"batch_size": 8, "buckets": True},
-            r"buckets must be None, a number of buckets or a list of boundaries\. "
-            r"Received: buckets=True",
-        ),
-        (
-            {"batch_size": 8, "buckets": [2**40]},
-            r"boundaries below 2\*\*31 \(lengths are int32 in the graph\)\. "
-            r"Received: \[1099511627776\]",
-        ),
+        ({"batch_size": 8, "buckets": True}, r"buckets must be None, a number of buckets or a list of boundaries\. "
+                                             r"Received: buckets=True"),
+        ({"batch_size": 8, "buckets": [2**40]}, r"boundaries below 2\*\*31 \(lengths are int32 in the graph\)\. "
+                                                r"Received: \[1099511627776\]"),
         ({"batch_size": 8, "buckets": "abc"}, r"increasing positive boundaries below 2\*\*31"),
     ],
 )

@@ -30,7 +30,7 @@ _CONSOLE_SCRIPT = Path(sys.executable).parent / "tfbridge"
 
 # A batched PyDataset whose last batch is short (2 rows instead of 4), with a float64 field, a generator
 # function, in-memory arrays and a zero-argument factory. Imports keras, so TensorFlow starts with it.
-_MYSRC = """
+_MYSRC = '''
 import numpy as np
 import keras
 
@@ -62,10 +62,10 @@ arrays_doubled = (arrays[0] * 2, arrays[1])  # the same shapes and length, other
 
 def make():
     return ShortLast()
-"""
+'''
 
 # Targets that are not sources, kept free of keras so that TensorFlow never starts and writes to stderr.
-_PLAIN = """
+_PLAIN = '''
 import numpy as np
 
 N = 3
@@ -92,11 +92,11 @@ def make(n):
 
 def gen_of(n):
     yield from range(n)
-"""
+'''
 
 # Sources whose messages carry hints: each element one (4, 3) array (a batch or an example?), scalar fields (not
 # batches), dict elements (columns for --label), and a generator function that raises at its third element.
-_HINTSRC = """
+_HINTSRC = '''
 import numpy as np
 
 
@@ -120,7 +120,7 @@ def fails():
         if i == 2:
             raise ValueError("bad row 2")  # line 23
         yield np.zeros(3, np.float32)
-"""
+'''
 
 _BADMOD = 'raise RuntimeError("import exploded")\n'
 
@@ -206,7 +206,9 @@ def _run(args: list[str], cwd: Path, *, module: bool = False) -> subprocess.Comp
 
 
 @pytest.fixture
-def in_process(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
+def in_process(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[Any]:
     """``run(args) -> (status, stdout, stderr)``: ``tfbridge.cli.main`` in this process, in the project directory;
     the sys.path entries and target modules it loads are dropped afterwards."""
     monkeypatch.chdir(project)
@@ -257,7 +259,8 @@ def test_inspect_file_target_prints_fields_dtypes_float_cast_and_short_last_batc
     assert "(None, 7)" in rows["x['tokens']"]
     assert "float32" in rows["y"] and "(None,)" in rows["y"]
     assert (
-        "x['score']: float64 in the data, delivered as float32 (cast_floats='floatx'; pass cast_floats=None to keep it)"
+        "x['score']: float64 in the data, delivered as float32 (cast_floats='floatx'; "
+        "pass cast_floats=None to keep it)"
     ) in lines
     sizes = "4 at element 0, 4 at element 1, 4 at element 2, 4 at element 3, 2 at element 4"
     for path in ("x['score']", "x['tokens']", "y"):
@@ -271,17 +274,8 @@ def test_inspect_json_has_stable_keys_and_a_spec_that_round_trips(project: Path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert set(report) == {
-        "version",
-        "source",
-        "kind",
-        "batched",
-        "scanned",
-        "executor",
-        "fields",
-        "peek_missed",
-        "spec",
-        "delivered_spec",
-        "name",
+        "version", "source", "kind", "batched", "scanned", "executor", "fields", "peek_missed", "spec",
+        "delivered_spec", "name"
     }
     assert report["name"] == "mysrc.py:short_last" and report["source"] == "mysrc.ShortLast"
     assert report["kind"] == "indexed" and report["batched"] is True
@@ -328,7 +322,9 @@ def test_python_dash_m_bad_target_fails_like_the_console_script(project: Path) -
     assert module.stdout == script.stdout == ""
 
 
-def test_inspect_full_scan_finds_what_the_peek_missed_and_writes_html(in_process: Any, tmp_path: Path) -> None:
+def test_inspect_full_scan_finds_what_the_peek_missed_and_writes_html(
+    in_process: Any, tmp_path: Path
+) -> None:
     html = tmp_path / "r.html"
     status, out, err = in_process(
         ["inspect", "data.py:source", "--batched", "no", "--full", "--json", "--html", str(html)]
@@ -340,7 +336,9 @@ def test_inspect_full_scan_finds_what_the_peek_missed_and_writes_html(in_process
     assert html.exists() and f"wrote {html}" in err
 
 
-def test_inspect_html_into_a_missing_directory_exits_2_before_loading_the_target(project: Path, tmp_path: Path) -> None:
+def test_inspect_html_into_a_missing_directory_exits_2_before_loading_the_target(
+    project: Path, tmp_path: Path
+) -> None:
     html = tmp_path / "missing" / "r.html"
     # the factory raises when called: the path error shows the target was not even loaded
     result = _run(["inspect", "plain:broken", "--full", "--html", str(html)], project)
@@ -356,7 +354,9 @@ def test_inspect_html_into_a_missing_directory_exits_2_before_loading_the_target
 # ---- code ----------------------------------------------------------------------------------------------
 
 
-def test_code_module_target_prints_code_defining_the_datasets_output_signature(project: Path, in_process: Any) -> None:
+def test_code_module_target_prints_code_defining_the_datasets_output_signature(
+    project: Path, in_process: Any
+) -> None:
     status, out, err = in_process(["code", "mysrc:short_last"])
 
     assert status == 0, err
@@ -519,7 +519,7 @@ def test_a_source_error_prints_the_sources_traceback_above_as_its_hint_says(proj
             id="only-the-hint-line",
         ),
         pytest.param(
-            'x\nHint: use executor="thread", or keep unpicklable members out of the source.',
+            "x\nHint: use executor=\"thread\", or keep unpicklable members out of the source.",
             "x\nHint: use --executor thread, or keep unpicklable members out of the source.",
             id="executor",
         ),
@@ -539,8 +539,8 @@ def test_a_source_error_prints_the_sources_traceback_above_as_its_hint_says(proj
             id="overwrite-already-named",
         ),
         pytest.param(
-            'x\nHint: use `tb.to_dataset(source, executor="ray")`, or pad_batch(..., ragged=True, peek=2).',
-            'x\nHint: use `tb.to_dataset(source, executor="ray")`, or pad_batch(..., ragged=True, peek=2).',
+            "x\nHint: use `tb.to_dataset(source, executor=\"ray\")`, or pad_batch(..., ragged=True, peek=2).",
+            "x\nHint: use `tb.to_dataset(source, executor=\"ray\")`, or pad_batch(..., ragged=True, peek=2).",
             id="code-stays-code",
         ),
         pytest.param(
@@ -637,14 +637,10 @@ def test_bench_of_in_memory_arrays_exits_2_saying_there_is_no_python_to_compare(
     ("args", "message"),
     [
         pytest.param(["--repeats", "0"], "argument --repeats: must be a positive int. Received: '0'", id="no-repeats"),
-        pytest.param(
-            ["--seconds", "0"], "argument --seconds: must be a positive number. Received: '0'", id="no-seconds"
-        ),
-        pytest.param(
-            ["--seconds", "x"],
-            "argument --seconds: must be a positive number. Received: 'x'",
-            id="seconds-not-a-number",
-        ),
+        pytest.param(["--seconds", "0"], "argument --seconds: must be a positive number. Received: '0'",
+                     id="no-seconds"),
+        pytest.param(["--seconds", "x"], "argument --seconds: must be a positive number. Received: 'x'",
+                     id="seconds-not-a-number"),
         pytest.param(["--peek", "0"], "argument --peek: must be a positive int. Received: '0'", id="no-peek"),
     ],
 )
@@ -691,15 +687,11 @@ def test_materialize_bad_target_exits_2_with_one_error_line_and_writes_nothing(
             id="zero-workers",
         ),
         pytest.param(
-            ["mysrc:arrays", "out", "--shards", "x"],
-            "argument --shards: must be a positive int. Received: 'x'",
+            ["mysrc:arrays", "out", "--shards", "x"], "argument --shards: must be a positive int. Received: 'x'",
             id="shards-not-a-number",
         ),
-        pytest.param(
-            ["mysrc:arrays", "out", "--executor", "gpu"],
-            "argument --executor: invalid choice: 'gpu'",
-            id="unknown-executor",
-        ),
+        pytest.param(["mysrc:arrays", "out", "--executor", "gpu"], "argument --executor: invalid choice: 'gpu'",
+                     id="unknown-executor"),
     ],
 )
 def test_materialize_bad_arguments_exit_2_with_usage(project: Path, args: list[str], message: str) -> None:
@@ -733,7 +725,9 @@ def test_materialize_writes_the_source_and_says_how_many_elements_and_where(
     np.testing.assert_array_equal(np.stack([x for x, _ in got]), arrays[0].astype(np.float32))
 
 
-def test_materialize_into_an_unwritable_path_exits_2_before_loading_the_target(project: Path, tmp_path: Path) -> None:
+def test_materialize_into_an_unwritable_path_exits_2_before_loading_the_target(
+    project: Path, tmp_path: Path
+) -> None:
     (tmp_path / "afile").write_text("not a directory")
     out = tmp_path / "afile" / "out"
     result = _run(["materialize", "plain:broken", str(out)], project)

@@ -47,7 +47,9 @@ def _batches(n: int = 6, *, wide_at: int | None = None) -> Batches:
     return Batches([_batch(4 if i == wide_at else 3) for i in range(n)])
 
 
-_SPEC = tb.Spec.from_signature((tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None,), tf.int64)), batched=True)
+_SPEC = tb.Spec.from_signature(
+    (tf.TensorSpec((None, 3), tf.float32), tf.TensorSpec((None,), tf.int64)), batched=True
+)
 
 
 def _gen_raising_at_fifth() -> Iterator[Any]:
@@ -299,7 +301,8 @@ def test_infer_batched_source_with_scalar_field_names_element_and_path() -> None
         tb.infer_spec(source, batched=True)
 
     assert str(info.value).startswith(
-        "element 0 at y: a batched source needs a batch axis on every field, but this field is a scalar. Received: 1.0"
+        "element 0 at y: a batched source needs a batch axis on every field, but this field is a scalar. "
+        "Received: 1.0"
     )
     assert "batched=False" in str(info.value)
 
@@ -310,7 +313,9 @@ def test_infer_batch_whose_fields_have_different_batch_sizes_names_element_and_f
     with pytest.raises(tb.SpecInferenceError) as info:
         tb.infer_spec(source, batched=True)
 
-    assert str(info.value).startswith("element 1: the fields of one batch have different batch sizes (x: 2, y: 3).")
+    assert str(info.value).startswith(
+        "element 1: the fields of one batch have different batch sizes (x: 2, y: 3)."
+    )
 
 
 @pytest.mark.parametrize(
@@ -476,7 +481,8 @@ def test_source_error_inside_tf_data_says_its_traceback_is_below_and_it_is(execu
     message = info.value.message
     hint = "Hint: the source's own code raised this (traceback below)."
     assert (
-        f"SourceError: element 17: ValueError: corrupt record 17\n{hint}\nTraceback (most recent call last):" in message
+        f"SourceError: element 17: ValueError: corrupt record 17\n{hint}\nTraceback (most recent call last):"
+        in message
     )
     assert "traceback above" not in message
     user_frame = message.index(", in __getitem__\n")
@@ -552,7 +558,7 @@ def test_to_dataset_peek_hitting_a_raising_element_raises_source_error_directly(
         ),
         pytest.param(
             {"cast_floats": "int8"},
-            "cast_floats must be \"floatx\", None or a float dtype name. Received: 'int8'",
+            'cast_floats must be "floatx", None or a float dtype name. Received: \'int8\'',
             id="cast_floats",
         ),
         pytest.param(
@@ -561,7 +567,9 @@ def test_to_dataset_peek_hitting_a_raising_element_raises_source_error_directly(
             id="validate",
         ),
         pytest.param({"peek": 0}, "peek must be a positive int. Received: 0", id="peek"),
-        pytest.param({"batched": "yes"}, "batched must be True, False or None. Received: 'yes'", id="batched"),
+        pytest.param(
+            {"batched": "yes"}, "batched must be True, False or None. Received: 'yes'", id="batched"
+        ),
     ],
 )
 def test_to_dataset_bad_argument_names_it_and_what_was_received(kwargs: dict[str, Any], message: str) -> None:
@@ -727,13 +735,14 @@ def _tensor(shape: Any = (None, 3), dtype: Any = "float32") -> dict[str, Any]:
         ),
         pytest.param(_spec_json(_tensor(), batched="yes"), r'"batched" must be true or false', id="batched"),
         pytest.param(_spec_json(_tensor(dtype="object")), r'"dtype" must be one of', id="dtype-object"),
-        pytest.param(_spec_json(_tensor(dtype="__import__('os')")), r'"dtype" must be one of', id="dtype-code"),
+        pytest.param(
+            _spec_json(_tensor(dtype="__import__('os')")), r'"dtype" must be one of', id="dtype-code"
+        ),
         pytest.param(_spec_json(_tensor(shape=[-1])), r'"shape" must be a list of non-negative', id="negative-dim"),
         pytest.param(_spec_json(_tensor(shape=[True])), r'"shape" must be a list of non-negative', id="bool-dim"),
         pytest.param(_spec_json(_tensor(shape=[2.5])), r'"shape" must be a list of non-negative', id="float-dim"),
-        pytest.param(
-            _spec_json({"type": "pickle", "shape": [], "dtype": "float32"}), r'"type" must be one of', id="unknown-type"
-        ),
+        pytest.param(_spec_json({"type": "pickle", "shape": [], "dtype": "float32"}), r'"type" must be one of',
+                     id="unknown-type"),
         pytest.param(_spec_json({"type": "tuple", "items": []}), r"nest of tfbridge Leaf objects", id="no-leaves"),
         pytest.param(
             _spec_json(_tensor(shape=[2**63])), r'"shape" must be a list of non-negative', id="dim-beyond-int64"

@@ -509,13 +509,8 @@ def hostile_columns(draw: Any) -> dict[str, np.ndarray]:
     """A dict of 1-D columns, some of them of dtypes TensorFlow lacks or object columns holding junk."""
     rows = draw(st.integers(0, 4))
     object_items = st.one_of(
-        st.none(),
-        st.integers(),
-        st.floats(),
-        st.text(max_size=2),
-        st.binary(max_size=2),
-        st.lists(st.integers(-3, 3), max_size=3),
-        _ODD_OBJECTS,
+        st.none(), st.integers(), st.floats(), st.text(max_size=2), st.binary(max_size=2),
+        st.lists(st.integers(-3, 3), max_size=3), _ODD_OBJECTS,
     )
 
     def column() -> np.ndarray:
@@ -606,11 +601,8 @@ json_values = st.recursive(
     lambda children: st.one_of(
         st.lists(children, max_size=4),
         st.dictionaries(
-            st.one_of(
-                st.sampled_from(["type", "shape", "dtype", "items", "ragged_rank", "batched", "signature"]),
-                st.text(max_size=4),
-                st.sampled_from(_PAYLOADS),
-            ),
+            st.one_of(st.sampled_from(["type", "shape", "dtype", "items", "ragged_rank", "batched", "signature"]),
+                      st.text(max_size=4), st.sampled_from(_PAYLOADS)),
             children,
             max_size=4,
         ),
@@ -675,7 +667,9 @@ hostile_json_text = st.one_of(
     ),
     st.integers(1, 5000).map(lambda depth: "[" * depth + "]" * depth),
     st.integers(1, 5000).map(lambda depth: '{"a":' * depth + "1" + "}" * depth),
-    st.integers(60, 200).map(lambda depth: json.dumps({"batched": True, "signature": _deep_tuple(depth)})),
+    st.integers(60, 200).map(
+        lambda depth: json.dumps({"batched": True, "signature": _deep_tuple(depth)})
+    ),
     st.sampled_from(["NaN", "Infinity", "-Infinity", '{"batched": NaN, "signature": 1}', "1e999", "9" * 5000]),
     st.sampled_from([None, 3, 2.5, [], {}, ("a",), object()]),  # not text at all
 )

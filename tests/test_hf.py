@@ -538,7 +538,8 @@ def test_a_transform_that_returns_no_dict() -> None:
 
 def test_importing_tfbridge_and_its_hf_module_imports_neither_datasets_nor_pyarrow() -> None:
     code = (
-        "import sys, tfbridge, tfbridge.sources.hf\nprint([m for m in ('datasets', 'pyarrow') if m in sys.modules])\n"
+        "import sys, tfbridge, tfbridge.sources.hf\n"
+        "print([m for m in ('datasets', 'pyarrow') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -21,19 +21,7 @@ def test_import_tfbridge_loads_no_optional_heavy_package() -> None:
 def test_public_api_names_are_exported() -> None:
     import tfbridge
 
-    for name in (
-        "infer_spec",
-        "Spec",
-        "keras_inputs",
-        "to_dataset",
-        "pad_batch",
-        "bucket_boundaries",
-        "validate",
-        "inspect",
-        "TfBridgeError",
-        "SpecInferenceError",
-        "SpecMismatchError",
-        "SourceError",
-        "WorkerDiedError",
-    ):
+    for name in ("infer_spec", "Spec", "keras_inputs", "to_dataset", "pad_batch", "bucket_boundaries", "validate",
+                 "inspect", "TfBridgeError", "SpecInferenceError", "SpecMismatchError", "SourceError",
+                 "WorkerDiedError"):
         assert name in tfbridge.__all__ and hasattr(tfbridge, name)

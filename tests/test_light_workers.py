@@ -147,11 +147,9 @@ def test_the_stand_in_behaves_as_the_keras_base() -> None:
         with pytest.warns(UserWarning, match=r"super\(\).__init__\(\*\*kwargs\)"):
             assert bare.workers == 1
     # every member of the Keras base has its stand-in (else no light copy is made)
-    assert (
-        not set(vars(keras.utils.PyDataset))
-        - set(vars(_light.PyDatasetStandIn))
-        - {"__module__", "__doc__", "__dict__", "__weakref__", "_api_export_path", "_api_export_symbol_id"}
-    )
+    assert not set(vars(keras.utils.PyDataset)) - set(vars(_light.PyDatasetStandIn)) - {
+        "__module__", "__doc__", "__dict__", "__weakref__", "_api_export_path", "_api_export_symbol_id"
+    }
 
 
 def test_a_source_whose_light_copy_fails_travels_as_before() -> None:

@@ -36,11 +36,8 @@ def test_system_exit_while_peeking_is_a_source_error_too() -> None:
 
 
 def test_float128_data_is_refused_when_the_spec_is_inferred() -> None:
-    with pytest.raises(
-        tb.SpecInferenceError,
-        match=r"dtype float128 has no TensorFlow equivalent \(TensorFlow's "
-        r"widest float is float64\).*astype\(np.float64\)",
-    ):
+    with pytest.raises(tb.SpecInferenceError, match=r"dtype float128 has no TensorFlow equivalent \(TensorFlow's "
+                                                     r"widest float is float64\).*astype\(np.float64\)"):
         tb.to_dataset((np.ones((4, 3), np.longdouble),))
 
     class Rows:

@@ -92,6 +92,7 @@ def test_ray_early_stop_cancels_outstanding_work_and_the_next_pass_is_whole() ->
     assert len([e for e in ds]) == 40
 
 
+
 def test_ray_passes_at_the_same_time_each_deliver_every_element_once_in_their_own_order() -> None:
     """``it1 = iter(ds); next(it1); list(iter(ds)); list(it1)``, as Keras does when it validates on the dataset it
     trains on with a shorter steps_per_epoch; shuffled, so each pass has its own order."""
@@ -110,7 +111,6 @@ def test_ray_passes_at_the_same_time_each_deliver_every_element_once_in_their_ow
     first += labels(it1)
     assert first == first_order and second == second_order and first != second
     assert sorted(first) == list(range(300))
-
 
 def test_ray_executor_refuses_an_unpicklable_source_before_iterating() -> None:
     class Locked:

@@ -102,35 +102,12 @@ def test_lengths_histogram_and_padding_of_plain_vs_bucketed_batches() -> None:
 def test_report_json_has_stable_keys_and_round_trips() -> None:
     report = tb.inspect(WiderAt9000(), batched=False)
     data = json.loads(report.to_json())
-    assert list(data) == [
-        "version",
-        "source",
-        "kind",
-        "batched",
-        "scanned",
-        "executor",
-        "fields",
-        "peek_missed",
-        "spec",
-        "delivered_spec",
-        "name",
-    ]
+    assert list(data) == ["version", "source", "kind", "batched", "scanned", "executor", "fields", "peek_missed",
+                          "spec", "delivered_spec", "name"]
     keys = ["path", "kind", "dtype", "delivered_dtype", "shape", "varying", "stats", "lengths"]
     assert list(data["fields"][0]) == keys
-    stats = [
-        "count",
-        "nan",
-        "inf",
-        "min",
-        "max",
-        "mean",
-        "std",
-        "distinct",
-        "string_length",
-        "histogram",
-        "first_nan",
-        "first_inf",
-    ]
+    stats = ["count", "nan", "inf", "min", "max", "mean", "std", "distinct", "string_length", "histogram",
+             "first_nan", "first_inf"]
     assert list(data["fields"][0]["stats"]) == stats
     assert json.loads(json.dumps(data)) == data
     assert tb.Spec.from_json(json.dumps(data["spec"])) == report.spec
@@ -176,10 +153,7 @@ def test_batched_pydataset_report_plots_every_field(tmp_path: Path) -> None:
     report = tb.inspect(Batches(), full=True, executor="serial")
     page = report.to_html(tmp_path / "r.html").read_text()
     assert _figures(page) == [
-        ("values", "x['score']"),
-        ("values", "x['tokens']"),
-        ("lengths", "x['tokens']"),
-        ("classes", "y"),
+        ("values", "x['score']"), ("values", "x['tokens']"), ("lengths", "x['tokens']"), ("classes", "y")
     ]
     for kind, path in _figures(page):
         start = page.index(_figure(kind, path))
@@ -275,9 +249,7 @@ def test_non_finite_values_of_ragged_and_sparse_fields_are_located() -> None:
             yield [[1.0, 2.0], [np.nan if i == 2 else 3.0]]
 
     assert tb.inspect(nested, batched=False, full=True).fields[0].stats["first_nan"] == {
-        "element": 2,
-        "row": None,
-        "index": [1, 0],
+        "element": 2, "row": None, "index": [1, 0]
     }
     rows = tf.data.Dataset.from_generator(
         lambda: ([1.0, 2.0, np.inf, 1.0] if n == 4 else [1.0] * n for n in range(1, 9)),
@@ -292,9 +264,7 @@ def test_non_finite_values_of_ragged_and_sparse_fields_are_located() -> None:
             yield tf.sparse.SparseTensor([[0, 1], [2, 3]], [1.0, np.nan if i == 3 else 2.0], dense_shape=[4, 5])
 
     assert tb.inspect(matrices, batched=False, full=True).fields[0].stats["first_nan"] == {
-        "element": 3,
-        "row": None,
-        "index": [2, 3],
+        "element": 3, "row": None, "index": [2, 3]
     }
 
 

@@ -80,10 +80,8 @@ def test_resume_callback_refuses_a_save_freq_that_is_not_a_positive_int() -> Non
 
 
 def _model(keras: Any, built: bool) -> Any:
-    model = (
-        keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-        if built
-        else keras.Sequential([keras.layers.Dense(1)])
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]) if built else keras.Sequential(
+        [keras.layers.Dense(1)]
     )
     model.compile("sgd", "mse")
     return model

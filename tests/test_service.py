@@ -331,8 +331,9 @@ def test_stateless_numpy_function_is_refused_naming_py_func_stateless() -> None:
 
 def test_python_call_nested_inside_interleave_is_refused() -> None:
     def inner(x):
-        return tf.data.Dataset.from_tensors(x).map(lambda v: tf.numpy_function(lambda a: a, [v], tf.int64))
-
+        return tf.data.Dataset.from_tensors(x).map(
+            lambda v: tf.numpy_function(lambda a: a, [v], tf.int64)
+        )
     ds = tf.data.Dataset.range(4).interleave(inner, cycle_length=2)
 
     _assert_calls_python(_refusal(ds), "PyFunc", "Dataset.from_generator or tf.numpy_function")
@@ -506,13 +507,15 @@ def test_bad_worker_timeout_and_heartbeat_interval_are_refused_before_any_server
     with pytest.raises(tb.TfBridgeError) as info:
         service.dispatcher(worker_timeout=value)  # type: ignore[arg-type]
     assert str(info.value) == (
-        f"worker_timeout must be a positive number of seconds, or None for TensorFlow's default. Received: {shown}"
+        "worker_timeout must be a positive number of seconds, or None for TensorFlow's default. "
+        f"Received: {shown}"
     )
 
     with pytest.raises(tb.TfBridgeError) as info:
         service.worker("localhost:1", heartbeat_interval=value, connect_timeout=None)  # type: ignore[arg-type]
     assert str(info.value) == (
-        f"heartbeat_interval must be a positive number of seconds, or None for TensorFlow's default. Received: {shown}"
+        "heartbeat_interval must be a positive number of seconds, or None for TensorFlow's default. "
+        f"Received: {shown}"
     )
 
 

@@ -228,7 +228,7 @@ def test_a_list_of_fields_is_a_tuple_in_signature_dataset_and_code() -> None:
     assert isinstance(spec.structure[0], list)  # Keras's multi-input list, as the data has it
     ds = tb.to_dataset(Listed([batch]), executor="serial")
     assert ds.element_spec == spec.signature and isinstance(spec.signature[0], tuple)
-    (((x1, x2), y),) = list(ds)
+    ((x1, x2), y), = list(ds)
     assert x1.shape == (2, 3) and x2.shape == (2, 4) and y.shape == (2,)
     namespace: dict[str, Any] = {}
     exec(spec.code(), namespace)

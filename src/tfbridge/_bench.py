@@ -240,7 +240,7 @@ def _one_line(exc: BaseException) -> str:
     last = kept[-1] if kept else text
     raised = _RAISED.match(last)
     if raised is not None:
-        return f"{raised.group(1)}: {last[raised.end() :][:200]}"
+        return f"{raised.group(1)}: {last[raised.end():][:200]}"
     return f"{type(exc).__name__}: {last[:200]}"
 
 

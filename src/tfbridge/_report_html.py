@@ -241,3 +241,4 @@ def render(report: Any) -> str:
         out += [f"<p class='note'>{e(n)}</p>" for n in notes]
     out.append("</body></html>")
     return "\n".join(out)
+

@@ -296,7 +296,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows.append(m)
         if not m.error:
             low, high = m.spread
-            print(f"{name:45s} {m.median:10.1f} elements/s  [{low:.1f} .. {high:.1f}]  over {m.timed_over}", flush=True)
+            print(f"{name:45s} {m.median:10.1f} elements/s  [{low:.1f} .. {high:.1f}]  over {m.timed_over}",
+                  flush=True)
     failed = [m for m in rows if m.error]
     for m in failed:  # after the rows that worked, one line each
         print(f"tfbridge: bench: {m.name} failed: {m.error}", file=sys.stderr)
@@ -516,16 +517,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="tfbridge beside plain from_generator on your source, same run")
     with_target(p)
     with_executor(p)
-    p.add_argument(
-        "--seconds",
-        type=_positive_float,
-        default=3.0,
-        help="seconds timed per repetition, at least (default 3): whole passes over the source until "
-        "they fill it, or this long inside one pass that is longer",
-    )
-    p.add_argument(
-        "--repeats", type=_positive_int, default=3, help="repetitions per method, each a fresh dataset (default 3)"
-    )
+    p.add_argument("--seconds", type=_positive_float, default=3.0,
+                   help="seconds timed per repetition, at least (default 3): whole passes over the source until "
+                   "they fill it, or this long inside one pass that is longer")
+    p.add_argument("--repeats", type=_positive_int, default=3,
+                   help="repetitions per method, each a fresh dataset (default 3)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(

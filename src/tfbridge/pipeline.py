@@ -87,7 +87,11 @@ def plan(
     else:
         src = sources.adapt(source, batched=batched, label=label)
         peeked = src.peek(peek) if src.native_route is None else None
-        found = None if peeked is None else sources.Found(Inference(spec), *peeked.steady())
+        found = (
+            None
+            if peeked is None
+            else sources.Found(Inference(spec), *peeked.steady())
+        )
         out_spec = spec if isinstance(spec, Spec) else Spec.from_signature(spec, batched=src.batched)
         if out_spec.batched != src.batched:
             msg = (

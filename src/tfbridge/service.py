@@ -432,7 +432,8 @@ def _milliseconds(seconds: Any, name: str) -> int | None:
         return None
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < math.inf:
         msg = (
-            f"{name} must be a positive number of seconds, or None for TensorFlow's default. Received: {short(seconds)}"
+            f"{name} must be a positive number of seconds, or None for TensorFlow's default. "
+            f"Received: {short(seconds)}"
         )
         raise TfBridgeError(msg)
     return max(1, round(seconds * 1000))

@@ -52,7 +52,9 @@ def bucketing_for(plan: BuildPlan, *, stream: bool = False) -> Any:
     from tfbridge.sources._positions import Bucketing
 
     pads = tuple(leaf.numpy() for leaf in tf.nest.flatten(plan.padding))  # text: bytes
-    return Bucketing(tuple(plan.buckets), plan.batch_size, pads, length_axis(plan.spec.signature), plan.drop_remainder)
+    return Bucketing(
+        tuple(plan.buckets), plan.batch_size, pads, length_axis(plan.spec.signature), plan.drop_remainder
+    )
 
 
 def conformer_for(plan: BuildPlan) -> Conformer:
