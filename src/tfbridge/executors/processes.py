@@ -726,7 +726,7 @@ class ProcessExecutor:
     ) -> None:
         self.workers = workers
         self.timeout = timeout
-        self.group = group  # elements per message (see _Pool.jobs)
+        self.group = group  # elements per message (see _Jobs; _Pool sends one each where it must)
         self.in_flight = in_flight or workers * IN_FLIGHT_PER_WORKER
         self.max_elements_per_worker, self.max_worker_rss = max_elements_per_worker, max_worker_rss
         # a SeedSequence made without entropy draws an int
