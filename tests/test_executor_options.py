@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import numpy as np
@@ -214,3 +215,44 @@ def test_an_executor_a_stream_or_pipeline_cannot_use_is_named_not_ignored() -> N
         tb.to_dataset(tf.data.Dataset.range(3), executor="thread")
     with pytest.warns(tb.TfBridgeWarning, match=r"in-memory arrays are gathered by tf.data itself"):
         tb.to_dataset(np.zeros((4, 2)), executor=tb.ExecutorOptions("process", workers=2))
+
+
+def test_workers_and_timeout_a_route_does_not_use_are_named_not_ignored() -> None:
+    import tensorflow as tf
+
+    with pytest.warns(
+        tb.TfBridgeWarning,
+        match=r"timeout=1\.0 is not used for builtins\.tuple: in-memory arrays are gathered by tf\.data itself; "
+        r"no Python per element\.\nHint: leave it out: executor options are for Python sources",
+    ):
+        ds = tb.to_dataset((np.zeros((4, 2)), np.arange(4)), timeout=1.0, batch_size=2)
+    assert [b[1].tolist() for b in ds.as_numpy_iterator()] == [[0, 1], [2, 3]]
+    with pytest.warns(
+        tb.TfBridgeWarning,
+        match=r"workers=2 and timeout=1\.0 are not used for tf\.data\.Dataset \(RangeDataset\): .*\n"
+        r"Hint: leave them out",
+    ):
+        tb.to_dataset(tf.data.Dataset.range(3), workers=2, timeout=1.0)
+
+    def examples() -> Any:
+        for i in range(3):
+            yield np.float32(i)
+
+    with pytest.warns(
+        tb.TfBridgeWarning,
+        match=r"workers=3 is not used for .*examples: a stream can only be read in order, by one reader\.\n"
+        r"Hint: leave it out: workers= is for indexed sources",
+    ):
+        ds = tb.to_dataset(examples, workers=3)
+    assert list(ds.as_numpy_iterator()) == [0.0, 1.0, 2.0]
+
+
+def test_a_timeout_on_a_stream_is_used_and_not_warned_about() -> None:
+    def examples() -> Any:
+        for i in range(3):
+            yield np.float32(i)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tb.TfBridgeWarning)
+        ds = tb.to_dataset(examples, timeout=5.0)
+    assert list(ds.as_numpy_iterator()) == [0.0, 1.0, 2.0]

@@ -122,12 +122,18 @@ def _choose(src: Source, options: ExecutorOptions, cost: Cost | None, spec: Spec
     if src.native_route is not None:
         if options.name not in ("auto", "serial"):
             _unused_executor(src, options, f"{src.native_route}, so there is nothing for it to run")
+        else:
+            hint = "executor options are for Python sources (generators, iterables, indexed objects)"
+            _unused_options(src, options, ("workers", "timeout"), src.native_route, hint)
         return Choice("native", 0, src.native_route)
     if options.name not in ("auto", "serial") and not src.random_access:
         _unused_executor(
             src, options, "a stream can only be read in order, by one reader: it is read in the tf.data thread"
         )
         return Choice("serial", 1, "a stream (generator/iterable) can only be read in order by one reader")
+    if not src.random_access:
+        why, hint = "a stream can only be read in order, by one reader", "workers= is for indexed sources, whose elements tfbridge can make in parallel"
+        _unused_options(src, options, ("workers",), why, hint)
     if options.name != "auto":
         if options.name in ("process", "ray"):  # say now, not at the first element, when it cannot travel
             task = src.task(None)
@@ -139,6 +145,18 @@ def _choose(src: Source, options: ExecutorOptions, cost: Cost | None, spec: Spec
     if options.workers is not None and choice.name != "serial":
         choice = Choice(choice.name, options.workers, choice.reason + f" (workers={options.workers} as given)")
     return choice
+
+
+def _unused_options(src: Source, options: ExecutorOptions, names: tuple[str, ...], why: str, hint: str) -> None:
+    """A TfBridgeWarning naming the executor options given that this source's route does not use."""
+    given = [f"{name}={getattr(options, name)!r}" for name in names if getattr(options, name) is not None]
+    if given:
+        warnings.warn(
+            f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} not used for {src.name}: {why}.\n"
+            f"Hint: leave {'it' if len(given) == 1 else 'them'} out: {hint}.",
+            TfBridgeWarning,
+            stacklevel=find_stacklevel(),
+        )
 
 
 def _unused_executor(src: Source, options: ExecutorOptions, what: str) -> None:
