@@ -241,7 +241,7 @@ def test_workers_and_timeout_a_route_does_not_use_are_named_not_ignored() -> Non
     with pytest.warns(
         tb.TfBridgeWarning,
         match=r"workers=3 is not used for .*examples: a stream can only be read in order, by one reader\.\n"
-        r"Hint: leave it out: workers= is for indexed sources",
+        r"Hint: leave it out: workers= is for indexed sources, made in parallel",
     ):
         ds = tb.to_dataset(examples, workers=3)
     assert list(ds.as_numpy_iterator()) == [0.0, 1.0, 2.0]

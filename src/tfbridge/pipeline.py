@@ -132,8 +132,8 @@ def _choose(src: Source, options: ExecutorOptions, cost: Cost | None, spec: Spec
         )
         return Choice("serial", 1, "a stream (generator/iterable) can only be read in order by one reader")
     if not src.random_access:
-        why, hint = "a stream can only be read in order, by one reader", "workers= is for indexed sources, whose elements tfbridge can make in parallel"
-        _unused_options(src, options, ("workers",), why, hint)
+        why = "a stream can only be read in order, by one reader"
+        _unused_options(src, options, ("workers",), why, "workers= is for indexed sources, made in parallel")
     if options.name != "auto":
         if options.name in ("process", "ray"):  # say now, not at the first element, when it cannot travel
             task = src.task(None)
