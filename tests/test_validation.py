@@ -244,3 +244,23 @@ def test_npy_directory_to_dataset_stops_at_4321_while_iterating(npy_folder: NpyF
     message = _tfbridge_part(info.value)
     assert message.startswith(f"SpecMismatchError: {_FIRST_LINE}\nHint: the last axis looks like image channels")
     _check_short(message)
+
+
+def test_a_flat_tuple_of_numpy_values_is_checked_like_any_other_element() -> None:
+    """(x, y) tuples of numpy values take a shorter path through the check; it must see every mismatch."""
+    from tfbridge.validate import Conformer
+
+    good = [(np.zeros(3, np.int32), np.int32(1)), (np.zeros(5, np.int32), np.int32(0))]
+    conform = Conformer(tb.infer_spec(good, batched=False))
+    out = conform((np.arange(4, dtype=np.int32), np.int32(7)), 0)
+    assert type(out) is tuple and out[1].dtype == np.int32 and out[1].shape == () and out[0].tolist() == [0, 1, 2, 3]
+    mismatch = tb.SpecMismatchError
+    with pytest.raises(mismatch, match=r"^element 3 at x: expected shape \(None,\) \(rank 1\), got shape \(2, 2\)"):
+        conform((np.zeros((2, 2), np.int32), np.int32(1)), 3)
+    with pytest.raises(mismatch, match=r"^element 4 at y: expected dtype int32, got dtype float32"):
+        conform((np.zeros(2, np.int32), np.float32(1.5)), 4)
+    with pytest.raises(mismatch, match=r"^element 5 at x: expected tuple of length 2, got tuple of length 3"):
+        conform((np.zeros(2, np.int32), np.int32(1), np.int32(2)), 5)
+    with pytest.raises(mismatch, match=r"^element 6 at x: expected tuple of length 2, got list of length 2"):
+        conform([np.zeros(2, np.int32), np.int32(1)], 6)
+    assert conform((np.zeros(2, np.int32), 1), 7)[1].dtype == np.int32  # a Python int: the usual path, converted

@@ -69,12 +69,24 @@ class Conformer:
             else None
             for leaf in self.leaves
         ]
+        # a plain tuple of fields (x, y): a tuple element of numpy values needs no flattening
+        structure = spec.structure
+        self._flat = type(structure) is tuple and all(type(leaf) is Leaf for leaf in structure)
 
     def __call__(self, element: Any, index: int | None, rows: Any = None) -> Any:
-        element = _nest.normalize(element)
-        values, treespec = _nest.flatten(element)
-        if treespec != self.treespec:
-            self._structure_error(element, index)
+        if (
+            self._flat
+            and self.check
+            and type(element) is tuple
+            and len(element) == len(self.leaves)
+            and all(type(v) is np.ndarray or isinstance(v, np.generic) for v in element)
+        ):
+            values = list(element)
+        else:
+            element = _nest.normalize(element)
+            values, treespec = _nest.flatten(element)
+            if treespec != self.treespec:
+                self._structure_error(element, index)
         if not self.check:
             fields = zip(values, self.leaves, self.paths, strict=True)
             return _nest.unflatten(self.out_treespec, [self._cast(v, leaf, path, index) for v, leaf, path in fields])
@@ -90,7 +102,7 @@ class Conformer:
             for value, path, is_float in zip(out, self.paths, self._floats, strict=True):
                 if is_float:
                     _check_finite(value, path, index, rows, self.spec.batched)
-        return _nest.unflatten(self.out_treespec, out)
+        return tuple(out) if self._flat else _nest.unflatten(self.out_treespec, out)
 
     @staticmethod
     def _fitting(value: Any, fit: tuple[np.dtype, int, list[tuple[int, int]]] | None) -> bool:

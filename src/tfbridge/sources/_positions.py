@@ -132,6 +132,10 @@ class Passes:
         self.feed, self.seed, self.seed_given, self.collect = feed, seed, seed_given, errors
         self.bucketing = bucketing
         self.specs = tf.nest.flatten(signature)
+        # a signature of one dense numeric field, or a plain tuple of them: numpy leaves need no flattening
+        numeric = all(isinstance(s, tf.TensorSpec) and s.dtype != tf.string for s in self.specs)
+        self.bare = numeric and isinstance(signature, tf.TensorSpec)
+        self.flat_tuple = numeric and type(signature) is tuple and len(self.specs) == len(signature)
         self.epoch = 0  # of the next new pass
         self.resume_at: tuple[int, int] | None = None  # (epoch, position) the next new pass starts at
         self.live: list[_Pass] = []  # passes with their executor's work running (two may share a key: a restore)
@@ -439,6 +443,11 @@ class Passes:
     def _leaves(self, element: Any) -> list[Any]:
         """The components of ``element``'s fields: a dense field's array; a ragged field's flat values and row
         splits; a sparse field's indices, values and dense shape."""
+        if self.flat_tuple and type(element) is tuple and len(element) == len(self.specs):
+            if all(type(leaf) is np.ndarray or isinstance(leaf, np.generic) for leaf in element):
+                return [leaf if type(leaf) is np.ndarray else np.asarray(leaf) for leaf in element]
+        elif self.bare and type(element) is np.ndarray:
+            return [element]
         leaves = _nest.flatten(element)[0]
         if len(leaves) != len(self.specs):
             msg = (
