@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from typing import Any
 
 import datasets
@@ -472,6 +473,53 @@ def test_each_row_a_batch_with_batched_true() -> None:
     assert dict(tb.infer_spec(ds, batched=True).fields())["x['x']"] == tb.Leaf((None, 3), "float64")
     assert [x["x"].shape for x in tb.to_dataset(ds, batched=True).as_numpy_iterator()] == [(2 + i, 3) for i in range(4)]
 
+
+
+def _rows_of(dataset: Any) -> list[tuple[int, ...]]:
+    return [tuple(x["y"].tolist()) for x in tb.to_dataset(dataset).as_numpy_iterator()]
+
+
+def test_the_rows_of_dataset_batch_are_taken_as_batches_with_a_warning() -> None:
+    ds = datasets.Dataset.from_dict({"x": np.arange(20.0).reshape(10, 2).tolist(), "y": list(range(10))})
+    message = (
+        r"every column of this datasets\.Dataset holds a list of 4 values in each row but one, which holds 2, as the "
+        r"rows of Dataset\.batch\(4\) do: each row is taken as a batch\.\nHint: pass batched=False"
+    )
+    with pytest.warns(tb.TfBridgeWarning, match=message):
+        spec = tb.infer_spec(ds.batch(4))
+    assert spec.batched and dict(spec.fields())["x['x']"] == tb.Leaf((None, 2), "float64")
+    with pytest.warns(tb.TfBridgeWarning, match=message):
+        assert _rows_of(ds.batch(4)) == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9)]
+    with pytest.warns(tb.TfBridgeWarning, match=message):  # the short batch anywhere: shuffled rows
+        assert sorted(_rows_of(ds.batch(4).shuffle(seed=1))) == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tb.TfBridgeWarning)
+        assert not tb.infer_spec(ds.batch(4), batched=False).batched  # said: no guess, no warning
+        assert _rows_of(ds.batch(5)) == [(0, 1, 2, 3, 4), (5, 6, 7, 8, 9)]  # rows of one length: examples
+        assert not tb.infer_spec(ds.batch(5)).batched
+
+
+def test_lists_of_different_lengths_or_beside_a_scalar_stay_examples_without_a_warning() -> None:
+    tokens = {"ids": [[1, 2, 3], [4, 5, 6], [7]], "mask": [[1, 1, 1], [1, 1, 1], [1]]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tb.TfBridgeWarning)
+        assert not tb.infer_spec(datasets.Dataset.from_dict({**tokens, "label": [0, 1, 0]})).batched
+        unequal = {"ids": tokens["ids"], "mask": [[1, 1, 1], [1, 1], [1]]}  # columns of other lengths in a row
+        assert not tb.infer_spec(datasets.Dataset.from_dict(unequal)).batched
+        varied = {"ids": [[1, 2, 3], [4, 5], [7]]}  # more than one row shorter than the longest
+        assert not tb.infer_spec(datasets.Dataset.from_dict(varied)).batched
+
+
+def test_an_iterable_dataset_batched_by_its_own_pipeline_gives_batches() -> None:
+    ds = datasets.Dataset.from_dict({"x": np.arange(20.0).reshape(10, 2).tolist(), "y": list(range(10))})
+    for stream in (ds.to_iterable_dataset(), ds.to_iterable_dataset().with_format("numpy")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", tb.TfBridgeWarning)  # the pipeline says so: no guess
+            batches = stream.batch(4)
+            assert tb.infer_spec(batches).batched
+            assert _rows_of(batches) == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9)]
+            assert [x["x"].shape for x in tb.to_dataset(stream.batch(5)).as_numpy_iterator()] == [(5, 2), (5, 2)]
+            assert not tb.infer_spec(stream).batched
 
 # -- errors --------------------------------------------------------------------------------------------------------
 def test_nulls_in_an_integer_column_are_an_error_naming_the_column(route: str) -> None:

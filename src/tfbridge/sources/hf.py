@@ -30,10 +30,12 @@ A dataset with a custom transform (``with_transform``/``set_transform``) or with
 decode (``Image``, ``Audio``, ``Video``, ...) is read in blocks too, through datasets' own formatting (so the
 transform and the decoding run once per block), with the spec from a peek like any Python source.
 
-``batched=True`` (each row already a batch) reads ``ds[i]`` row by row, as any indexed source.
+``batched=True`` (each row already a batch) reads ``ds[i]`` row by row, as any indexed source; without
+``batched``, rows that ``Dataset.batch(n)`` made are recognised by their data (:func:`_rows_are_batches`).
 
 A ``datasets.IterableDataset`` is a :class:`~tfbridge.sources.stream.StreamSource` of its examples (dicts),
-each converted to numpy (with the dtypes its features declare, when it has features).
+each converted to numpy (with the dtypes its features declare, when it has features); of its batches when its
+pipeline holds datasets' own ``.batch(n)``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import functools
 import itertools
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +53,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tfbridge import _nest
-from tfbridge._checks import short
+from tfbridge._checks import find_stacklevel, short
 from tfbridge._values import array_like
-from tfbridge.errors import SpecInferenceError, TfBridgeError
+from tfbridge.errors import SpecInferenceError, TfBridgeError, TfBridgeWarning
 from tfbridge.sources._base import (
     BuildPlan,
     Built,
@@ -124,6 +127,8 @@ def adapt(obj: Any, batched: bool | None) -> Source | None:
 def dataset_source(ds: Any, batched: bool | None = None) -> Source:
     """The source of a ``datasets.Dataset``: in memory when it fits :func:`memory_budget`, else in blocks."""
     names = _selected_columns(ds)
+    if batched is None:
+        batched = _rows_are_batches(ds, names)
     if batched:  # each row is a batch already: read by index, row by row
         view = ds if ds.format.get("type") == "custom" else ds.with_format(None, columns=names)
         return IndexedSource(view, True, transform=functools.partial(numpy_example, features=ds.features))
@@ -136,10 +141,73 @@ def dataset_source(ds: Any, batched: bool | None = None) -> Source:
 
 
 def iterable_source(ids: Any, batched: bool | None = None) -> StreamSource:
-    """An ``IterableDataset`` as a stream of its examples, each converted to numpy."""
+    """An ``IterableDataset`` as a stream of its examples, each converted to numpy (of its batches, when its own
+    pipeline batches them: ``IterableDataset.batch()``)."""
+    if batched is None:
+        batched = _batch_step(ids) is not None
     plain = ids.with_format(None)  # python examples, converted here (datasets' numpy format loses empty lists' dtype)
     convert = functools.partial(numpy_example, features=ids.features)
     return StreamSource(ids, bool(batched), iterate=lambda: iter(plain), transform=convert)
+
+
+_BATCH_FUNCTIONS = ("_batch_fn", "_batch_arrow_table", "_batch_accumulate_arrow_table_by_columns")
+
+
+def _batch_step(ids: Any) -> Any:
+    """The step of an IterableDataset's pipeline that ``IterableDataset.batch()`` made (datasets' own batching
+    function in a batched map), or None."""
+    step = getattr(ids, "_ex_iterable", None)
+    seen = 0
+    while step is not None and seen < 64:
+        function = getattr(step, "function", None)
+        function = getattr(function, "func", function)  # a functools.partial
+        ours = str(getattr(function, "__module__", "")).startswith("datasets.")
+        if getattr(step, "batched", False) and ours and getattr(function, "__name__", None) in _BATCH_FUNCTIONS:
+            return step
+        step, seen = getattr(step, "ex_iterable", None), seen + 1
+    return None
+
+
+def _rows_are_batches(ds: Any, names: Sequence[str]) -> bool:
+    """Whether the rows of a Dataset are batches that ``Dataset.batch(n)`` made, as its data shows: every column a
+    list, all columns of a row of one length, every row ``n`` long but one shorter (the last batch, wherever a
+    shuffle put it); a guess, said in a TfBridgeWarning. Rows all of one length (``len(ds)`` a multiple of ``n``)
+    look the same as examples of a fixed length (vectors, token ids padded to a length): they stay examples, the
+    convention for datasets, without a warning (pass ``batched=True``)."""
+    pa = _pa()
+
+    if len(ds) < 2:
+        return False
+    table = ds.data.table
+    mapping = ds._indices
+    lengths: np.ndarray | None = None
+    for name in names:
+        column = table.column(name)
+        kind = column.type.storage_type if isinstance(column.type, pa.ExtensionType) else column.type
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+            return False
+        these = _pa("pyarrow.compute").list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+        if mapping is not None:
+            these = these[np.asarray(mapping.column(0).to_numpy(), dtype=np.int64)]
+        else:
+            these = these[: len(ds)]
+        if lengths is None:
+            lengths = these
+        elif not np.array_equal(lengths, these):
+            return False
+    assert lengths is not None
+    size = int(lengths.max())
+    short_rows = np.flatnonzero(lengths != size)
+    if size < 2 or short_rows.size != 1 or lengths[short_rows[0]] == 0:
+        return False
+    last = int(lengths[short_rows[0]])
+    msg = (
+        f"every column of this datasets.Dataset holds a list of {size} values in each row but one, which holds "
+        f"{last}, as the rows of Dataset.batch({size}) do: each row is taken as a batch.\nHint: pass batched=False "
+        "if each row is one example (a sequence of its own), or batched=True (either also silences this)."
+    )
+    warnings.warn(msg, TfBridgeWarning, stacklevel=find_stacklevel())
+    return True
 
 
 def _selected_columns(ds: Any) -> list[str]:
