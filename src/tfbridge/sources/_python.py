@@ -241,7 +241,8 @@ class _IndexedEpochs:
         order: Any = self.indices
         if order is None:
             n = self._checked_length()
-            order = np.random.default_rng([seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+            # in order: a range, not an array of n positions (256 MB and tens of ms for 32M of them)
+            order = np.random.default_rng([seed, epoch]).permutation(n) if self.shuffle else range(n)
         if self.shard is not None:  # one permutation for all pipelines (same seed); each takes every k-th
             order = order[self.shard[1] :: self.shard[0]]
         stall_s = _chunks.CHUNK_MAX_WAIT_S if self.chunk else None
