@@ -303,3 +303,39 @@ def test_a_worker_is_replaced_after_max_elements_per_worker_over_epochs_without_
 
     recycled = draws(tb.ExecutorOptions("process", workers=2, max_elements_per_worker=7))
     assert recycled == draws(tb.ExecutorOptions("process", workers=1)), "fresh workers make the same draws"
+
+
+def test_workers_start_when_the_dataset_is_built_and_serve_its_first_pass() -> None:
+    import gc
+
+    from _sources import Counting
+
+    from tfbridge.sources._positions import passes_in
+
+    ds = tb.to_dataset(Counting(12), executor="process", workers=2)
+    ex = passes_in(ds)[0].feed.runner
+    ex._warmed()  # the thread that starts them is done: nothing has been asked of the dataset yet
+    started = sorted(ex.pids())
+    assert len(started) == 2, "the workers start while the dataset is built, not at its first element"
+    assert [int(x[0, 0]) for x, _ in ds.as_numpy_iterator()] == list(range(12))
+    assert sorted(ex.pids()) == started, "the first pass uses the workers started ahead"
+    del ds, ex
+    gc.collect()
+    assert all(wait_exit(pid, 10) for pid in started)
+
+
+def test_a_dataset_dropped_before_its_first_pass_stops_the_workers_started_for_it() -> None:
+    import gc
+
+    from _sources import Counting
+
+    from tfbridge.sources._positions import passes_in
+
+    ds = tb.to_dataset(Counting(12), executor="process", workers=2)
+    ex = passes_in(ds)[0].feed.runner
+    ex._warmed()
+    started = ex.pids()
+    assert len(started) == 2
+    del ds, ex
+    gc.collect()
+    assert all(wait_exit(pid, 10) for pid in started), "no worker outlives the dataset that made it"

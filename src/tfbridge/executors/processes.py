@@ -739,7 +739,39 @@ class ProcessExecutor:
         self._epoch = 0
         self._closed = False
         self._exiting = False  # the interpreter is exiting: passes end at once, quietly
+        self._warming: threading.Thread | None = None  # starting the first pool's workers ahead (see warm)
         _LIVE.add(self)
+
+    def warm(self, task: Task) -> None:
+        """Start the first pool's workers and hand them ``task`` now, in a thread of its own, so that the first
+        pass finds them ready: their start-up (fresh interpreters importing the source's modules) overlaps what
+        runs before the first element is asked for (the rest of the pipeline's build, a model's). The pool is
+        held as a pass holds it; the first pass waits for it. A failure here is left for that pass to meet again
+        and raise with its element's index."""
+        pool = self._pools[0]
+        if self._warming is not None or self._closed or not pool.lock.acquire(blocking=False):
+            return
+
+        def run() -> None:
+            try:
+                if not (self._closed or self._exiting):
+                    if not pool.workers:
+                        pool.start()
+                    payload, dump = _dump(task, self._shared)
+                    pool.prepare(payload, dump, self.seed, 0)
+            except BaseException:
+                pool.shutdown()  # the first pass starts a fresh pool and meets the error itself
+            finally:
+                pool.lock.release()
+
+        self._warming = threading.Thread(target=run, name="tfbridge-warm-workers", daemon=True)
+        self._warming.start()
+
+    def _warmed(self) -> None:
+        """Wait for :meth:`warm` to be done with the first pool."""
+        warming = self._warming
+        if warming is not None and warming is not threading.current_thread():
+            warming.join()
 
     def _new_pool(self) -> _Pool:
         return _Pool(
@@ -756,6 +788,7 @@ class ProcessExecutor:
         self._shared.disown()
         self._pools = [self._new_pool()]
         self._pools_lock = threading.RLock()  # another thread of the parent may have held it: not ours to wait on
+        self._warming = None  # the parent's thread: not in this process
 
     def _acquire(self) -> tuple[_Pool, int]:
         """A pool no pass is using (the first one when it is free; a new one when every pool is in use), locked
@@ -796,6 +829,7 @@ class ProcessExecutor:
         hang in it at shutdown.
         """
         self._closed = True
+        self._warmed()  # its pool is then free, and shut down below
         with self._pools_lock:
             pools = list(self._pools)
         running = []
@@ -834,6 +868,7 @@ class ProcessExecutor:
     def imap(
         self, task: Task, indices: Sequence[int], stall_s: float | None = None, *, seeds: tuple[int, int] | None = None
     ) -> Iterator[Any]:
+        self._warmed()
         pool, epoch = self._acquire()
         pool.pass_done.clear()
         pool.pass_thread = threading.get_ident()

@@ -155,6 +155,9 @@ def build_indexed(
         plan.spec, plan.bytes_per_element, plan.seconds_per_element / workers
     )
     epochs = _IndexedEpochs(plan, name, length, task, indices, chunk, on_epoch_begin, on_epoch_end)
+    warm = getattr(plan.runner, "warm", None)
+    if warm is not None:  # worker processes start while the rest is built (and a model is, before fit reads)
+        warm(task)
     bucketing = bucketing_for(plan)
     if POSITIONED:
         passes = _positions.Passes(
