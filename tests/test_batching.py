@@ -345,3 +345,13 @@ def test_a_ragged_field_is_refused_naming_it_and_pointing_at_ragged_true(buckets
     )
     batches = tb.pad_batch(source, 2, buckets=buckets, ragged=True)
     assert sorted(int(label) for _, y in batches for label in y) == list(range(6))
+
+
+def test_pad_batch_keeps_a_tf_data_datasets_dtypes_and_casts_a_sources_floats() -> None:
+    examples = [np.ones(i % 3 + 1) for i in range(5)]  # float64
+    given = tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=tf.TensorSpec((None,), tf.float64))
+    assert tb.pad_batch(given, 2).element_spec.dtype == tf.float64  # as padded_batch keeps it
+    assert tb.pad_batch(given, 2, buckets=[2]).element_spec.dtype == tf.float64
+    built = tb.pad_batch(examples, 2)  # a source: built as to_dataset builds it
+    assert built.element_spec.dtype == tf.float32
+    assert [b.shape for b in built.as_numpy_iterator()] == [(2, 2), (2, 3), (1, 2)]
