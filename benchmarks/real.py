@@ -553,15 +553,21 @@ def goals(results: list[Result]) -> list[tuple[str, str, str, str]]:
         ))  # fmt: skip
         started = ""
         if "process" in auto.chose:
-            started = "; then its worker processes, fresh interpreters, imported the source's modules"
+            started = (
+                "; its worker processes (fresh interpreters, started as the pipeline is built) then import the "
+                "source's modules before the first element"
+            )
         elif "thread x" in auto.chose:
             started = f"; then {auto.chose.split()[1][1:]} threads started as many batches at once"
+        else:
+            started = "; then the pipeline's tf.data steps are traced and the first batch made, in this process"
         out.append((
             f"{label}, first batch: tfbridge auto < the best peer ({best.name})",
             f"{auto.first:.2f} s vs {best.first:.2f} s",
             "yes" if auto.first < best.first else "NO",
             f"auto's peek (8 elements made one after another, to infer the spec and time them) took {auto.peek_s:.2f}"
-            f" s before the pipeline was built{started}; the quickest peer to a first batch: {quickest.name}, "
+            f" s before the pipeline was built (big elements: the first is made twice more, to time it again, not "
+            f"counted here){started}; the quickest peer to a first batch: {quickest.name}, "
             f"{quickest.first:.2f} s",
         ))  # fmt: skip
         if workload == "images":
@@ -642,7 +648,8 @@ def section(sizes: Sizes | None = None, quick: bool | None = None, workloads: tu
         "them, each holding an element in flight), CPU-bound elements that pickle (and are not mostly memory "
         "copying) get one worker process per core when they repay their start-up within the first epoch; the time "
         "an element spends waiting for a core on a busy machine is measured and left out. tfbridge's worker "
-        "processes are fresh interpreters; a Keras PyDataset travels to them as a light copy that needs neither "
+        "processes are fresh interpreters, started (in a thread) as soon as the dataset is built, so that their "
+        "start overlaps the rest of the build; a Keras PyDataset travels to them as a light copy that needs neither "
         "Keras nor TensorFlow (the user's classes over a stand-in base), so each starts in well under a second; "
         "Keras's own "
         "processes are forked from the running interpreter (Python's default start on Linux) and start at once, "
