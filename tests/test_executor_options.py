@@ -247,6 +247,16 @@ def test_workers_and_timeout_a_route_does_not_use_are_named_not_ignored() -> Non
     assert list(ds.as_numpy_iterator()) == [0.0, 1.0, 2.0]
 
 
+def test_workers_given_to_the_serial_executor_are_named_not_ignored() -> None:
+    with pytest.warns(
+        tb.TfBridgeWarning,
+        match=r"workers=4 is not used for .*Listed: the serial executor makes one element at a time, in "
+        r"tf\.data's thread\.\nHint: leave it out: workers= is for executor='thread' or 'process'",
+    ):
+        ds = tb.to_dataset(Listed([np.full((2, 3), i, np.float32) for i in range(3)]), executor="serial", workers=4)
+    assert [int(b[0, 0]) for b in ds.as_numpy_iterator()] == [0, 1, 2]
+
+
 def test_a_timeout_on_a_stream_is_used_and_not_warned_about() -> None:
     def examples() -> Any:
         for i in range(3):

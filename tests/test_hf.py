@@ -508,6 +508,19 @@ def test_lists_of_different_lengths_or_beside_a_scalar_stay_examples_without_a_w
         assert not tb.infer_spec(datasets.Dataset.from_dict(unequal)).batched
         varied = {"ids": [[1, 2, 3], [4, 5], [7]]}  # more than one row shorter than the longest
         assert not tb.infer_spec(datasets.Dataset.from_dict(varied)).batched
+        two = {"ids": [[1, 2, 3], [4, 5]]}  # two rows of lists could be anything
+        assert not tb.infer_spec(datasets.Dataset.from_dict(two)).batched
+
+
+def test_rows_of_images_batched_by_datasets_stay_as_datasets_decodes_them() -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(np.full((4, 4, 3), i, np.uint8)) for i in range(10)]
+    features = datasets.Features({"img": datasets.Image(), "label": datasets.Value("int64")})
+    ds = datasets.Dataset.from_dict({"img": images, "label": list(range(10))}, features=features).batch(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tb.TfBridgeWarning)  # features datasets decodes: their rows are not guessed
+        assert not tb.infer_spec(ds).batched
 
 
 def test_an_iterable_dataset_batched_by_its_own_pipeline_gives_batches() -> None:

@@ -339,3 +339,33 @@ def test_a_dataset_dropped_before_its_first_pass_stops_the_workers_started_for_i
     del ds, ex
     gc.collect()
     assert all(wait_exit(pid, 10) for pid in started), "no worker outlives the dataset that made it"
+
+
+def test_closing_while_the_workers_are_still_starting_neither_waits_nor_leaks() -> None:
+    from _sources import Counting
+
+    from tfbridge.executors.processes import ProcessExecutor
+    from tfbridge.sources._python import IndexedTask
+    from tfbridge.sources.indexed import _Getter, _identity
+
+    ex = ProcessExecutor(2)
+    ex.warm(IndexedTask(_Getter(Counting(4), _identity), None))
+    ex.close()  # at once, from the thread that built it: the warm-up shuts its pool down itself
+    assert ex._warming is not None
+    ex._warming.join(30)
+    assert not ex._warming.is_alive()
+    assert ex.pids() == [], "the pool started ahead is shut down once the executor is closed"
+
+
+def test_a_dataset_pad_batch_may_build_again_starts_no_workers_until_its_first_pass() -> None:
+    from _sources import Listed
+
+    from tfbridge.sources._positions import passes_in
+
+    tokens = Listed([np.arange(1 + i % 4, dtype=np.int64) for i in range(8)])
+    ds = tb.to_dataset(tokens, batched=False, executor="process", workers=2)
+    ex = passes_in(ds)[0].feed.runner
+    assert ex._warming is None and ex.pids() == [], "pad_batch(ds) builds again: these workers might never run"
+    batches = tb.pad_batch(ds, 4)
+    assert [b.shape for b in batches.as_numpy_iterator()] == [(4, 4), (4, 4)]
+    assert ex.pids() == []

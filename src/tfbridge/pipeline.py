@@ -134,6 +134,9 @@ def _choose(src: Source, options: ExecutorOptions, cost: Cost | None, spec: Spec
     if not src.random_access:
         why = "a stream can only be read in order, by one reader"
         _unused_options(src, options, ("workers",), why, "workers= is for indexed sources, made in parallel")
+    if options.name == "serial" and options.workers not in (None, 1):
+        why = "the serial executor makes one element at a time, in tf.data's thread"
+        _unused_options(src, options, ("workers",), why, "workers= is for executor='thread' or 'process'")
     if options.name != "auto":
         if options.name in ("process", "ray"):  # say now, not at the first element, when it cannot travel
             task = src.task(None)
@@ -310,6 +313,9 @@ def build(
         p.source.check(p.spec, None, None, problems)
         problems.raise_found()
     runner = make_runner(p, seed)
+    # a dataset of unbatched examples of varying shape is one pad_batch may build again (see the end): its
+    # workers would wait unused, so they start at its first pass
+    rebuildable = batch_size is None and not p.spec.batched and any(None in leaf.shape for _, leaf in p.spec.fields())
     try:
         built = p.source.build(
             BuildPlan(
@@ -327,6 +333,7 @@ def build(
                 timeout=p.options.timeout,
                 seconds_per_element=p.seconds_per_element,
                 bytes_per_element=p.bytes_per_element,
+                warm=not rebuildable,
             )
         )
     except BaseException:
@@ -354,8 +361,7 @@ def build(
         elif not built.batched_by_source:
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     result = _tf.tag_batched(ends_promptly(ds.prefetch(tf.data.AUTOTUNE)), out_spec.batched)
-    varies = any(None in leaf.shape for _, leaf in out_spec.fields())
-    if batch_size is None and not out_spec.batched and varies:
+    if rebuildable:
         # pad_batch(result, n) may build it again, padded per batch where its rows are gathered. Kept only when a
         # field varies (nothing to pad otherwise): the rebuild holds the source (e.g. the user's arrays) alive
         again = dict(spec=spec, peek=peek, batched=batched, label=label, executor=executor, workers=workers,

@@ -325,6 +325,8 @@ _POLL_S = 0.1
 
 
 def _after_fork_in_child() -> None:
+    global _BY_VALUE_LOCK
+    _BY_VALUE_LOCK = threading.Lock()  # a thread of the parent (a warm-up, a pass) may have held it: not ours
     for ex in list(_LIVE):
         ex._forked()
 
@@ -382,6 +384,7 @@ class _Pool:
         self.pass_done.set()
         self.pass_thread: int | None = None
         self.exiting = False  # the interpreter is exiting: the pass ends at once, quietly
+        self.used = False  # a pass ran on the current workers (those started ahead for none are killed, not asked)
 
     def start(self) -> None:
         self.slot_fds = [create_slot() for _ in range(self.in_flight + _LEASED_SLOTS)]
@@ -389,6 +392,7 @@ class _Pool:
         self.free = deque(range(len(self.slots)))
         self.leased = 0
         self.workers = []
+        self.used = False
         try:
             for w in range(self.size):
                 self.workers.append(_Worker(w, self.slot_fds, self.max_rss, self.timeout))
@@ -402,7 +406,10 @@ class _Pool:
         with self.lease_lock:  # first: a slot freed from now on (a view dropped in another thread) is left alone
             self.generation += 1
         for w in self.workers:
-            w.stop()
+            if self.used:
+                w.stop()
+            else:  # started ahead for a pass that never came: it may still be importing the source's modules
+                w.kill()
         for w in self.workers:
             w.join()
         self.workers = []
@@ -560,6 +567,7 @@ class _Pool:
         return f"element {index}" if n == 1 else f"element {index} or one of the {n - 1} sent with it"
 
     def run(self, order: Sequence[int], stall_s: float | None = None) -> Iterator[Any]:
+        self.used = True
         results: dict[int, Any] = {}
         submitted = 0
         # a pass of at least two rounds of the slots in messages: a slot an outlier grew is cut back when it is
@@ -762,13 +770,17 @@ class ProcessExecutor:
             except BaseException:
                 pool.shutdown()  # the first pass starts a fresh pool and meets the error itself
             finally:
-                pool.lock.release()
+                with self._pools_lock:  # close() marks the executor closed under it and does not wait for this
+                    if self._closed or self._exiting:
+                        pool.shutdown()
+                    pool.lock.release()
 
         self._warming = threading.Thread(target=run, name="tfbridge-warm-workers", daemon=True)
         self._warming.start()
 
     def _warmed(self) -> None:
-        """Wait for :meth:`warm` to be done with the first pool."""
+        """Wait for :meth:`warm` to be done with the first pool (a pass, which holds no lock yet; never close(),
+        which may run in a garbage collection inside a thread holding a lock the warm-up needs)."""
         warming = self._warming
         if warming is not None and warming is not threading.current_thread():
             warming.join()
@@ -828,9 +840,8 @@ class ProcessExecutor:
         its dataset alive): the pass must leave Python before the interpreter goes, or TensorFlow's thread would
         hang in it at shutdown.
         """
-        self._closed = True
-        self._warmed()  # its pool is then free, and shut down below
-        with self._pools_lock:
+        with self._pools_lock:  # a warm-up still running sees this when it ends, and shuts its pool down itself
+            self._closed = True
             pools = list(self._pools)
         running = []
         for pool in pools:

@@ -93,6 +93,8 @@ class BuildPlan:
     seconds_per_element: float = 0.0  # measured in the peek (chunking reads it)
     bytes_per_element: float = 0.0
     errors: list[BaseException] | None = None  # a failing pass ends early and leaves its error here
+    # start worker processes now (a dataset pad_batch may build again instead, or materialize's, waits: False)
+    warm: bool = True
 
 
 def without_buckets(plan: BuildPlan) -> BuildPlan:

@@ -156,7 +156,7 @@ def build_indexed(
     )
     epochs = _IndexedEpochs(plan, name, length, task, indices, chunk, on_epoch_begin, on_epoch_end)
     warm = getattr(plan.runner, "warm", None)
-    if warm is not None:  # worker processes start while the rest is built (and a model is, before fit reads)
+    if warm is not None and plan.warm:  # worker processes start while the rest is built (and a model, before fit)
         warm(task)
     bucketing = bucketing_for(plan)
     if POSITIONED:

@@ -127,8 +127,9 @@ def adapt(obj: Any, batched: bool | None) -> Source | None:
 def dataset_source(ds: Any, batched: bool | None = None) -> Source:
     """The source of a ``datasets.Dataset``: in memory when it fits :func:`memory_budget`, else in blocks."""
     names = _selected_columns(ds)
-    if batched is None:
-        batched = _rows_are_batches(ds, names)
+    if batched is None:  # features datasets decodes (images...) or a custom transform: rows stay examples
+        plain = ds.format.get("type") != "custom" and not _needs_decoding(ds, names)
+        batched = plain and _rows_are_batches(ds, names)
     if batched:  # each row is a batch already: read by index, row by row
         view = ds if ds.format.get("type") == "custom" else ds.with_format(None, columns=names)
         return IndexedSource(view, True, transform=functools.partial(numpy_example, features=ds.features))
@@ -170,16 +171,16 @@ def _batch_step(ids: Any) -> Any:
 
 def _rows_are_batches(ds: Any, names: Sequence[str]) -> bool:
     """Whether the rows of a Dataset are batches that ``Dataset.batch(n)`` made, as its data shows: every column a
-    list, all columns of a row of one length, every row ``n`` long but one shorter (the last batch, wherever a
-    shuffle put it); a guess, said in a TfBridgeWarning. Rows all of one length (``len(ds)`` a multiple of ``n``)
-    look the same as examples of a fixed length (vectors, token ids padded to a length): they stay examples, the
-    convention for datasets, without a warning (pass ``batched=True``)."""
+    list, all columns of a row of one length, at least three rows, every row ``n`` long but one shorter (the last
+    batch, wherever a shuffle put it); a guess, said in a TfBridgeWarning. Rows all of one length (``len(ds)`` a
+    multiple of ``n``) look the same as examples of a fixed length (vectors, token ids padded to a length): they
+    stay examples, the convention for datasets, without a warning (pass ``batched=True``)."""
     pa = _pa()
 
-    if len(ds) < 2:
+    if len(ds) < 3:  # two full rows and a short one at least: two rows of lists could be anything
         return False
     table = ds.data.table
-    mapping = ds._indices
+    mapping = None if ds._indices is None else np.asarray(ds._indices.column(0).to_numpy(), dtype=np.int64)
     lengths: np.ndarray | None = None
     for name in names:
         column = table.column(name)
@@ -187,10 +188,7 @@ def _rows_are_batches(ds: Any, names: Sequence[str]) -> bool:
         if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
             return False
         these = _pa("pyarrow.compute").list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
-        if mapping is not None:
-            these = these[np.asarray(mapping.column(0).to_numpy(), dtype=np.int64)]
-        else:
-            these = these[: len(ds)]
+        these = these[mapping] if mapping is not None else these[: len(ds)]
         if lengths is None:
             lengths = these
         elif not np.array_equal(lengths, these):
