@@ -139,7 +139,8 @@ def test_an_indexed_source_of_strings_gives_every_element_once_in_order(
 def test_a_generator_of_strings_gives_every_element_once_in_order(executor: str, nested: bool) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = tb.to_dataset(_nested_gen if nested else _dense_gen, batched=False, executor=executor, workers=2)
+        workers = None if executor == "serial" else 2  # workers= with serial is named too (another test)
+        ds = tb.to_dataset(_nested_gen if nested else _dense_gen, batched=False, executor=executor, workers=workers)
     unused = [w for w in caught if issubclass(w.category, tb.TfBridgeWarning)]
     assert bool(unused) is (executor != "serial")  # a stream is read by one reader, and says so
     _signature_checks(ds, nested)
