@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import time
 from typing import Any
 
@@ -323,3 +324,20 @@ def test_a_forked_child_closes_its_copies_of_the_shared_array_files() -> None:
         assert got[1]["row"][0] == 64000.0
     finally:
         ex.close()
+
+
+def test_a_child_forked_while_a_task_is_pickled_can_pickle_tasks_of_its_own() -> None:
+    """Another thread of the parent (a worker warm-up, a pass) may hold the pickling lock at the fork: the child
+    gets a lock of its own instead of one nobody there will ever release."""
+    from tfbridge.executors import processes
+
+    with processes._BY_VALUE_LOCK:  # as a warm-up thread holds it while it pickles the source
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(20)  # a child that hangs dies, and the parent sees it
+            ok = processes._BY_VALUE_LOCK.acquire(timeout=5)
+            if ok:
+                processes._BY_VALUE_LOCK.release()
+            os._exit(0 if ok and processes.dumps_task(_task(ks.HoldsArrays(_big()))) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the forked child could not take the pickling lock"
