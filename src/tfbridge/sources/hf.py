@@ -187,7 +187,7 @@ def _rows_are_batches(ds: Any, names: Sequence[str]) -> bool:
         kind = column.type.storage_type if isinstance(column.type, pa.ExtensionType) else column.type
         if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
             return False
-        these = _pa("pyarrow.compute").list_value_length(column).fill_null(0).to_numpy(zero_copy_only=False)
+        these = _lengths(column)
         these = these[mapping] if mapping is not None else these[: len(ds)]
         if lengths is None:
             lengths = these
@@ -282,11 +282,14 @@ def _plain(arr: Any, name: str, nulls: bool, top: bool = False) -> Any:
     return arr
 
 
+def _lengths(arr: Any) -> np.ndarray:
+    """The length of each list of a list array (or chunked array); nulls count as empty."""
+    return np.asarray(_pa("pyarrow.compute").list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False))
+
+
 def _offsets(arr: Any) -> np.ndarray:
     """Row splits of a list array from 0, as ``arr.flatten()`` lays out its values (nulls count as empty)."""
-    pc = _pa("pyarrow.compute")
-
-    lengths = pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False)
+    lengths = _lengths(arr)
     out = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=out[1:])
     return out
