@@ -420,7 +420,11 @@ class Passes:
         for column, spec, pad in zip(zip(*rows, strict=True), self.specs, bucketing.pads, strict=True):
             text = spec.dtype.name == "string"
             dtype = object if text else spec.dtype.as_numpy_dtype
-            if None in spec.shape.as_list():
+            if spec.shape.rank == 1 and spec.shape[0] is None:  # token ids and the like: one masked copy
+                lengths = np.fromiter(map(len, column), np.int64, len(column))
+                batch = np.full((len(column), int(lengths.max(initial=0))), pad, dtype=dtype)
+                batch[np.arange(batch.shape[1]) < lengths[:, None]] = np.concatenate(column)
+            elif None in spec.shape.as_list():
                 longest = np.max([leaf.shape for leaf in column], axis=0)
                 batch = np.full((len(column), *longest), pad, dtype=dtype)
                 for row, leaf in zip(batch, column, strict=True):
