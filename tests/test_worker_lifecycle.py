@@ -369,3 +369,33 @@ def test_a_dataset_pad_batch_may_build_again_starts_no_workers_until_its_first_p
     batches = tb.pad_batch(ds, 4)
     assert [b.shape for b in batches.as_numpy_iterator()] == [(4, 4), (4, 4)]
     assert ex.pids() == []
+
+
+def test_closing_beside_a_pass_suspended_between_elements_does_not_wait_for_it(monkeypatch: Any) -> None:
+    """An iterator dropped part-way leaves its pass suspended (TensorFlow does not say it went); its dataset is
+    then closed at exit. Nothing runs in that pass, so close() kills its workers and returns at once: before, it
+    waited the whole join timeout for the pass to leave, which made every such script's exit seconds late."""
+    import threading
+
+    from _sources import Counting
+
+    from tfbridge.executors import processes
+    from tfbridge.executors.processes import ProcessExecutor
+    from tfbridge.sources._python import IndexedTask
+    from tfbridge.sources.indexed import _Getter, _identity
+
+    monkeypatch.setattr(processes, "_WORKER_JOIN_TIMEOUT_S", 600.0)  # a wait would outlast the join below
+    ex = ProcessExecutor(2)
+    elements = ex.imap(IndexedTask(_Getter(Counting(20), _identity), None), range(20))
+    assert int(next(elements)[1][0]) == 0
+    (pool,) = ex._pools
+    pids = pool.pids()
+    assert pool.lock.locked() and pool.inside is None, "suspended: holds its pool, runs in no thread"
+    closer = threading.Thread(target=ex.close)
+    closer.start()
+    closer.join(60)
+    assert not closer.is_alive(), "close() waited for a pass that was not running"
+    assert all(wait_exit(pid, 30) for pid in pids), "its workers were killed"
+    with pytest.raises(tb.TfBridgeError, match="closed with the dataset that owned it, part-way through this pass"):
+        list(elements)  # asked again after all: it says why its workers are gone (not "killed by the system")
+    assert not pool.lock.locked(), "the pass let go of its pool when it was asked again and ended"

@@ -380,9 +380,13 @@ class _Pool:
         self.lease_lock = threading.RLock()  # reentrant: a view dropped by the garbage collector inside it frees
         self.generation = 0  # bumped when the pool stops: leases of an old pool do not free new slots
         self.lock = threading.Lock()
+        # no thread is inside a pass on this pool: set at a pass's end, and between its elements once a closer
+        # waits (see wait_for_pass). A pass suspended between elements holds ``lock`` but runs nowhere: an
+        # iterator dropped part-way, whose dataset closes at exit, must not be waited for
         self.pass_done = threading.Event()
         self.pass_done.set()
-        self.pass_thread: int | None = None
+        self.inside: int | None = None  # the thread running the pass now (None: no pass, or one suspended)
+        self.waited = False  # a closer waits for the pass to leave Python
         self.exiting = False  # the interpreter is exiting: the pass ends at once, quietly
         self.used = False  # a pass ran on the current workers (those started ahead for none are killed, not asked)
 
@@ -443,7 +447,8 @@ class _Pool:
     def wait_for_pass(self, timeout: float) -> None:
         """Wait at most ``timeout`` seconds for the pass using this pool in another thread to leave; returns at
         once when no pass is using it or the caller is the thread running that pass."""
-        if self.pass_thread not in (None, threading.get_ident()):
+        self.waited = True  # before reading ``inside``: a pass suspending after this read sees it and says so
+        if self.inside not in (None, threading.get_ident()):
             self.pass_done.wait(timeout)
 
     def pids(self) -> list[int]:
@@ -882,7 +887,7 @@ class ProcessExecutor:
         self._warmed()
         pool, epoch = self._acquire()
         pool.pass_done.clear()
-        pool.pass_thread = threading.get_ident()
+        pool.inside = threading.get_ident()
         try:
             if self._exiting:
                 return
@@ -897,13 +902,30 @@ class ProcessExecutor:
             seed, epoch = seeds if seeds is not None else (self.seed, epoch)
             payload, dump = _dump(task, self._shared)
             pool.prepare(payload, dump, seed, epoch)
-            yield from pool.run(indices, stall_s)
-        except BaseException:
+            elements = pool.run(indices, stall_s)
+            try:
+                for element in elements:
+                    pool.inside = None  # suspended: nothing runs here until the next element is asked for
+                    if pool.waited:
+                        pool.pass_done.set()
+                    yield element
+                    pool.inside = threading.get_ident()
+                    if pool.waited:
+                        pool.pass_done.clear()
+            finally:
+                elements.close()
+        except WorkerDiedError as exc:
             pool.shutdown()  # a broken pool is never reused; the next pass starts a fresh one
+            if self._closed:  # its workers were killed by close(), not by the system
+                msg = "this process executor was closed with the dataset that owned it, part-way through this pass"
+                raise TfBridgeError(msg) from exc
+            raise
+        except BaseException:
+            pool.shutdown()
             raise
         finally:
             if self._closed:  # the dataset went away during this pass
                 pool.shutdown()
-            pool.pass_thread = None
+            pool.inside = None
             pool.pass_done.set()
             self._release(pool)
