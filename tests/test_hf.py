@@ -534,6 +534,39 @@ def test_an_iterable_dataset_batched_by_its_own_pipeline_gives_batches() -> None
             assert [x["x"].shape for x in tb.to_dataset(stream.batch(5)).as_numpy_iterator()] == [(5, 2), (5, 2)]
             assert not tb.infer_spec(stream).batched
 
+
+
+def test_batches_of_token_lists_of_unequal_length_are_ragged_batches() -> None:
+    ds = datasets.Dataset.from_dict({"tok": [[1, 2, 3], [4], [5, 6], [7], [8, 9]], "y": [0, 1, 0, 1, 0]})
+    ragged = tf.RaggedTensorSpec([None, None], tf.int64, 1, tf.int64)
+    for batches in (ds.to_iterable_dataset().batch(2), ds.batch(2)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", tb.TfBridgeWarning)  # map-style rows are a guess, said (tested above)
+            spec = tb.infer_spec(batches)
+            got = [(x["tok"].to_list(), x["y"].numpy().tolist()) for x in tb.to_dataset(batches)]
+        assert spec.batched and spec.signature == {"tok": ragged, "y": tf.TensorSpec([None], tf.int64)}
+        assert got == [([[1, 2, 3], [4]], [0, 1]), ([[5, 6], [7]], [0, 1]), ([[8, 9]], [0])]
+
+
+def test_nested_lists_of_unequal_length_in_a_stream_keep_the_dtype_the_features_declare() -> None:
+    features = datasets.Features({"tok": datasets.Sequence(datasets.Sequence(datasets.Value("int32")))})
+    rows = {"tok": [[[1, 2], [3]], [[4]], [[5, 6, 7], [8], [9]]]}
+    stream = datasets.Dataset.from_dict(rows, features=features).to_iterable_dataset()
+    spec = tb.infer_spec(stream)
+    assert spec.signature == {"tok": tf.RaggedTensorSpec([None, None], tf.int32, 1, tf.int64)}
+    assert [x["tok"].to_list() for x in tb.to_dataset(stream)] == rows["tok"]
+
+
+def test_array2d_and_array3d_columns_are_tensors_of_their_shape() -> None:
+    features = datasets.Features({"m": datasets.Array2D((2, 3), "float32"), "v": datasets.Array3D((2, 1, 2), "int32")})
+    data = {"m": [np.full((2, 3), i).tolist() for i in range(4)], "v": [np.full((2, 1, 2), i).tolist() for i in range(4)]}
+    ds = datasets.Dataset.from_dict(data, features=features)
+    want = {"m": tf.TensorSpec((2, 3), tf.float32), "v": tf.TensorSpec((2, 1, 2), tf.int32)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tb.TfBridgeWarning)  # rows of one shape: examples, nothing guessed
+        assert tb.infer_spec(ds).signature == want
+        assert [int(x["v"][1, 0, 1]) for x in tb.to_dataset(ds)] == [0, 1, 2, 3]
+
 # -- errors --------------------------------------------------------------------------------------------------------
 def test_nulls_in_an_integer_column_are_an_error_naming_the_column(route: str) -> None:
     ds = datasets.Dataset.from_dict({"x": [1.0, 2.0, 3.0, 4.0], "label": [0, 1, None, 1]})

@@ -283,7 +283,12 @@ def _plain(arr: Any, name: str, nulls: bool, top: bool = False) -> Any:
 
 
 def _lengths(arr: Any) -> np.ndarray:
-    """The length of each list of a list array (or chunked array); nulls count as empty."""
+    """The length of each list of a list array (or chunked array), also one stored as a list by an extension type
+    (datasets' ``Array2D``...); nulls count as empty."""
+    pa = _pa()
+    if isinstance(arr.type, pa.ExtensionType):  # compute functions have no kernels for extension types
+        chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+        arr = pa.chunked_array([chunk.storage for chunk in chunks], type=arr.type.storage_type)
     return np.asarray(_pa("pyarrow.compute").list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False))
 
 
@@ -973,7 +978,15 @@ def _to_numpy(value: Any, feature: Any, name: str) -> Any:
             and (want is not None or arr.dtype.kind != "u")
         ):
             return arr
-        return [_to_numpy(v, _inner(feature), name) for v in value]
+        items = [_to_numpy(v, _inner(feature), name) for v in value]
+        if all(isinstance(v, np.ndarray) or (isinstance(v, list) and not v) for v in items):
+            # rows of unequal length (token ids per sentence, a batch's sequences): one ragged value, as an object
+            # array of its rows (their dtypes kept), not a list of arrays, which would read as several fields
+            rows = np.empty(len(items), dtype=object)
+            for i, item in enumerate(items):
+                rows[i] = item
+            return rows
+        return items
     module = type(value).__module__
     if module.startswith("torch"):
         return value.detach().cpu().numpy()
