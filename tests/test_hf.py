@@ -559,7 +559,10 @@ def test_nested_lists_of_unequal_length_in_a_stream_keep_the_dtype_the_features_
 
 def test_array2d_and_array3d_columns_are_tensors_of_their_shape() -> None:
     features = datasets.Features({"m": datasets.Array2D((2, 3), "float32"), "v": datasets.Array3D((2, 1, 2), "int32")})
-    data = {"m": [np.full((2, 3), i).tolist() for i in range(4)], "v": [np.full((2, 1, 2), i).tolist() for i in range(4)]}
+    data = {
+        "m": [np.full((2, 3), i).tolist() for i in range(4)],
+        "v": [np.full((2, 1, 2), i).tolist() for i in range(4)],
+    }
     ds = datasets.Dataset.from_dict(data, features=features)
     want = {"m": tf.TensorSpec((2, 3), tf.float32), "v": tf.TensorSpec((2, 1, 2), tf.int32)}
     with warnings.catch_warnings():
