@@ -205,6 +205,33 @@ def test_infer_empty_source_raises_spec_inference_error(source: Any, message: st
     assert "no element to infer a spec from" in str(info.value)
 
 
+def test_a_tf_data_dataset_known_to_be_empty_raises_spec_inference_error_everywhere() -> None:
+    import tensorflow as tf
+
+    message = r"the source tf\.data\.Dataset \(\w+\) is empty: its cardinality is 0, so there is no element"
+    for ds in (tf.data.Dataset.range(0).batch(2), tf.data.Dataset.from_tensor_slices(np.zeros((0, 3))), tf.data.Dataset.range(5).take(0)):
+        for call in (tb.infer_spec, tb.keras_inputs, tb.to_dataset, tb.validate):
+            with pytest.raises(tb.SpecInferenceError, match=message):
+                call(ds)
+
+
+def test_reading_every_element_of_an_infinite_tf_data_dataset_is_refused_not_endless() -> None:
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(np.zeros((10, 3), np.float32)).batch(4).repeat()
+    message = r"is infinite \(it repeats\): reading every element of it would never end\.\nHint: pass the pipeline"
+    with pytest.raises(tb.TfBridgeError, match=message):
+        tb.validate(ds)
+    with pytest.raises(tb.TfBridgeError, match=message):
+        tb.inspect(ds, full=True)
+    with pytest.raises(tb.TfBridgeError, match=message):
+        tb.to_dataset(ds, validate="all")
+    with pytest.raises(tb.TfBridgeError, match=r"adapt_normalization's pass over all of it would never end"):
+        tb.adapt_normalization(ds)
+    assert tb.validate(ds, limit=7) == 7, "a limit makes it finite"
+    assert "TensorSpec" in str(tb.inspect(ds).spec.signature), "a peek reads only a few"
+
+
 def test_to_dataset_of_empty_generator_raises_spec_inference_error() -> None:
     with pytest.raises(tb.SpecInferenceError, match=r"the source _empty_gen is empty: calling _empty_gen\(\) gave"):
         tb.to_dataset(_empty_gen)
@@ -274,7 +301,7 @@ _EMPTY_KINDS = [
         id="generator-object",
     ),
     pytest.param(
-        tf.data.Dataset.range(0).map(lambda x: tf.py_function(lambda v: v, [x], tf.int64)),
+        tf.data.Dataset.range(3).filter(lambda x: x > 5).map(lambda x: tf.py_function(lambda v: v, [x], tf.int64)),
         "the source tf.data.Dataset (MapDataset) is empty: the dataset gave no element, so there is no element to "
         "infer a spec from.\nHint: check the pipeline's input, and its filter, take, skip or shard steps.",
         id="tf-data-of-unknown-rank",

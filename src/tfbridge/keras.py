@@ -202,6 +202,12 @@ def adapt_normalization(
 
     stats = ds.enumerate().map(batch_stats, num_parallel_calls=tf.data.AUTOTUNE)
     total = int(stats.cardinality())
+    if total == int(tf.data.INFINITE_CARDINALITY):
+        msg = (
+            "the source is infinite (a tf.data pipeline that repeats): adapt_normalization's pass over all of it "
+            "would never end.\nHint: pass the pipeline before its .repeat(), or a finite part of it (.take(n))."
+        )
+        raise TfBridgeError(msg)
     stats = stats.batch(_BATCHES_PER_MERGE).prefetch(2)  # merge many batches' moments per Python step
     bar = progress_bar(verbose, total, "batch")
     n, step, bad_values, first_bad = 0, 0, 0, -1

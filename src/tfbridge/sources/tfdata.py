@@ -127,6 +127,12 @@ class TFDataSource:
     def infer(self, n: int, peek: Peek | None) -> Inference:
         from tfbridge.spec import Inference, Leaf, Spec, infer
 
+        if self.length() == 0:  # known without reading it (range(0), slices of an empty array, take(0)...)
+            msg = (
+                f"the source {self.name} is empty: its cardinality is 0, so there is no element to train on or to "
+                "infer a spec from.\nHint: check the pipeline's input and its take, skip or shard steps."
+            )
+            raise SpecInferenceError(msg)
         try:
             static = Spec.from_signature(self.dataset.element_spec, batched=self.batched)
         except TfBridgeError:
@@ -167,6 +173,13 @@ class TFDataSource:
         return Built(ds)
 
     def scan(self, runner: Runner | None = None, limit: int | None = None) -> Iterator[Any]:
+        if limit is None and self.infinite:  # every element of it: the read would never end
+            msg = (
+                f"the dataset {self.name} is infinite (it repeats): reading every element of it would never end.\n"
+                "Hint: pass the pipeline before its .repeat(), take a finite part with .take(n), or give limit=n "
+                "where the call takes one (validate)."
+            )
+            raise TfBridgeError(msg)
         return iter(self.dataset if limit is None else self.dataset.take(limit))
 
     def check(
