@@ -209,8 +209,8 @@ def test_a_tf_data_dataset_known_to_be_empty_raises_spec_inference_error_everywh
     import tensorflow as tf
 
     message = r"the source tf\.data\.Dataset \(\w+\) is empty: its cardinality is 0, so there is no element"
-    empty = np.zeros((0, 3))
-    for ds in (tf.data.Dataset.range(0).batch(2), tf.data.Dataset.from_tensor_slices(empty), tf.data.Dataset.range(5).take(0)):
+    empty = (tf.data.Dataset.range(0).batch(2), tf.data.Dataset.from_tensor_slices(np.zeros((0, 3))))
+    for ds in (*empty, tf.data.Dataset.range(5).take(0)):
         for call in (tb.infer_spec, tb.keras_inputs, tb.to_dataset, tb.validate):
             with pytest.raises(tb.SpecInferenceError, match=message):
                 call(ds)
