@@ -232,6 +232,7 @@ def run(
                         seconds_per_element=p.seconds_per_element,
                         bytes_per_element=p.bytes_per_element,
                         errors=errors if runner is not None else None,
+                        detach=p.detach,
                     )
                     count = save(part.build(plan).dataset, name)
                 if count or len(parts) > 1:

@@ -51,6 +51,7 @@ class Plan:
     options: ExecutorOptions
     peek: Peek | None  # None for graph-native sources, and when the findings of an earlier peek were reused
     cost: Cost | None = None  # what producing the peeked elements cost (None: graph-native)
+    detach: bool = False  # the source returned one buffer again and again: copy each element as it is made
 
     @property
     def seconds_per_element(self) -> float:
@@ -90,7 +91,7 @@ def plan(
         found = (
             None
             if peeked is None
-            else sources.Found(Inference(spec), *peeked.steady())
+            else sources.Found(Inference(spec), *peeked.steady(), reused_memory=peeked.reused_memory)
         )
         out_spec = spec if isinstance(spec, Spec) else Spec.from_signature(spec, batched=src.batched)
         if out_spec.batched != src.batched:
@@ -115,7 +116,29 @@ def plan(
             queued_s=found.queued_s,
             length=src.length(),
         )
-    return Plan(src, out_spec, inference, _choose(src, options, cost, out_spec, source), options, peeked, cost)
+    choice = _choose(src, options, cost, out_spec, source)
+    detach = found is not None and found.reused_memory
+    if detach and choice.name == "thread":
+        choice = _one_buffer(src, options, choice)
+    return Plan(src, out_spec, inference, choice, options, peeked, cost, detach)
+
+
+def _one_buffer(src: Source, options: ExecutorOptions, choice: Choice) -> Choice:
+    """Threads for a source that fills one buffer for every element: auto reads it in one thread instead; a
+    thread executor asked for is kept, with a warning (the threads would fill the buffer at once)."""
+    what = (
+        f"{src.name} returns the same buffer (or views of it) for every element, filling it again for the next: "
+        "tfbridge copies each element as it is made"
+    )
+    if options.name == "auto":
+        return Choice("serial", 1, f"{what}, and reads it in one thread (threads would fill the buffer at once)")
+    msg = (
+        f"{what}, but with executor='thread' several threads fill that buffer at once, and elements get each "
+        "other's values.\nHint: return a new array for each element (e.g. np.array(self.buffer) or a fresh "
+        "np.empty per call), or use executor='serial' or 'process' (each worker process has its own buffer)."
+    )
+    warnings.warn(msg, TfBridgeWarning, stacklevel=find_stacklevel())
+    return choice
 
 
 def _choose(src: Source, options: ExecutorOptions, cost: Cost | None, spec: Spec, obj: Any = None) -> Choice:
@@ -334,6 +357,7 @@ def build(
                 seconds_per_element=p.seconds_per_element,
                 bytes_per_element=p.bytes_per_element,
                 warm=not rebuildable,
+                detach=p.detach,
             )
         )
     except BaseException:

@@ -175,7 +175,8 @@ def examine(
             return src, found, None
     peeked = src.peek(n) if src.native_route is None else None
     inference = src.infer(n, peeked)
-    found = _memo.Found(inference, *(peeked.steady() if peeked is not None else (0.0, 0.0, 0, 0, 0.0)))
+    costs = peeked.steady() if peeked is not None else (0.0, 0.0, 0, 0, 0.0)
+    found = _memo.Found(inference, *costs, reused_memory=peeked is not None and peeked.reused_memory)
     if memo:
         _memo.remember(obj, key, found)
     return src, found, peeked

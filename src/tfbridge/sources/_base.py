@@ -37,6 +37,8 @@ class Peek:
     queued_s: float = 0.0  # of wall_s, the time the reading thread was ready to run but waited for a core
     costs: list[tuple[float, float, float, int]] = field(default_factory=list)  # per element: wall, cpu, queued, bytes
     again: tuple[float, float, float] | None = None  # big elements: one made again in reused memory (wall, cpu, queued)
+    # an element's arrays lay in the memory of an earlier one's: the source fills one buffer again and again
+    reused_memory: bool = False
 
     @property
     def count(self) -> int:
@@ -93,6 +95,9 @@ class BuildPlan:
     seconds_per_element: float = 0.0  # measured in the peek (chunking reads it)
     bytes_per_element: float = 0.0
     errors: list[BaseException] | None = None  # a failing pass ends early and leaves its error here
+    # the peek saw the source return one buffer again and again: each element is copied as it is made, as
+    # tfbridge (and TensorFlow's prefetch) hold elements while the next ones are made
+    detach: bool = False
     # start worker processes now (a dataset pad_batch may build again instead, or materialize's, waits: False)
     warm: bool = True
 
@@ -283,11 +288,14 @@ def timed(produce: Callable[[int], Any], indices: Sequence[int], *, again: bool 
     out = Peek()
     collecting = gc.isenabled()
     gc.disable()  # a collection's pause (and the finalizers it runs) is not the source's cost
+    seen: list[Any] = []  # the arrays of the samples so far (held by the samples)
     try:
         for i in indices:
             cost, element = _timed_one(produce, i)
             if cost is None:
                 break
+            out.reused_memory = out.reused_memory or overlaps(element, seen)
+            seen += arrays_of(element)
             out.wall_s += cost[0]
             out.cpu_s += cost[1]
             out.queued_s += cost[2]
@@ -305,6 +313,33 @@ def timed(produce: Callable[[int], Any], indices: Sequence[int], *, again: bool 
         if collecting:
             gc.enable()
     return out
+
+
+def arrays_of(element: Any) -> list[Any]:
+    """The numpy arrays (not empty) of ``element``'s fields."""
+    import numpy as np
+
+    return [v for v in _nest.flatten(element)[0] if type(v) is np.ndarray and v.size]
+
+
+def overlaps(element: Any, seen: list[Any]) -> bool:
+    """Whether an array of ``element`` may lie in the memory of one in ``seen`` (arrays of elements made before,
+    still alive). A source that fills one buffer and returns it (or views of it) for every element does this:
+    each element overwrites the one before."""
+    import numpy as np
+
+    return any(np.may_share_memory(a, b) for a in arrays_of(element) for b in seen)
+
+
+def detached(element: Any) -> Any:
+    """``element`` with each numpy array copied: what it holds stays as it is when its source fills the same
+    buffer for the next element."""
+    import numpy as np
+
+    leaves, treespec = _nest.flatten(element)
+    if not any(type(v) is np.ndarray for v in leaves):
+        return element
+    return _nest.unflatten(treespec, [v.copy() if type(v) is np.ndarray else v for v in leaves])
 
 
 def _timed_one(produce: Callable[[int], Any], i: int) -> tuple[tuple[float, float, float, int] | None, Any]:

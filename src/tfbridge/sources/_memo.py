@@ -27,6 +27,7 @@ class Found:
     count: int
     nbytes: int
     queued_s: float = 0.0
+    reused_memory: bool = False  # the source returned one buffer again and again (Peek.reused_memory)
 
 
 _MEMO: dict[int, tuple[weakref.ref[Any], dict[tuple[Hashable, Hashable], Found]]] = {}

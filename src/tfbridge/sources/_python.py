@@ -19,7 +19,7 @@ from tfbridge import _chunks, _nest
 from tfbridge._checks import find_stacklevel
 from tfbridge.errors import TfBridgeError, TfBridgeWarning
 from tfbridge.executors._base import STALL
-from tfbridge.sources._base import BuildPlan, Runner, Task, TfDataEpochs, call_user
+from tfbridge.sources._base import BuildPlan, Runner, Task, TfDataEpochs, call_user, detached
 from tfbridge.validate import Conformer, to_tensors
 
 POSITIONED = True  # False: every Python source through from_generator, as before the index-driven route (benchmarks)
@@ -57,11 +57,22 @@ def bucketing_for(plan: BuildPlan, *, stream: bool = False) -> Any:
     )
 
 
-def conformer_for(plan: BuildPlan) -> Conformer:
+class Detaching:
+    """A conformer whose elements own their memory (``BuildPlan.detach``): each array copied once conformed."""
+
+    def __init__(self, conform: Conformer) -> None:
+        self.conform, self.check = conform, conform.check
+
+    def __call__(self, element: Any, index: int | None, rows: Any = None) -> Any:
+        return detached(self.conform(element, index, rows))
+
+
+def conformer_for(plan: BuildPlan) -> Conformer | Detaching:
     """Elements are checked unless validate="none"; ragged and sparse fields always need converting, and dense
-    fields converting to the spec's dtypes (the float cast)."""
+    fields converting to the spec's dtypes (the float cast). Copied too, when the source reuses its buffer."""
     dense = all(leaf.kind == "dense" for _, leaf in plan.spec.fields())
-    return Conformer(plan.spec, finite=plan.finite, check=plan.conform or plan.finite or not dense)
+    conform = Conformer(plan.spec, finite=plan.finite, check=plan.conform or plan.finite or not dense)
+    return Detaching(conform) if plan.detach else conform
 
 
 def from_generator(epochs: Callable[[], Iterator[Any]], plan: BuildPlan, chunk: bool) -> Any:
@@ -296,7 +307,7 @@ class _StreamEpochs:
     def __init__(
         self,
         iterate: Callable[[], Iterator[Any]],
-        conform: Conformer | None,
+        conform: Conformer | Detaching | None,
         timeout: float | None,
         name: str = "the stream",
         one_shot: bool = False,

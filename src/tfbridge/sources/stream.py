@@ -26,10 +26,13 @@ from tfbridge.sources._base import (
     Problems,
     Runner,
     Task,
+    arrays_of,
     call_user,
     check_elements,
     decide_batched,
+    detached,
     infer_from_peek,
+    overlaps,
     timed,
 )
 from tfbridge.sources.labels import split_label
@@ -56,6 +59,9 @@ class _Replay:
             self._strong = it
         self._buffer: list[Any] = []
         self._head = 0  # buffer[head:] are read ahead and not yet delivered
+        # elements are buffered as copies (the iterator may fill one buffer again for the next); whether it did
+        self.reused_memory = False
+        self._previous: list[Any] = []  # the arrays of the element read last, as the iterator gave them
         self._lock = threading.Lock()
 
     def iterator(self) -> Iterator[Any] | None:
@@ -65,9 +71,12 @@ class _Replay:
         it = self.iterator()
         while it is not None and len(self._buffer) - self._head < n:
             try:
-                self._buffer.append(next(it))
+                element = next(it)
             except StopIteration:
                 break
+            self.reused_memory = self.reused_memory or overlaps(element, self._previous)
+            self._previous = arrays_of(element)
+            self._buffer.append(detached(element))
             _PENDING.add(self)
         return len(self._buffer) - self._head
 
@@ -227,7 +236,9 @@ class StreamSource:
                     raise StopIteration
                 return items[i] if self._transform is None else self._transform(items[i])
 
-            return timed(produce, range(n))
+            peeked = timed(produce, range(n))
+            peeked.reused_memory = peeked.reused_memory or replay.reused_memory
+            return peeked
         it = call_user(self._iterate, None)
         try:
             return timed(lambda i: self._one(call_user(next, i, it)), range(n))
