@@ -240,3 +240,35 @@ def test_code_names_inputs_keras_accepts_for_keys_with_a_slash() -> None:
     namespace: dict[str, Any] = {}
     exec(spec.code(), namespace)
     assert namespace["inputs"]["image/encoded"].name == "image_encoded"
+
+
+def test_a_signature_leaf_that_is_no_type_spec_is_named_with_a_hint() -> None:
+    message = (
+        r"cannot take ndarray as a spec leaf: every leaf of a signature is a tf\.TensorSpec, tf\.RaggedTensorSpec "
+        r"or tf\.SparseTensorSpec\. Received: ndarray\(shape=\(3,\), dtype=float64\)\nHint: to read a spec from data, "
+        r"use tb\.infer_spec\(data\)\."
+    )
+    with pytest.raises(tb.TfBridgeError, match=message):
+        tb.Spec.from_signature({"a": np.zeros(3)})
+
+
+def test_a_ragged_spec_of_ragged_rank_0_is_refused_before_anything_runs() -> None:
+    import tensorflow as tf
+
+    class Tokens:
+        def __len__(self) -> int:
+            return 6
+
+        def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+            return {"tok": np.arange(i + 1, dtype=np.int32), "y": np.int32(i)}
+
+    spec = {"tok": tf.RaggedTensorSpec((None,), tf.int32), "y": tf.TensorSpec((), tf.int32)}  # ragged_rank 0
+    message = (
+        r"has ragged_rank 0 \(TensorFlow's default for a rank-1 RaggedTensorSpec\): no dimension of it is ragged, so "
+        r"it stands for a dense tensor\.\nHint: for a field of varying length in single examples use "
+        r"tf\.TensorSpec\(\[None\], tf\.int32\)"
+    )
+    with pytest.raises(tb.TfBridgeError, match=message):
+        tb.to_dataset(Tokens(), spec=spec, batched=False)
+    spec["tok"] = tf.TensorSpec([None], tf.int32)  # as the hint says
+    assert [x["tok"].shape[0] for x in tb.to_dataset(Tokens(), spec=spec, batched=False)] == [1, 2, 3, 4, 5, 6]

@@ -115,18 +115,31 @@ class Spec:
         import tensorflow as tf
 
         def leaf(ts: Any) -> Leaf:
+            if not isinstance(ts, (tf.TensorSpec, tf.RaggedTensorSpec, tf.SparseTensorSpec)):
+                msg = (
+                    f"cannot take {type(ts).__name__} as a spec leaf: every leaf of a signature is a tf.TensorSpec, "
+                    f"tf.RaggedTensorSpec or tf.SparseTensorSpec. Received: {short(ts)}\nHint: to read a spec "
+                    "from data, use tb.infer_spec(data)."
+                )
+                raise TfBridgeError(msg)
             shape = tuple(ts.shape.as_list()) if ts.shape.rank is not None else None
             if shape is None:
                 msg = f"{ts} has unknown rank; a spec needs the rank of every field"
                 raise TfBridgeError(msg)
             if isinstance(ts, tf.RaggedTensorSpec):
+                if ts.ragged_rank == 0:
+                    msg = (
+                        f"{ts} has ragged_rank 0 (TensorFlow's default for a rank-1 RaggedTensorSpec): no dimension of "
+                        "it is ragged, so it stands for a dense tensor.\nHint: for a field of varying length in "
+                        f"single examples use tf.TensorSpec({list(shape)}, tf.{ts.dtype.name}) (pad_batch pads it); "
+                        "for rows of varying length give a rank of 2 or more, e.g. tf.RaggedTensorSpec([None, None], "
+                        f"tf.{ts.dtype.name}, ragged_rank=1)."
+                    )
+                    raise TfBridgeError(msg)
                 return Leaf(shape, ts.dtype.name, "ragged", ts.ragged_rank)
             if isinstance(ts, tf.SparseTensorSpec):
                 return Leaf(shape, ts.dtype.name, "sparse")
-            if isinstance(ts, tf.TensorSpec):
-                return Leaf(shape, ts.dtype.name)
-            msg = f"cannot take {type(ts).__name__} as a spec leaf. Received: {short(ts)}"
-            raise TfBridgeError(msg)
+            return Leaf(shape, ts.dtype.name)
 
         structure = _nest.map_structure(leaf, _nest.normalize(signature))
         if batched is None:
