@@ -780,3 +780,39 @@ def test_a_failing_epoch_hook_is_named_in_the_error(hook: str) -> None:
     assert got == ([] if hook == "on_epoch_begin" else list(range(6))), "the hook runs before or after the elements"
     assert err is not None
     assert f"the source's {hook}(): RuntimeError: cannot reshuffle the index" in str(err)
+
+
+def test_a_failing_on_epoch_end_under_fit_is_said_in_a_warning() -> None:
+    """fit stops at the epoch's known length and never asks for the step that raises the hook's error: the
+    warning given when the hook fails is what the user sees."""
+    import warnings
+
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ends = 0
+
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int) -> Any:
+            return np.full((2, 3), i, np.float32), np.zeros(2, np.float32)
+
+        def on_epoch_end(self) -> None:
+            self.ends += 1
+            raise RuntimeError("cannot reshuffle the index")
+
+    source = Batches()
+    ds = tb.to_dataset(source, executor="serial")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(ds, epochs=2, verbose=0)
+    said = [str(w.message) for w in caught if issubclass(w.category, tb.TfBridgeWarning)]
+    assert source.ends == 2
+    assert len(said) == 2, said
+    assert said[0].startswith("the source's on_epoch_end(): RuntimeError: cannot reshuffle the index")
+    assert "a loop that stops at the epoch's length, as Keras's fit does, never asks for that step" in said[0]

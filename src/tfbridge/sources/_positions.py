@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
+import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tfbridge import _chunks, _nest
-from tfbridge.errors import SourceError, TfBridgeError
+from tfbridge.errors import SourceError, TfBridgeError, TfBridgeWarning
 from tfbridge.executors._base import STALL
 from tfbridge.sources._base import _RAISED_HERE as RAISED_HERE
 from tfbridge.sources._base import _RAISED_IN_TF_DATA as RAISED_IN_TF_DATA
@@ -179,10 +180,7 @@ class Passes:
         if not group and error is None:  # the end of the pass
             self._drop(p, None)
             if self.feed.count is None or p.position == self.feed.count:
-                try:
-                    self.feed.end()
-                except Exception as exc:
-                    self._fail(key, exc, p.position)
+                self._end_hook(key, p.position)
             return self._empty(key)
         if error is not None:
             self._drop(p, error)
@@ -215,10 +213,7 @@ class Passes:
         if batch is None:  # the end of the pass (and of the partial batches)
             self._drop(p, p.error)
             if p.error is None and (self.feed.count is None or p.position == self.feed.count):
-                try:
-                    self.feed.end()
-                except Exception as exc:
-                    self._fail(key, exc, p.position)
+                self._end_hook(key, p.position)
             return self._empty(key)
         with self.lock:
             p.busy = False
@@ -234,6 +229,9 @@ class Passes:
             error = self.failed.pop(key, None)
         if error is None:
             return np.asarray(False)
+        return self._raise(error)
+
+    def _raise(self, error: BaseException) -> np.ndarray:
         if self.collect is not None:  # materialize raises it itself (Dataset.save hangs on an input's error)
             self.collect.append(error)
             return np.asarray(False)
@@ -327,6 +325,20 @@ class Passes:
             opened.close()
             raise
         return opened
+
+    def _end_hook(self, key: tuple[int, int], at: int) -> None:
+        """The source's on_epoch_end, after the whole pass ``key``. Its error is raised by the step after the
+        pass's last element, and said at once in a warning: Keras's fit stops at an epoch's known length and never
+        asks for that step (nor does anything that takes a set number of steps)."""
+        try:
+            self.feed.end()
+        except Exception as exc:
+            self._fail(key, exc, at)
+            msg = (
+                f"{exc}\n(raised by the dataset's step after the epoch's last element: a loop that stops at the "
+                "epoch's length, as Keras's fit does, never asks for that step)"
+            )
+            warnings.warn(msg, TfBridgeWarning, stacklevel=2)
 
     def _drop(self, p: _Pass, error: BaseException | None) -> None:
         """End ``p``: at its end (``error`` None) or at ``error``, raised by the step after this one."""
