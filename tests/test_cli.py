@@ -825,3 +825,22 @@ def test_service_dispatcher_on_a_taken_port_exits_1_naming_the_port(project: Pat
     assert result.stdout == ""
     assert f"tfbridge: TfBridgeError: port {port} is already in use on this machine." in result.stderr
     assert "Hint: pick another port, or port 0 for any free one." in result.stderr
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``tfbridge inspect ... --json | head -c 100``: the reader goes away with most of the output unwritten
+    (more than a pipe holds); the command ends with status 0 and no traceback."""
+    (tmp_path / "wide.py").write_text(
+        "import numpy as np\ndata = {f'feature_{i}': np.zeros((10, 3)) for i in range(200)}\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(
+        [str(_CONSOLE_SCRIPT), "inspect", "wide.py:data", "--json"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.read(100).startswith(b"{")
+    proc.stdout.close()  # as head does, before the command has written it all
+    _, err = proc.communicate(timeout=_TIMEOUT_S)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err, err.decode()

@@ -683,7 +683,13 @@ def main(argv: list[str] | None = None) -> int:
     shown = warnings.formatwarning
     warnings.formatwarning = _warnings_shown_by(shown)
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, where a reader that went away (``| head``) is caught below
+        return code
+    except BrokenPipeError:  # the reader of our output stopped reading: nothing left to say, quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush at exit would fail again
+        return 0
     except TargetError as exc:
         print(f"tfbridge: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
