@@ -846,3 +846,22 @@ def test_tf_data_source_with_a_narrowing_spec_is_refused_not_wrapped() -> None:
         tb.to_dataset(floats, spec=tb.Spec.from_signature(tf.TensorSpec((2,), tf.int32), batched=False))
     widened = tb.to_dataset(ds, spec=tb.Spec.from_signature(tf.TensorSpec((3,), tf.float64), batched=False))
     assert next(iter(widened)).numpy().tolist() == [1.0, 300.0, -200.0]
+
+
+def test_a_tf_data_element_that_breaks_a_given_spec_is_named_by_index_field_and_shapes() -> None:
+    import tensorflow as tf
+
+    source = tf.data.Dataset.range(6).map(lambda i: {"tok": tf.range(tf.where(i == 3, 4, 3), dtype=tf.int64), "y": i})
+    spec = {"tok": tf.TensorSpec((3,), tf.int64), "y": tf.TensorSpec((), tf.int64)}
+    ds = tb.to_dataset(source, spec=spec, batched=False)
+    got = []
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        for element in ds:
+            got.append(int(element["y"]))
+    assert got == [0, 1, 2], "the elements before it are delivered"
+    text = str(info.value)
+    assert "SpecMismatchError: element] [3] [at x[" in text and "tok" in text
+    assert "expected shape (3,), got shape] [4]" in text
+    from tfbridge.service import python_ops
+
+    assert python_ops(ds) == [], "the check is an assertion in the graph: the dataset can still be distributed"
