@@ -141,3 +141,18 @@ def test_datasets_of_datasets_are_refused_with_a_way_out() -> None:
     with pytest.raises(tb.TfBridgeError, match=r"the elements of this dataset are datasets themselves.*\nHint: turn "
                        r"each window into a tensor first, e\.g\. ds\.window\(n\)\.flat_map"):
         tb.infer_spec(tf.data.Dataset.range(8).window(2))
+
+
+def test_mixes_of_batched_datasets_are_batched_and_mixes_of_examples_are_not() -> None:
+    rows = tf.data.Dataset.from_tensor_slices(np.random.rand(40, 4).astype("float32"))
+    batches = rows.batch(8)
+    order = tf.data.Dataset.range(2).repeat(3)
+    for mixed in (
+        tf.data.Dataset.sample_from_datasets([batches, batches.map(lambda x: x * 2)], seed=1),
+        tf.data.Dataset.choose_from_datasets([batches, batches], order),
+    ):
+        assert _no_warning(lambda mixed=mixed: tb.infer_spec(mixed)).batched
+        assert tb.keras_inputs(mixed).shape == (None, 4)
+    examples = tf.data.Dataset.sample_from_datasets([rows, rows], seed=1)
+    assert not _no_warning(lambda: tb.infer_spec(examples)).batched
+    assert tb.keras_inputs(examples).shape == (None, 4)

@@ -25,6 +25,8 @@ def test_pipeline_inputs_are_read_through_every_kind_of_step() -> None:
     assert len(_tf.dataset_inputs(zipped)) == 2
     joined = batched.concatenate(batched)
     assert _tf.dataset_inputs(joined) == [batched, batched]
+    mixed = tf.data.Dataset.sample_from_datasets([batched, joined], seed=1)  # the selector is not an input
+    assert _tf.dataset_inputs(mixed) == [batched, joined]
     assert _tf.dataset_inputs(base) == []
 
 

@@ -137,6 +137,8 @@ def dataset_inputs(node: Any) -> list[Any]:
             return list(_nest.flatten(_nest.normalize(node._datasets))[0])
         if kind == "_ConcatenateDataset":
             return [node._input_dataset, node._dataset_to_concatenate]
+        if kind == "_DirectedInterleaveDataset":  # sample_from_datasets, choose_from_datasets: the data (no selector)
+            return list(node._data_inputs)
         inner = getattr(node, "_input_dataset", None)
     except AttributeError as exc:
         raise changed(f"the inputs of tf.data's {kind}", exc) from None

@@ -57,7 +57,8 @@ def pipeline_batched(dataset: Any) -> bool | None:
             return True
         if kind in _tf.EXAMPLE_SOURCE_DATASETS:
             return False
-        if kind in ("_ZipDataset", "_ConcatenateDataset"):  # batched when every part is
+        # batched when every part is (zip, concatenate; sample_from_datasets and choose_from_datasets mix them)
+        if kind in ("_ZipDataset", "_ConcatenateDataset", "_DirectedInterleaveDataset"):
             parts = [pipeline_batched(d) for d in _tf.dataset_inputs(node)]
             if parts and all(p is True for p in parts):
                 return True
