@@ -272,3 +272,20 @@ def test_a_ragged_spec_of_ragged_rank_0_is_refused_before_anything_runs() -> Non
         tb.to_dataset(Tokens(), spec=spec, batched=False)
     spec["tok"] = tf.TensorSpec([None], tf.int32)  # as the hint says
     assert [x["tok"].shape[0] for x in tb.to_dataset(Tokens(), spec=spec, batched=False)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_code_keeps_namedtuples_so_its_signature_equals_the_spec() -> None:
+    pair = collections.namedtuple("pair", ["image", "meta"])
+    other = collections.namedtuple("pair", ["a"])  # another type of the same name
+    element = (pair(np.zeros((8, 8, 3), np.float32), other(np.zeros(2, np.int64))), np.int64(1))
+    spec = tb.infer_spec([element] * 3, batched=False)
+    code = spec.code()
+    assert "pair = collections.namedtuple('pair', ['image', 'meta'])" in code
+    assert "pair_2 = collections.namedtuple('pair', ['a'])" in code
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # noqa: S102  (the code spec.code() writes, run as a user would)
+    signature = namespace["output_signature"]
+    assert signature == spec.signature
+    assert type(signature[0]).__name__ == "pair" and signature[0]._fields == ("image", "meta")
+    assert signature[0].meta._fields == ("a",)
+    assert namespace["inputs"].image.shape == (None, 8, 8, 3)
