@@ -283,7 +283,7 @@ def test_code_keeps_namedtuples_so_its_signature_equals_the_spec() -> None:
     assert "pair = collections.namedtuple('pair', ['image', 'meta'])" in code
     assert "pair_2 = collections.namedtuple('pair', ['a'])" in code
     namespace: dict[str, Any] = {}
-    exec(code, namespace)  # noqa: S102  (the code spec.code() writes, run as a user would)
+    exec(code, namespace)  # the code spec.code() writes, run as a user would
     signature = namespace["output_signature"]
     assert signature == spec.signature
     assert type(signature[0]).__name__ == "pair" and signature[0]._fields == ("image", "meta")

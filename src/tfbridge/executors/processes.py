@@ -45,7 +45,7 @@ import time
 import types
 import weakref
 from collections import ChainMap, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, ClassVar, cast
 
@@ -571,7 +571,7 @@ class _Pool:
         n = self.sizes.get(index, 1) if index is not None else 1
         return f"element {index}" if n == 1 else f"element {index} or one of the {n - 1} sent with it"
 
-    def run(self, order: Sequence[int], stall_s: float | None = None) -> Iterator[Any]:
+    def run(self, order: Sequence[int], stall_s: float | None = None) -> Generator[Any, None, None]:
         self.used = True
         results: dict[int, Any] = {}
         submitted = 0
