@@ -687,14 +687,27 @@ _ALLOWED_NAMES = {"tf", "keras", "output_signature", "inputs"}
 
 
 def check_generated_code(code: str) -> None:
-    """spec.code() imports keras and tensorflow, and only calls the spec and Input constructors."""
-    for node in ast.walk(ast.parse(code)):
+    """spec.code() imports keras and tensorflow (and collections, for namedtuples), and only calls the spec and
+    Input constructors, collections.namedtuple with constant arguments, and the namedtuple types it so defines."""
+    tree = ast.parse(code)
+    defined = {
+        target.id
+        for node in tree.body
+        if isinstance(node, ast.Assign) and ast.unparse(node.value).startswith("collections.namedtuple(")
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
+    for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            assert ast.unparse(node) in ("import keras", "import tensorflow as tf"), ast.unparse(node)
+            allowed = ("import keras", "import tensorflow as tf", "import collections")
+            assert ast.unparse(node) in allowed, ast.unparse(node)
         elif isinstance(node, ast.Call):
-            assert ast.unparse(node.func) in _ALLOWED_CALLS, ast.unparse(node)
+            called = ast.unparse(node.func)
+            assert called in _ALLOWED_CALLS | defined | {"collections.namedtuple"}, ast.unparse(node)
+            if called == "collections.namedtuple":
+                assert all(isinstance(a, (ast.Constant, ast.List)) for a in node.args), ast.unparse(node)
         elif isinstance(node, ast.Name):
-            assert node.id in _ALLOWED_NAMES, node.id
+            assert node.id in _ALLOWED_NAMES | defined | {"collections"}, node.id
         else:
             assert not isinstance(node, (ast.Lambda, ast.Subscript, ast.JoinedStr)), ast.unparse(node)
 

@@ -117,3 +117,12 @@ def test_label_on_a_spec_that_is_not_dict_shaped_says_the_keras_split_applies() 
         tb.keras_inputs(spec, label="y")
     with pytest.raises(tb.TfBridgeError, match=r"label column\(s\) \['nope'\] not found.*\['age'\]"):
         tb.keras_inputs(tb.infer_spec({"age": np.ones(3)}), label="nope")
+
+
+def test_fields_in_a_tuple_under_one_key_are_named_by_their_positions() -> None:
+    rows = np.zeros((10, 2), np.float32)
+    inputs = tb.keras_inputs(({"a": (rows[:, 0], rows)}, rows[:, 0]))
+    assert [t.name for t in inputs["a"]] == ["a_0", "a_1"]
+    assert tb.keras_inputs(({"a": (rows,), "b": rows}, rows[:, 0]))["a"][0].name == "a", "one field: its key"
+    with pytest.raises(tb.TfBridgeError, match=r"two feature fields would both be named 'a_0' as Keras inputs: "):
+        tb.keras_inputs(({"a": (rows, rows), "a_0": rows}, rows[:, 0]))

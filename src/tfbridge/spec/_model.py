@@ -248,12 +248,25 @@ def add_batch_axis(spec: Spec) -> Spec:
 def input_names(features: Any) -> list[str | None]:
     """The Keras input name of every feature field, in flattening order: the dict keys on its path joined with
     "_" ("/" becomes "_": Keras refuses it, and TFRecord keys such as "image/encoded" are common); None for a
-    field reached through no dict key. Two fields with one name are an error naming both."""
+    field reached through no dict key. Fields under one key in a tuple or list add their positions ("a_0",
+    "a_1"). Two fields with one name are an error naming both."""
     paths, _, _ = _nest.flatten_with_paths(features)
+
+    def joined(path: tuple[Any, ...], positions: bool) -> str | None:
+        """The keys on ``path``; with ``positions``, the tuple positions after its first key too (a tuple or list
+        of several fields under one key: "a_0", "a_1")."""
+        first = next((k for k, key in enumerate(path) if isinstance(key, str)), None)
+        if first is None:
+            return None
+        kept = [str(key) for k, key in enumerate(path) if isinstance(key, str) or (positions and k > first)]
+        return "_".join(kept).replace("/", "_")
+
+    base = [joined(path, False) for path in paths]
+    shared = {name for name in base if name is not None and base.count(name) > 1}
     names: list[str | None] = []
     seen: dict[str, Any] = {}
-    for path in paths:
-        name = "_".join(str(k) for k in path if isinstance(k, str)).replace("/", "_") or None
+    for path, plain in zip(paths, base, strict=True):
+        name = joined(path, True) if plain in shared else plain
         if name is not None:
             if name in seen:
                 first = _nest.format_path(seen[name], features)
