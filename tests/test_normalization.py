@@ -149,3 +149,12 @@ def test_unbatched_variable_length_examples_need_no_padding() -> None:
     everything = np.concatenate(rows)
     _close(layer.mean, everything.mean(0))
     _close(layer.variance, everything.var(0))
+
+
+def test_a_dict_left_with_one_feature_after_label_needs_no_path() -> None:
+    rng = np.random.default_rng(0)
+    values = rng.normal(3.0, 2.0, (64, 4)).astype(np.float32)
+    layer = tb.adapt_normalization({"a": values, "y": np.arange(64)}, label="y")
+    np.testing.assert_allclose(np.asarray(layer.mean).reshape(-1), values.astype(np.float64).mean(axis=0), rtol=1e-5)
+    with pytest.raises(tb.TfBridgeError, match=r"the features are a dict with \['a', 'b'\]; say which one"):
+        tb.adapt_normalization({"a": values, "b": values, "y": np.arange(64)}, label="y")

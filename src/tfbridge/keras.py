@@ -285,6 +285,9 @@ def _warn_non_finite(path: str | None, element: int, values: int, batched: bool,
 
 def _feature_selector(element: Any, path: str | None) -> Any:
     features = _nest.keras_split(_nest.normalize(element))[0]
+    if path is None and isinstance(features, dict) and len(features) == 1:  # one feature left (label= split off)
+        (only,) = features
+        return lambda e: _nest.keras_split(e)[0][only]
     if path is None:
         if isinstance(features, (tuple, list, dict)):
             keys = sorted(features) if isinstance(features, dict) else list(range(len(features)))
