@@ -860,8 +860,13 @@ def test_a_tf_data_element_that_breaks_a_given_spec_is_named_by_index_field_and_
             got.append(int(element["y"]))
     assert got == [0, 1, 2], "the elements before it are delivered"
     text = str(info.value)
-    assert "SpecMismatchError: element] [3] [at x[" in text and "tok" in text
+    assert "SpecMismatchError: an element at x[" in text and "tok" in text
     assert "expected shape (3,), got shape] [4]" in text
+    rank = tf.data.Dataset.range(4).map(
+        lambda i: tf.py_function(lambda v: np.zeros((2, 3) if int(v) != 2 else (3,)), [i], tf.float64)
+    )  # unknown rank: element 2 has one axis fewer than the spec
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"expected shape \(2, 3\), got shape\] \[3\]"):
+        list(tb.to_dataset(rank, spec=tf.TensorSpec((2, 3), tf.float64), batched=False))
     from tfbridge.service import python_ops
 
     assert python_ops(ds) == [], "the check is an assertion in the graph: the dataset can still be distributed"

@@ -127,3 +127,29 @@ def test_a_generator_function_filling_one_buffer_keeps_every_element() -> None:
         warnings.simplefilter("ignore", tb.TfBridgeWarning)
         got = _firsts(tb.to_dataset(lambda: _filled(20)))
     assert [row[0] for row in got] == [float(i) for i in range(20)]
+
+
+def test_views_that_nothing_overwrites_are_not_taken_for_one_buffer() -> None:
+    big = np.asfortranarray(np.arange(400.0).reshape(100, 4))  # rows of a Fortran-ordered array: interleaved
+    mask = np.ones(4, np.float32)
+
+    class Views:
+        def __len__(self) -> int:
+            return 100
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return big[i], big[:, i % 4], mask  # a row, a column, one constant array for all
+
+    assert not pipeline.plan(Views(), batched=False).detach
+    assert not pipeline.plan(lambda: ((big[i], mask) for i in range(100)), batched=False).detach
+
+
+def test_a_one_shot_iterator_of_fresh_arrays_is_buffered_without_copies() -> None:
+    arrays = [np.full(3, i, np.float32) for i in range(10)]
+    stream = iter(arrays)
+    assert tb.validate(stream, tb.infer_spec(iter(arrays), batched=False)) == 10
+    from tfbridge.sources.stream import _REPLAYS
+
+    replay = _REPLAYS.get(id(stream))
+    assert replay is not None and not replay.reused_memory
+    assert all(a is b for a, b in zip(replay._buffer, arrays, strict=True)), "the arrays themselves are kept"

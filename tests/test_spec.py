@@ -264,14 +264,24 @@ def test_a_ragged_spec_of_ragged_rank_0_is_refused_before_anything_runs() -> Non
 
     spec = {"tok": tf.RaggedTensorSpec((None,), tf.int32), "y": tf.TensorSpec((), tf.int32)}  # ragged_rank 0
     message = (
-        r"has ragged_rank 0 \(TensorFlow's default for a rank-1 RaggedTensorSpec\): no dimension of it is ragged, so "
-        r"it stands for a dense tensor\.\nHint: for a field of varying length in single examples use "
-        r"tf\.TensorSpec\(\[None\], tf\.int32\)"
+        r"the spec's x\['tok'\] is a RaggedTensorSpec of ragged_rank 0 \(TensorFlow's default for rank 1\): no "
+        r"dimension of it is ragged, so it stands for a dense tensor\.\nHint: for a field of varying length in "
+        r"single examples use tf\.TensorSpec\(\[None\], tf\.int32\)"
     )
     with pytest.raises(tb.TfBridgeError, match=message):
         tb.to_dataset(Tokens(), spec=spec, batched=False)
     spec["tok"] = tf.TensorSpec([None], tf.int32)  # as the hint says
     assert [x["tok"].shape[0] for x in tb.to_dataset(Tokens(), spec=spec, batched=False)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_tf_data_dataset_of_ragged_rows_keeps_its_own_ragged_rank_0_spec() -> None:
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(tf.ragged.constant([[1, 2], [3], [4, 5, 6]]))
+    assert ds.element_spec.ragged_rank == 0  # TensorFlow's own spec for these rows
+    assert tb.infer_spec(ds).signature == ds.element_spec
+    for given in (None, ds.element_spec):
+        assert [len(x) for x in tb.to_dataset(ds, spec=given)] == [2, 1, 3]
 
 
 def test_code_keeps_namedtuples_so_its_signature_equals_the_spec() -> None:
@@ -280,8 +290,8 @@ def test_code_keeps_namedtuples_so_its_signature_equals_the_spec() -> None:
     element = (pair(np.zeros((8, 8, 3), np.float32), other(np.zeros(2, np.int64))), np.int64(1))
     spec = tb.infer_spec([element] * 3, batched=False)
     code = spec.code()
-    assert "pair = collections.namedtuple('pair', ['image', 'meta'])" in code
-    assert "pair_2 = collections.namedtuple('pair', ['a'])" in code
+    assert "pair = collections.namedtuple('pair', ['image', 'meta'], rename=True)" in code
+    assert "pair_2 = collections.namedtuple('pair', ['a'], rename=True)" in code
     namespace: dict[str, Any] = {}
     exec(code, namespace)  # the code spec.code() writes, run as a user would
     signature = namespace["output_signature"]

@@ -94,6 +94,8 @@ def plan(
             else sources.Found(Inference(spec), *peeked.steady(), reused_memory=peeked.reused_memory)
         )
         out_spec = spec if isinstance(spec, Spec) else Spec.from_signature(spec, batched=src.batched)
+        if src.native_route is None:
+            _refuse_ragged_rank_0(out_spec)
         if out_spec.batched != src.batched:
             msg = (
                 f"the spec says batched={out_spec.batched} but the source {src.name} is taken as "
@@ -121,6 +123,22 @@ def plan(
     if detach and choice.name == "thread":
         choice = _one_buffer(src, options, choice)
     return Plan(src, out_spec, inference, choice, options, peeked, cost, detach)
+
+
+def _refuse_ragged_rank_0(spec: Spec) -> None:
+    """A RaggedTensorSpec of ragged_rank 0 (TensorFlow's default at rank 1) given for a Python source: no axis of
+    it is ragged, so tfbridge could make no ragged value of it (tf.data's own datasets of one may keep theirs)."""
+    for path, leaf in spec.fields():
+        if leaf.kind == "ragged" and leaf.ragged_rank == 0:
+            shape = list(leaf.shape)
+            msg = (
+                f"the spec's {path} is a RaggedTensorSpec of ragged_rank 0 (TensorFlow's default for rank 1): no "
+                "dimension of it is ragged, so it stands for a dense tensor.\nHint: for a field of varying length "
+                f"in single examples use tf.TensorSpec({shape}, tf.{leaf.dtype}) (pad_batch pads it); for rows of "
+                f"varying length give a rank of 2 or more, e.g. tf.RaggedTensorSpec([None, None], tf.{leaf.dtype}, "
+                "ragged_rank=1)."
+            )
+            raise TfBridgeError(msg)
 
 
 def _one_buffer(src: Source, options: ExecutorOptions, choice: Choice) -> Choice:

@@ -37,8 +37,8 @@ class Executor(Protocol):
     def imap(
         self, task: Task, indices: Sequence[int], stall_s: float | None = None, *, seeds: tuple[int, int] | None = None
     ) -> Iterator[Any]:
-        """``task(i)`` for ``i`` in ``indices``, in that order; with ``stall_s``, also ``STALL`` when the next
-        element has kept the consumer waiting that long (executors that make elements in the consumer's own
+        """``task(i)`` for ``i`` in ``indices``, in that order; with ``stall_s``, also ``STALL`` each time the next
+        element has kept the consumer waiting that long again (executors that make elements in the consumer's own
         thread never do). ``seeds``: the pass's (seed, epoch), from which worker processes seed each element's
         random draws with its index (by default the executor's seed and its own count of passes)."""
         ...

@@ -614,8 +614,8 @@ class _Pool:
                 waiting_since, stalled = time.monotonic(), stall_s is None
                 while index not in results:
                     if not stalled and time.monotonic() - waiting_since >= cast(float, stall_s):
-                        stalled = True
-                        yield STALL  # the consumer may deliver what it holds while this element is made
+                        yield STALL  # the consumer may deliver what it holds (or step out) while this element is made
+                        waiting_since = time.monotonic()  # and again after as long, while it is not ready
                     if self.exiting:
                         return
                     for w, error in dead.items():

@@ -122,8 +122,8 @@ class RayExecutor:
                     break
             while pending:
                 index, ref = pending[0]
-                if stall_s is not None and not ray.wait([ref], timeout=stall_s)[0]:
-                    yield STALL  # the consumer may deliver what it holds while this element is made
+                while stall_s is not None and not ray.wait([ref], timeout=stall_s)[0]:
+                    yield STALL  # the consumer may deliver what it holds (or step out) while this element is made
                 value = self._fetch(ray, index, ref)
                 pending.popleft()
                 for i in todo:

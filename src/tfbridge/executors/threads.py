@@ -61,7 +61,7 @@ class ThreadExecutor:
         submitted = 0
         try:
             for position, index in enumerate(order):
-                stalled = stall_s is None  # say STALL at most once per element waited for
+                stalled = stall_s is None  # else STALL every stall_s while this element is waited for
                 while True:
                     with cond:
                         while submitted < len(order) and submitted < position + self.in_flight:
@@ -84,8 +84,7 @@ class ThreadExecutor:
                             ok, value = done.pop(position)
                             started.pop(position, None)
                             break
-                    stalled = True
-                    yield STALL  # the consumer may deliver what it holds while this element is made
+                    yield STALL  # the consumer may deliver what it holds (or step out) while this element is made
                 if not ok:
                     raise value
                 yield value

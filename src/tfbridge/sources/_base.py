@@ -288,14 +288,14 @@ def timed(produce: Callable[[int], Any], indices: Sequence[int], *, again: bool 
     out = Peek()
     collecting = gc.isenabled()
     gc.disable()  # a collection's pause (and the finalizers it runs) is not the source's cost
-    seen: list[Any] = []  # the arrays of the samples so far (held by the samples)
+    seen: list[tuple[Any, bytes]] = []  # the arrays of the samples so far (held by them), as they were made
     try:
         for i in indices:
             cost, element = _timed_one(produce, i)
             if cost is None:
                 break
-            out.reused_memory = out.reused_memory or overlaps(element, seen)
-            seen += arrays_of(element)
+            out.reused_memory = out.reused_memory or overwritten(element, seen)
+            seen += [(a, _fingerprint(a)) for a in arrays_of(element)]
             out.wall_s += cost[0]
             out.cpu_s += cost[1]
             out.queued_s += cost[2]
@@ -322,13 +322,30 @@ def arrays_of(element: Any) -> list[Any]:
     return [v for v in _nest.flatten(element)[0] if type(v) is np.ndarray and v.size]
 
 
-def overlaps(element: Any, seen: list[Any]) -> bool:
-    """Whether an array of ``element`` may lie in the memory of one in ``seen`` (arrays of elements made before,
-    still alive). A source that fills one buffer and returns it (or views of it) for every element does this:
-    each element overwrites the one before."""
+def _fingerprint(array: Any) -> bytes:
+    """Up to 4,096 of ``array``'s values, spread over it (a copy of them, as bytes)."""
+    if not (array.flags.c_contiguous or array.flags.f_contiguous) and array.ndim:
+        array = array[:: max(1, len(array) // 64)]  # a strided view: a few of its rows, not a copy of it all
+    flat = array.ravel(order="K")  # a view of any contiguous array
+    return bytes(flat[:: max(1, flat.size // 4096)].tobytes())
+
+
+def overwritten(element: Any, seen: list[tuple[Any, bytes]]) -> bool:
+    """Whether making ``element`` changed an array made before it (``seen``: the arrays of earlier elements,
+    still alive, with their fingerprints as they were made) in memory ``element``'s arrays lie in. A source
+    that fills one buffer and returns it (or views of it) for every element does this; views of one array
+    that nothing writes (rows of a big array, a constant mask returned with every element) do not."""
     import numpy as np
 
-    return any(np.may_share_memory(a, b) for a in arrays_of(element) for b in seen)
+    return any(
+        np.may_share_memory(a, b) and _fingerprint(b) != before for a in arrays_of(element) for b, before in seen
+    )
+
+
+def changed(element: Any, copy: Any) -> bool:
+    """Whether an array of ``element`` no longer holds what ``copy`` (made of it with :func:`detached`) holds."""
+    now, then = arrays_of(element), arrays_of(copy)
+    return len(now) != len(then) or any(a.tobytes() != b.tobytes() for a, b in zip(now, then, strict=True))
 
 
 def detached(element: Any) -> Any:

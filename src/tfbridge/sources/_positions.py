@@ -163,7 +163,8 @@ class Passes:
 
     def fetch(self, info: np.ndarray, position: np.ndarray) -> list[Any]:
         """The step at ``position`` of the pass ``info``: [count, *leaves]; count 0 ends the pass, -1 ends it with
-        an error, which :meth:`check` raises."""
+        an error, which :meth:`check` raises, and -2 (NOT_YET) holds nothing yet: the next element keeps the pass
+        waiting, and the step returns to TensorFlow, which asks again at the same position."""
         epoch, nonce, seed, _ = (int(v) for v in info)
         key, at = (epoch, nonce), int(position)
         try:
@@ -172,12 +173,13 @@ class Passes:
             return self._fail(key, exc, at)
         if p is None:  # it failed: this step ends it, with its error
             return self._empty(key)
+        waiting = False
         try:
-            group, error = self._take(p)
+            group, error, waiting = self._take(p)
             p.position += len(group)
         except Exception as exc:
             group, error = [], exc
-        if not group and error is None:  # the end of the pass
+        if not group and error is None and not waiting:  # the end of the pass
             self._drop(p, None)
             if self.feed.count is None or p.position == self.feed.count:
                 self._end_hook(key, p.position)
@@ -190,7 +192,9 @@ class Passes:
                 doomed = p.doomed
             if doomed:  # closed while in this step
                 p.close()
-        return self._encode(group) if group else self._empty(key)
+        if group:
+            return self._encode(group)
+        return self._not_yet() if error is None else self._empty(key)
 
     def fetch_batch(self, info: np.ndarray, position: np.ndarray, members: np.ndarray, fills: np.ndarray) -> list[Any]:
         """The step of a bucketing pass at ``position`` with ``members`` waiting in its buckets (``fills`` of each
@@ -207,6 +211,13 @@ class Passes:
             return self._empty(key)
         try:
             rows = self._next_batch(p)
+            if rows is NOT_YET:  # the next element keeps the pass waiting: back to TensorFlow, same state
+                with self.lock:
+                    p.busy = False
+                    doomed = p.doomed
+                if doomed:
+                    p.close()
+                return self._not_yet(p)
             batch = None if rows is None else self._encode_batch(p, rows)
         except Exception as exc:  # a batch that cannot be made (elements of another structure): the pass ends
             batch, p.error = None, exc
@@ -334,11 +345,12 @@ class Passes:
             self.feed.end()
         except Exception as exc:
             self._fail(key, exc, at)
+            said = str(exc).split("\nHint:")[0]  # its hint points at a traceback a warning does not show
             msg = (
-                f"{exc}\n(raised by the dataset's step after the epoch's last element: a loop that stops at the "
-                "epoch's length, as Keras's fit does, never asks for that step)"
+                f"{said}\n(raised by the dataset's step after the epoch's last element: a loop that stops at the "
+                "epoch's length, as Keras's fit does, never asks for that step, so it is said here too)"
             )
-            warnings.warn(msg, TfBridgeWarning, stacklevel=2)
+            warnings.warn(msg, TfBridgeWarning, stacklevel=1)
 
     def _drop(self, p: _Pass, error: BaseException | None) -> None:
         """End ``p``: at its end (``error`` None) or at ``error``, raised by the step after this one."""
@@ -362,9 +374,9 @@ class Passes:
         while len(self.ended) > _ENDED_KEPT:
             self.ended.popitem(last=False)
 
-    def _take(self, p: _Pass) -> tuple[list[Any], BaseException | None]:
-        """The next elements of ``p``: up to a chunk's worth of small ones, or one; and the error that came after
-        them."""
+    def _take(self, p: _Pass) -> tuple[list[Any], BaseException | None, bool]:
+        """The next elements of ``p``: up to a chunk's worth of small ones, or one; the error that came after
+        them; and whether the next element keeps the pass waiting (then the elements may be none yet)."""
         group: list[list[Any]] = []
         size, started = 0, 0.0
         limit = _chunks.CHUNK_MAX_ELEMENTS if self.feed.chunk else 1
@@ -377,11 +389,9 @@ class Passes:
                 except StopIteration:
                     break
                 except Exception as exc:
-                    return group, exc
-            if element is STALL:
-                if group:
-                    break
-                continue
+                    return group, exc, False
+            if element is STALL:  # what is held goes now (none: the step steps out, asked again)
+                return group, None, True
             leaves = self._leaves(element)
             if group:
                 if size >= _chunks.CHUNK_MAX_BYTES or time.perf_counter() - started >= _chunks.CHUNK_MAX_WAIT_S:
@@ -391,11 +401,11 @@ class Passes:
                 started = time.perf_counter()
             group.append(leaves)
             size += sum(_chunks.nbytes(leaf) for leaf in leaves)
-        return group, None
+        return group, None, False
 
-    def _next_batch(self, p: _Pass) -> list[list[Any]] | None:
+    def _next_batch(self, p: _Pass) -> Any:
         """The leaves of the next batch of a bucketing pass: a bucket that fills, then (every element in) the
-        partial ones; None at the end."""
+        partial ones; None at the end; NOT_YET when the next element keeps the pass waiting."""
         bucketing = self.bucketing
         assert bucketing is not None and p.waiting is not None
         while not p.flushing:
@@ -408,7 +418,7 @@ class Passes:
                 p.error, p.flushing = exc, True
                 break
             if element is STALL:
-                continue
+                return NOT_YET
             leaves = self._leaves(element)
             bucket = bucketing.bucket(leaves)
             p.waiting[bucket].append((p.position, leaves))
@@ -496,6 +506,17 @@ class Passes:
                 out.append(_chunks.stack_column(column))
         return out
 
+    def _not_yet(self, p: _Pass | None = None) -> list[Any]:
+        """A step with nothing in it yet (count -2): TensorFlow asks again at the same place (a bucketing pass's
+        state as ``p`` holds it now: the elements it took wait in their buckets)."""
+        if self.bucketing is not None:
+            assert p is not None
+            members, fills = self._state(p)
+            empty = [_placeholder(spec.dtype, [None, *spec.shape]) for spec in self.specs]
+            return [np.int64(_NOT_YET_COUNT), np.int64(p.position), members, fills, *empty]
+        parts = (_placeholder(dtype, shape) for dtype, shape in _components(self.specs, self.feed.chunk))
+        return [np.int64(_NOT_YET_COUNT), *parts]
+
     def _empty(self, key: tuple[int, int] | None = None) -> list[Any]:
         """The answer that ends a pass: count -1 when the pass ``key`` has an error to raise, else 0."""
         with self.lock:
@@ -505,6 +526,10 @@ class Passes:
             empty = [_placeholder(spec.dtype, [None, *spec.shape]) for spec in self.specs]
             return [count, np.int64(-1), members, fills, *empty]
         return [count, *(_placeholder(dtype, shape) for dtype, shape in _components(self.specs, self.feed.chunk))]
+
+
+NOT_YET = object()  # _next_batch: the next element keeps the pass waiting
+_NOT_YET_COUNT = -2  # a step's count when it holds nothing yet (see Passes.fetch)
 
 
 def _text(values: Any) -> np.ndarray:
@@ -629,7 +654,9 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
             out = tf.numpy_function(calls.fetch, [info, position], types, stateful=True)
             count = tf.ensure_shape(out[0], ())
             parts = [tf.ensure_shape(part, shape) for part, (_, shape) in zip(out[1:], components, strict=True)]
-            return tf.where(count < 0, tf.constant(-1, tf.int64), position + count), (count, tuple(parts))
+            after = tf.where(count < 0, tf.constant(-1, tf.int64), position + count)
+            after = tf.where(tf.equal(count, _NOT_YET_COUNT), position, after)  # nothing yet: asked again there
+            return after, (count, tuple(parts))
 
         def ended() -> tuple[Any, Any]:  # the pass ended with an error, already raised: no Python any more
             return position, (tf.constant(0, tf.int64), tuple(_graph_placeholder(d, s) for d, s in components))
@@ -675,16 +702,17 @@ def positioned_dataset(passes: Passes, signature: Any) -> Any:
         dataset appended for the end instead would make its functions when the pass ends (several ms)."""
 
         def going_on(count: Any, _: Any) -> Any:
-            """Whether the pass goes on: count > 0 (elements) yes, 0 (its end) no, -1 (ended with an error) asks
-            Python, which raises the error there. A ``take_while`` passes the error on as it is (a ``map`` would
-            put TensorFlow's own words before it)."""
+            """Whether the pass goes on: count > 0 (elements) or -2 (nothing yet) yes, 0 (its end) no, -1 (ended
+            with an error) asks Python, which raises the error there. A ``take_while`` passes the error on as it
+            is (a ``map`` would put TensorFlow's own words before it)."""
 
             def ask() -> Any:
                 return tf.ensure_shape(tf.numpy_function(calls.check, [info], tf.bool, stateful=True), ())
 
-            return tf.cond(count < 0, ask, lambda: count > 0)
+            return tf.cond(tf.equal(count, -1), ask, lambda: tf.not_equal(count, 0))
 
-        return steps.take_while(going_on)
+        # a step holding nothing yet (-2) goes on, and is left out before anything is made of it
+        return steps.take_while(going_on).filter(lambda count, _: count > 0)
 
     def one_pass(info: Any) -> Any:
         steps = tf.data.Dataset.from_tensors(0).repeat().scan(info[3], lambda position, _: fetch(info, position))

@@ -25,6 +25,8 @@ from tfbridge.validate import Conformer, to_tensors
 POSITIONED = True  # False: every Python source through from_generator, as before the index-driven route (benchmarks)
 
 
+_STEP_OUT_S = 0.25  # a step waiting this long for one element returns to TensorFlow, to be asked again
+
 class IndexedTask:
     """Produce (and conform) element ``i`` of an indexed object: picklable, for worker processes."""
 
@@ -259,7 +261,9 @@ class _IndexedEpochs:
             order = np.random.default_rng([seed, epoch]).permutation(n) if self.shuffle else range(n)
         if self.shard is not None:  # one permutation for all pipelines (same seed); each takes every k-th
             order = order[self.shard[1] :: self.shard[0]]
-        stall_s = _chunks.CHUNK_MAX_WAIT_S if self.chunk else None
+        # STALL while an element keeps the pass waiting: a chunk's finished elements go, and the pass's step
+        # returns to TensorFlow now and then (an iterator dropped meanwhile is not held up by a slow element)
+        stall_s = _chunks.CHUNK_MAX_WAIT_S if self.chunk else _STEP_OUT_S
         return self.runner.imap(self.task, order[position:], stall_s, seeds=(seed, epoch))
 
     def begin(self) -> None:
@@ -279,7 +283,8 @@ class _IndexedEpochs:
                 yield from _chunks.chunked(results, STALL)
             else:
                 for element in results:
-                    yield to_tensors(element)
+                    if element is not STALL:
+                        yield to_tensors(element)
         self.end()
 
 

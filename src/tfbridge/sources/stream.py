@@ -28,11 +28,11 @@ from tfbridge.sources._base import (
     Task,
     arrays_of,
     call_user,
+    changed,
     check_elements,
     decide_batched,
     detached,
     infer_from_peek,
-    overlaps,
     timed,
 )
 from tfbridge.sources.labels import split_label
@@ -59,9 +59,10 @@ class _Replay:
             self._strong = it
         self._buffer: list[Any] = []
         self._head = 0  # buffer[head:] are read ahead and not yet delivered
-        # elements are buffered as copies (the iterator may fill one buffer again for the next); whether it did
+        # whether the iterator fills one buffer again for each element (then elements are buffered as copies);
+        # until the next element is read, a copy of the last one buffered tells whether reading it changed it
         self.reused_memory = False
-        self._previous: list[Any] = []  # the arrays of the element read last, as the iterator gave them
+        self._check: tuple[int, Any, Any] | None = None  # (its place in the buffer, the element, its copy)
         self._lock = threading.Lock()
 
     def iterator(self) -> Iterator[Any] | None:
@@ -74,11 +75,27 @@ class _Replay:
                 element = next(it)
             except StopIteration:
                 break
-            self.reused_memory = self.reused_memory or overlaps(element, self._previous)
-            self._previous = arrays_of(element)
-            self._buffer.append(detached(element))
+            self._verify_last()
+            if self.reused_memory:
+                self._buffer.append(detached(element))
+            else:
+                self._buffer.append(element)
+                if arrays_of(element):
+                    self._check = (len(self._buffer) - 1, element, detached(element))
             _PENDING.add(self)
         return len(self._buffer) - self._head
+
+    def _verify_last(self) -> None:
+        """After the iterator made another element: whether that changed the one buffered before it (it fills
+        one buffer again); if so, that one is put back as it was, and every later one is buffered as a copy."""
+        if self._check is None:
+            return
+        at, element, copy = self._check
+        self._check = None
+        if not self.reused_memory and changed(element, copy):
+            self.reused_memory = True
+        if self.reused_memory and at < len(self._buffer) and self._buffer[at] is element:
+            self._buffer[at] = copy
 
     def peek(self, n: int) -> list[Any]:
         """The next ``n`` elements (fewer at the end), left in place for whoever reads next."""

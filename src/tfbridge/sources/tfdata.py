@@ -264,23 +264,26 @@ def _fit_to_spec(ds: Any, spec: Spec) -> Any:
             )
             raise SpecMismatchError(msg, path=path, expected=wanted.dtype.name, got=have.dtype.name)
 
-    def fits(index: Any, value: Any, wanted: Any, path: str) -> Any:
-        """``value`` shaped as ``wanted`` says, after a check whose failure names the element, the field, the
-        shape expected and the one it has (an assertion in the graph: no Python, so the dataset can still be
-        distributed)."""
+    def fits(value: Any, wanted: Any, path: str) -> Any:
+        """``value`` shaped as ``wanted`` says, after a check whose failure names the field, the shape expected
+        and the one it has (an assertion in the graph: no Python, so the dataset can still be distributed; no
+        element count either, which would make the pipeline one that tf.data cannot shard by its files)."""
+        rank = wanted.shape.rank
         fixed = [(k, n) for k, n in enumerate(wanted.shape.as_list()) if n is not None]
         actual = tf.shape(value)
-        ok = tf.reduce_all([tf.equal(actual[k], n) for k, n in fixed]) if fixed else tf.constant(True)
+
+        def dims_fit() -> Any:
+            return tf.reduce_all([tf.equal(actual[k], n) for k, n in fixed]) if fixed else tf.constant(True)
+
+        ok = tf.cond(tf.equal(tf.size(actual), rank), dims_fit, lambda: tf.constant(False))
         text = tuple(wanted.shape.as_list())
         check = tf.debugging.Assert(
-            ok,
-            ["SpecMismatchError: element", index, f"at {path}: expected shape {text}, got shape", actual],
-            summarize=16,
+            ok, [f"SpecMismatchError: an element at {path}: expected shape {text}, got shape", actual], summarize=16
         )
         with tf.control_dependencies([check]):
-            return tf.ensure_shape(_tf.loosen_shape(tf.identity(value), wanted.shape.rank), wanted.shape)
+            return tf.ensure_shape(_tf.loosen_shape(tf.identity(value), rank), wanted.shape)
 
-    def fix(index: Any, *element: Any) -> Any:
+    def fix(*element: Any) -> Any:
         whole = element[0] if len(element) == 1 else element
         leaves, _ = _nest.flatten(_nest.normalize(whole))
         out = []
@@ -289,7 +292,7 @@ def _fit_to_spec(ds: Any, spec: Spec) -> Any:
                 if value.dtype != wanted.dtype:
                     value = tf.cast(value, wanted.dtype)
                 if value.shape != wanted.shape:  # checked, and static dims the spec leaves open loosened (batch axis)
-                    value = fits(index, value, wanted, path)
+                    value = fits(value, wanted, path)
             elif value.dtype != wanted.dtype:
                 if isinstance(value, tf.RaggedTensor):
                     value = tf.cast(value, wanted.dtype)
@@ -298,7 +301,7 @@ def _fit_to_spec(ds: Any, spec: Spec) -> Any:
             out.append(value)
         return _nest.unflatten(want_tree, out)
 
-    return ds.enumerate().map(fix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.map(fix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def _lossy(have: Any, want: Any) -> bool:

@@ -30,7 +30,8 @@ def render_code(spec: Spec) -> str:
 
     kinds = _namedtuples(spec.structure)
     defined = "".join(
-        f"{name} = collections.namedtuple({kind[0]!r}, {list(kind[1])!r})\n" for kind, name in kinds.items()
+        f"{name} = collections.namedtuple({kind[0]!r}, {list(kind[1])!r}, rename=True)\n"  # fields such as _0
+        for kind, name in kinds.items()
     )
     return (
         ("import collections\n\n" if kinds else "")

@@ -127,15 +127,6 @@ class Spec:
                 msg = f"{ts} has unknown rank; a spec needs the rank of every field"
                 raise TfBridgeError(msg)
             if isinstance(ts, tf.RaggedTensorSpec):
-                if ts.ragged_rank == 0:
-                    msg = (
-                        f"{ts} has ragged_rank 0 (TensorFlow's default for a rank-1 RaggedTensorSpec): no dimension of "
-                        "it is ragged, so it stands for a dense tensor.\nHint: for a field of varying length in "
-                        f"single examples use tf.TensorSpec({list(shape)}, tf.{ts.dtype.name}) (pad_batch pads it); "
-                        "for rows of varying length give a rank of 2 or more, e.g. tf.RaggedTensorSpec([None, None], "
-                        f"tf.{ts.dtype.name}, ragged_rank=1)."
-                    )
-                    raise TfBridgeError(msg)
                 return Leaf(shape, ts.dtype.name, "ragged", ts.ragged_rank)
             if isinstance(ts, tf.SparseTensorSpec):
                 return Leaf(shape, ts.dtype.name, "sparse")
