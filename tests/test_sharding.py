@@ -95,3 +95,29 @@ def test_distribute_datasets_from_function_trains_a_model() -> None:
     history = model.fit(dist, epochs=1, steps_per_epoch=25, verbose=0)
     assert len(history.history["loss"]) == 1 and np.isfinite(history.history["loss"][0])
     assert seen_contexts and seen_contexts[0].num_input_pipelines == 1
+
+
+def test_a_tf_data_pipeline_over_files_is_still_sharded_by_its_files_after_the_float_cast(tmp_path: Any) -> None:
+    """tf.distribute shards a pipeline by its files when it can (AutoShardPolicy.FILE): the cast tfbridge adds
+    (float64 -> float32) must keep the pipeline's source the files, not make it one tf.data cannot shard."""
+    import tensorflow as tf
+    from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
+
+    paths = []
+    for k in range(4):
+        path = str(tmp_path / f"part-{k}.tfrecord")
+        with tf.io.TFRecordWriter(path) as writer:
+            for i in range(3):
+                writer.write(tf.train.Example(features=tf.train.Features(feature={
+                    "x": tf.train.Feature(float_list=tf.train.FloatList(value=[10.0 * k + i])),
+                })).SerializeToString())  # fmt: skip
+        paths.append(path)
+    spec = {"x": tf.io.FixedLenFeature([], tf.float32)}
+    parse = lambda r: tf.cast(tf.io.parse_single_example(r, spec)["x"], tf.float64)  # noqa: E731
+    records = tf.data.TFRecordDataset(paths).map(parse)
+    ds = tb.to_dataset(records)
+    assert ds.element_spec.dtype == tf.float32
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
+    first = _AutoShardDataset(ds.with_options(options), 2, 0)
+    assert sorted(float(v) for v in first) == [0.0, 1.0, 2.0, 20.0, 21.0, 22.0], "files 0 and 2, whole"
