@@ -122,9 +122,12 @@ class RayExecutor:
                     break
             while pending:
                 index, ref = pending[0]
+                waited_from = time.monotonic()
                 while stall_s is not None and not ray.wait([ref], timeout=stall_s)[0]:
+                    if self.timeout is not None and time.monotonic() - waited_from >= self.timeout:
+                        break  # its deadline passed: _fetch says so
                     yield STALL  # the consumer may deliver what it holds (or step out) while this element is made
-                value = self._fetch(ray, index, ref)
+                value = self._fetch(ray, index, ref, waited_from)
                 pending.popleft()
                 for i in todo:
                     pending.append((i, self._remote.remote(task_ref, i, seeds)))
@@ -135,9 +138,9 @@ class RayExecutor:
                 with contextlib.suppress(Exception):  # already finished or already gone
                     ray.cancel(ref)
 
-    def _fetch(self, ray: Any, index: int, ref: Any) -> Any:
+    def _fetch(self, ray: Any, index: int, ref: Any, started: float) -> Any:
+        """The value of element ``index``, waited for since ``started`` (its deadline counts from then)."""
         errors = ray.exceptions
-        started = time.monotonic()
         while True:
             poll_s = _FETCH_POLL_S if self.timeout is None else min(_FETCH_POLL_S, self.timeout)
             ready, _ = ray.wait([ref], timeout=poll_s)
