@@ -99,9 +99,9 @@ def test_dropping_an_iterator_while_a_worker_makes_an_element_neither_waits_for_
     elif route == "big":  # peeked at 0, 2, 3, 5, 6, 8, 9, 11
         ds = tb.to_dataset(HeldBack(gate, "big", 12, 7), executor="process", workers=2, batched=True)
         before = 7
-    else:  # four buckets fill before element 20
+    else:  # four buckets fill before element 20 (at elements 8, 10, 11 and 19): the fifth batch needs it
         ds = tb.pad_batch(HeldBack(gate, "tokens", 40, 20), 4, buckets=[3, 5], executor="process", workers=2)
-        before = 2
+        before = 4
     it = iter(ds)
     for _ in range(before):
         next(it)
