@@ -848,6 +848,60 @@ def test_tf_data_source_with_a_narrowing_spec_is_refused_not_wrapped() -> None:
     assert next(iter(widened)).numpy().tolist() == [1.0, 300.0, -200.0]
 
 
+@pytest.mark.parametrize(
+    ("dtype", "bad", "became"),
+    [
+        pytest.param(tf.float32, 16_777_217, "16777216.0", id="float32-past-2**24"),
+        pytest.param(tf.float16, 70_000, "inf", id="float16-overflow"),
+        pytest.param(tf.float16, 2049, "2048.0", id="float16-past-2048"),
+        pytest.param(tf.bfloat16, 257, "256.0", id="bfloat16-past-256"),
+        pytest.param(tf.float64, 2**53 + 1, "9007199254740992.0", id="float64-past-2**53"),
+    ],
+)
+def test_integers_a_given_float_spec_cannot_hold_exactly_are_a_mismatch_not_rounded(
+    dtype: Any, bad: int, became: str
+) -> None:
+    spec = tb.Spec.from_signature(tf.TensorSpec((None,), dtype), batched=True)
+    items = [np.array([1, 2], np.int64), np.array([3, 4], np.int64), np.array([5, bad], np.int64)]
+
+    with pytest.raises(tb.SpecMismatchError) as info:
+        tb.validate(items, spec)
+
+    err = info.value
+    assert (err.index, err.path, err.expected) == (2, "x", f"dtype {dtype.name}")
+    assert err.got == f"int64 value {bad}, which {dtype.name} holds as {became}"
+    assert f"converting these integers to {dtype.name} would change them" in str(err)
+    with pytest.raises(tb.SpecMismatchError, match=f"int64 value {bad}"):
+        tb.to_dataset(items, spec=spec)  # the peek sees every one of three elements
+
+
+def test_integers_that_a_given_float_spec_holds_exactly_convert() -> None:
+    spec = tb.Spec.from_signature(tf.TensorSpec((None,), tf.float32), batched=True)
+    items = [np.array([1, 2**24], np.int64), np.array([2**25, -(2**24)], np.int64), np.array([7], np.uint8)]
+
+    assert tb.validate(items, spec) == 3  # 2**25 is not below 2**24 but float32 holds it exactly
+    got = [b.tolist() for b in tb.to_dataset(items, spec=spec).as_numpy_iterator()]
+    assert got == [[1.0, 16777216.0], [33554432.0, -16777216.0], [7.0]]
+
+
+def test_a_tf_data_integer_a_given_float_spec_cannot_hold_is_an_assertion_naming_the_field_and_value() -> None:
+    source = tf.data.Dataset.from_tensor_slices({"id": np.array([1, 2, 3, 16_777_217, 5], np.int64)}).batch(2)
+    spec = {"id": tf.TensorSpec((None,), tf.float32)}
+    ds = tb.to_dataset(source, spec=spec)
+    assert ds.element_spec == spec
+    got = []
+    with pytest.raises(tf.errors.InvalidArgumentError) as info:
+        for batch in ds:
+            got.append(batch["id"].numpy().tolist())
+    assert got == [[1.0, 2.0]], "the batches before it are delivered"
+    text = str(info.value)
+    assert "SpecMismatchError: an element at x[" in text and "id" in text  # TensorFlow escapes the quotes
+    assert "int64 values that float32 cannot hold exactly" in text
+    assert "[16777217]" in text
+    fits = tf.data.Dataset.from_tensor_slices({"id": np.array([1, 16_777_216], np.int64)}).batch(2)
+    assert next(iter(tb.to_dataset(fits, spec=spec)))["id"].numpy().tolist() == [1.0, 16777216.0]
+
+
 def test_a_tf_data_element_that_breaks_a_given_spec_is_named_by_index_field_and_shapes() -> None:
     import tensorflow as tf
 

@@ -45,6 +45,10 @@ def numpy_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
+# Binary digits of each float dtype's significand: integers of up to that many bits convert exactly.
+_EXACT_DIGITS = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53, "complex64": 24, "complex128": 53}
+
+
 class Conformer:
     """Callable ``(element, index) -> element`` fitted to ``spec``; raises SpecMismatchError.
 
@@ -240,7 +244,33 @@ class Conformer:
                     f"{have} values from {low} to {high}",
                     "these values do not fit the spec's integer dtype; widen the dtype in the spec.",
                 )
+        digits = _EXACT_DIGITS.get(want)
+        bits = arr.dtype.itemsize * 8 - (source_kind == "i")  # an integer's magnitude bits
+        if source_kind in "iu" and digits is not None and bits > digits and arr.size:
+            return self._exact_floats(arr, target, have, want, path, index)
         return arr.astype(target, copy=False)
+
+    def _exact_floats(
+        self, arr: np.ndarray, target: np.dtype, have: str, want: str, path: str, index: int | None
+    ) -> np.ndarray:
+        """Integers into a float dtype that cannot hold every one of their values: each value is checked to come
+        back unchanged (float32 holds integers exactly up to 2**24, float16 up to 2048, bfloat16 up to 256; past
+        that only some, and float16 overflows at 65520)."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            out = arr.astype(target)
+            changed = (out.astype(arr.dtype) != arr) | ~np.isfinite(out)
+        if changed.any():
+            at = int(np.flatnonzero(changed.reshape(-1))[0])
+            value, became = arr.reshape(-1)[at], out.reshape(-1)[at]
+            self._mismatch(
+                index,
+                path,
+                f"dtype {want}",
+                f"{have} value {value}, which {want} holds as {became}",
+                f"converting these integers to {want} would change them; give the spec a float dtype that holds them "
+                "(float64 holds every integer up to 2**53) or an integer dtype.",
+            )
+        return out
 
     def _ragged(self, value: Any, kind: str, have: str | None, leaf: Leaf, path: str, index: int | None) -> RaggedParts:
         flat, splits = ragged_parts(value, leaf.ragged_rank, text=leaf.dtype == STRING)

@@ -283,6 +283,20 @@ def _fit_to_spec(ds: Any, spec: Spec) -> Any:
         with tf.control_dependencies([check]):
             return tf.ensure_shape(_tf.loosen_shape(tf.identity(value), rank), wanted.shape)
 
+    def exact(value: Any, dtype: Any, path: str) -> Any:
+        """``value`` (integers) after a check that ``dtype`` (a float) holds each of them unchanged."""
+        cast = tf.cast(value, dtype)
+        back = tf.cast(cast, value.dtype)
+        changed = tf.logical_or(tf.not_equal(back, value), tf.logical_not(tf.math.is_finite(cast)))
+        first = tf.boolean_mask(tf.reshape(value, [-1]), tf.reshape(changed, [-1]))[:1]
+        check = tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(changed)),
+            [f"SpecMismatchError: an element at {path}: {value.dtype.name} values that {dtype.name} cannot hold "
+             "exactly (give the spec a float dtype that holds them, or an integer dtype), e.g.", first],
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(value)
+
     def fix(*element: Any) -> Any:
         whole = element[0] if len(element) == 1 else element
         leaves, _ = _nest.flatten(_nest.normalize(whole))
@@ -290,6 +304,7 @@ def _fit_to_spec(ds: Any, spec: Spec) -> Any:
         for value, wanted, path in zip(leaves, want_leaves, paths, strict=False):
             if isinstance(wanted, tf.TensorSpec):
                 if value.dtype != wanted.dtype:
+                    value = exact(value, wanted.dtype, path) if _inexact(value.dtype, wanted.dtype) else value
                     value = tf.cast(value, wanted.dtype)
                 if value.shape != wanted.shape:  # checked, and static dims the spec leaves open loosened (batch axis)
                     value = fits(value, wanted, path)
@@ -319,6 +334,13 @@ def _lossy(have: Any, want: Any) -> bool:
             or (not have.is_unsigned and want.is_unsigned)
         )
     return bool(have == "string" or want == "string")
+
+
+def _inexact(have: Any, want: Any) -> bool:
+    """Integers of ``have`` that the float dtype ``want`` may not hold exactly (more magnitude bits than its
+    significand's digits), so each element is checked in the graph."""
+    digits = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53}.get(want.name)
+    return bool(have.is_integer and digits is not None and have.size * 8 - (not have.is_unsigned) > digits)
 
 
 def _shape_fits(have: Any, want: Any) -> bool:
