@@ -347,6 +347,34 @@ def test_a_ragged_field_is_refused_naming_it_and_pointing_at_ragged_true(buckets
     assert sorted(int(label) for _, y in batches for label in y) == list(range(6))
 
 
+def _sliced_ragged() -> Any:
+    """Elements of ``from_tensor_slices`` over a ragged tensor: each "tok" is a RaggedTensorSpec of ragged_rank 0
+    (one tensor of its own length), float64 so that to_dataset casts it."""
+    tok = tf.ragged.constant([[1.0, 2.0], [3.0], [4.0, 5.0, 6.0], [7.0]], dtype=tf.float64)
+    return tf.data.Dataset.from_tensor_slices({"tok": tok, "y": tf.constant([0, 1, 2, 3])})
+
+
+@pytest.mark.parametrize("buckets", [None, [2], 2], ids=["plain", "boundaries", "count"])
+@pytest.mark.parametrize("made", [False, True], ids=["dataset", "to_dataset"])
+def test_slices_of_a_ragged_tensor_are_padded_as_the_tensors_they_are(buckets: Any, made: bool) -> None:
+    source = tb.to_dataset(_sliced_ragged(), label="y") if made else _sliced_ragged()
+
+    padded = list(tb.pad_batch(source, 2, buckets=buckets, pad_value=-1))
+
+    rows: dict[int, list[float]] = {}
+    for batch in padded:
+        x, y = batch if made else (batch, batch["y"])
+        assert not isinstance(x["tok"], tf.RaggedTensor)
+        for row, label in zip(x["tok"].numpy().tolist(), y.numpy().tolist(), strict=True):
+            rows[label] = row
+    longest = {0: 2, 1: 1, 2: 3, 3: 1}
+    assert sorted(rows) == [0, 1, 2, 3]
+    assert all(len(rows[k]) >= longest[k] and set(rows[k][longest[k]:]) <= {-1.0} for k in rows)
+    assert [rows[k][: longest[k]] for k in range(4)] == [[1.0, 2.0], [3.0], [4.0, 5.0, 6.0], [7.0]]
+    if made:
+        assert x["tok"].dtype == tf.float32, "to_dataset cast the float64 values"
+
+
 def test_pad_batch_keeps_a_tf_data_datasets_dtypes_and_casts_a_sources_floats() -> None:
     examples = [np.ones(i % 3 + 1) for i in range(5)]  # float64
     given = tf.data.Dataset.from_generator(lambda: iter(examples), output_signature=tf.TensorSpec((None,), tf.float64))

@@ -362,3 +362,28 @@ def test_batched_numpy_arrays_deliver_the_spec() -> None:
     ds = tb.to_dataset(x, batched=True)
     assert ds.element_spec == tf.TensorSpec((None, 2), tf.float32)
     assert len(list(ds)) == 4
+
+
+def test_slices_of_a_ragged_tensor_stay_ragged_when_cast_split_or_checked() -> None:
+    """from_tensor_slices(ragged): each element's field is a RaggedTensorSpec of ragged_rank 0, which a tf.data map
+    gives as a dense tensor; cast to floatx, split by label= or checked finite, it stays ragged, as without them."""
+    tok = tf.ragged.constant([[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]], dtype=tf.float64)
+    flat = tf.RaggedTensorSpec(tf.TensorShape([None]), tf.float32, 0, tf.int64)
+    tuples = tf.data.Dataset.from_tensor_slices(({"tok": tok}, tf.constant([0, 1, 2])))
+    dicts = tf.data.Dataset.from_tensor_slices({"tok": tok, "y": tf.constant([0, 1, 2])})
+
+    for ds in (
+        tb.to_dataset(tuples),
+        tb.to_dataset(dicts, label="y"),
+        tb.to_dataset(dicts, label="y", validate="all", finite=True),
+    ):
+        assert ds.element_spec[0] == {"tok": flat}
+        assert ds.cardinality().numpy() == 3
+        assert [x["tok"].numpy().tolist() for x, _ in ds] == [[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]]
+    inputs = tb.keras_inputs(dicts, label="y")
+    assert inputs["tok"].ragged and inputs["tok"].dtype == "float32"
+    batched = tb.to_dataset(dicts, label="y", batch_size=2)
+    assert [x["tok"].to_list() for x, _ in batched] == [[[1.0, 2.0], [3.0]], [[4.0, 5.0, 6.0]]]
+    alone = tb.to_dataset(tf.data.Dataset.from_tensor_slices(tok))
+    assert alone.element_spec == flat
+    assert [v.numpy().tolist() for v in alone] == [[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]]

@@ -120,7 +120,8 @@ def pad_batch(
     # (not yet batched) built again, or a source built for the first time; None: tf.data batches a dataset
     given_dataset = isinstance(dataset_or_source, tf.data.Dataset) and label is None
     builder = None
-    if not ragged and (buckets is None or length_fn is None):
+    flat_ragged = isinstance(dataset_or_source, tf.data.Dataset) and _has_flat_ragged(dataset_or_source.element_spec)
+    if not ragged and not flat_ragged and (buckets is None or length_fn is None):
         if rebuild is not None and label is None:
             builder = rebuild
         elif not given_dataset:
@@ -153,6 +154,8 @@ def pad_batch(
             )
             raise TfBridgeError(msg)
         ds, _ = build(dataset_or_source, batched=False, label=label, executor=executor, workers=workers)
+    if not ragged and _has_flat_ragged(ds.element_spec):  # each a tensor of its own length: padded as one
+        ds = ds.map(lambda *e: e[0] if len(e) == 1 else e, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     spec = ds.element_spec
     paths, leaves, _ = _nest.flatten_with_paths(_nest.normalize(spec))
     for where, leaf in zip(paths, leaves, strict=True):
@@ -211,6 +214,14 @@ def pad_batch(
     if batches is not None:  # Keras then knows the steps per epoch (no "ran out of data" in the first epoch)
         out = out.apply(tf.data.experimental.assert_cardinality(batches))
     return ends_promptly(out)
+
+
+def _has_flat_ragged(element_spec: Any) -> bool:
+    """Whether a field is ragged of ragged_rank 0: one tensor of its own length per element, as each element of
+    ``from_tensor_slices(ragged)`` holds (a map gives it as a dense tensor; batched, it would be ragged)."""
+    import tensorflow as tf
+
+    return any(isinstance(s, tf.RaggedTensorSpec) and s.ragged_rank == 0 for s in tf.nest.flatten(element_spec))
 
 
 def _checked_boundaries(buckets: Any) -> list[int]:

@@ -161,8 +161,8 @@ class TFDataSource:
         return Inference(Spec(structure, True))
 
     def with_label(self, label: Any) -> TFDataSource:
-        split_label(self.dataset.element_spec, label)  # a refusal here, not wrapped in autograph's frames
-        labelled = self.dataset.map(lambda *e: split_label(e[0] if len(e) == 1 else e, label))
+        out_spec = split_label(self.dataset.element_spec, label)  # a refusal here, not in autograph's frames
+        labelled = _map(self.dataset, lambda *e: split_label(e[0] if len(e) == 1 else e, label), out_spec)
         return TFDataSource(labelled, self.batched)
 
     def build(self, plan: BuildPlan) -> Built:
@@ -218,7 +218,32 @@ def _assert_finite(ds: Any, spec: Spec) -> Any:
             )  # fmt: skip
         return element
 
-    return ds.enumerate().map(check)
+    return _map(ds.enumerate(), check, ds.element_spec)
+
+
+def _map(ds: Any, fn: Any, out_spec: Any) -> Any:
+    """``ds.map(fn)`` (elements in order), whose elements are nests like ``out_spec`` (of TypeSpecs). A field of a
+    ragged spec of ragged_rank 0 (each element of ``from_tensor_slices(ragged)``) reaches a map as a dense tensor,
+    and a map's dense result makes it dense: batched later, it would no longer be ragged. Where the dataset has such
+    fields, ``fn`` runs on batches of one instead, whose ragged fields stay ragged when unbatched again."""
+    import tensorflow as tf
+
+    def flat_ragged(spec: Any) -> bool:
+        return isinstance(spec, tf.RaggedTensorSpec) and spec.ragged_rank == 0
+
+    if not any(flat_ragged(s) for s in tf.nest.flatten(ds.element_spec)):
+        return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ragged_out = [flat_ragged(s) for s in tf.nest.flatten(out_spec)]
+
+    def one(*batch: Any) -> Any:
+        out = fn(*tf.nest.map_structure(lambda v: v[0], batch))
+        leaves = tf.nest.flatten(out)
+        again = [
+            tf.RaggedTensor.from_tensor(v[None]) if r else v[None] for v, r in zip(leaves, ragged_out, strict=True)
+        ]
+        return tf.nest.pack_sequence_as(out, again)
+
+    return ds.batch(1).map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
 
 
 def _refuse_nested(dataset: Any) -> None:
@@ -309,14 +334,14 @@ def _fit_to_spec(ds: Any, spec: Spec) -> Any:
                 if value.shape != wanted.shape:  # checked, and static dims the spec leaves open loosened (batch axis)
                     value = fits(value, wanted, path)
             elif value.dtype != wanted.dtype:
-                if isinstance(value, tf.RaggedTensor):
-                    value = tf.cast(value, wanted.dtype)
-                else:
+                if isinstance(value, tf.SparseTensor):
                     value = tf.sparse.map_values(tf.cast, value, wanted.dtype)
+                else:  # ragged, or dense: a ragged spec of ragged_rank 0 (a slice of a ragged tensor) maps as one
+                    value = tf.cast(value, wanted.dtype)
             out.append(value)
         return _nest.unflatten(want_tree, out)
 
-    return ds.map(fix, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _map(ds, fix, want)
 
 
 def _lossy(have: Any, want: Any) -> bool:
