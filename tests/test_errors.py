@@ -924,3 +924,39 @@ def test_a_tf_data_element_that_breaks_a_given_spec_is_named_by_index_field_and_
     from tfbridge.service import python_ops
 
     assert python_ops(ds) == [], "the check is an assertion in the graph: the dataset can still be distributed"
+
+
+class _FailsAtFour:
+    """100 examples; element 4 raises (the peek, at spread positions, does not read it)."""
+
+    def __len__(self) -> int:
+        return 100
+
+    def __getitem__(self, i: int) -> Any:
+        if i == 4:
+            raise KeyError("missing key")
+        return {"tok": np.arange(i % 7 + 1, dtype=np.float32), "y": i % 2}
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        pytest.param(lambda: tb.pad_batch(_FailsAtFour(), 4, buckets=3, label="y"), id="pad_batch-buckets-count"),
+        pytest.param(
+            lambda: tb.adapt_normalization(_FailsAtFour(), batched=False, path="tok", label="y", axis=None),
+            id="adapt_normalization",
+        ),
+    ],
+)
+def test_a_source_error_in_a_pass_made_before_returning_is_raised_as_the_source_error(call: Any) -> None:
+    """pad_batch(buckets=<int>) reads every length and adapt_normalization every value before they return: an
+    element that raises there is the SourceError itself (as for validate and materialize), not TensorFlow's op
+    error around it."""
+    with pytest.raises(tb.SourceError) as info:
+        call()
+    err = info.value
+    assert err.index == 4
+    assert str(err).startswith("element 4: KeyError: 'missing key'")
+    assert str(err).endswith("Hint: the source's own code raised this (traceback above).")
+    assert isinstance(err.__cause__, KeyError)
+    assert "raise KeyError" in (err.traceback or "")

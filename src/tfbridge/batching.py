@@ -253,15 +253,17 @@ def _batch_count(lengths: np.ndarray, boundaries: list[int], batch_size: int, dr
 def _all_lengths(lengths_ds: Any, verbose: bool | None) -> np.ndarray:
     """One pass over the lengths, with a progress bar for long passes."""
     from tfbridge._progress import progress_bar
+    from tfbridge.sources._base import as_raised
 
     bar = progress_bar(verbose, int(lengths_ds.cardinality()), "example")
     out: list[np.ndarray] = []
     seen = 0
-    for chunk in lengths_ds.batch(4096).as_numpy_iterator():
-        out.append(chunk)
-        seen += len(chunk)
-        if bar is not None:
-            bar.update(seen)
+    with as_raised():  # a source's error is raised as it is (SourceError), not in TensorFlow's op error
+        for chunk in lengths_ds.batch(4096).as_numpy_iterator():
+            out.append(chunk)
+            seen += len(chunk)
+            if bar is not None:
+                bar.update(seen)
     return np.concatenate(out) if out else np.zeros((0,), np.int32)
 
 

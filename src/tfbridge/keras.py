@@ -11,6 +11,7 @@ import shutil
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -213,7 +214,7 @@ def adapt_normalization(
     n, step, bad_values, first_bad = 0, 0, 0, -1
     mean: Any = None
     m2: Any = None
-    for counts, means, m2s, bads, firsts in stats.as_numpy_iterator():
+    for counts, means, m2s, bads, firsts in _as_raised(stats.as_numpy_iterator()):
         if first_bad < 0 and (firsts >= 0).any():
             first_bad = int(firsts[firsts >= 0].min())
             if non_finite == "raise":
@@ -237,6 +238,14 @@ def adapt_normalization(
     shape = feature_spec.shape.as_list()
     layer.build(tuple(shape))  # mean and variance are readable at once, as after Keras's own adapt()
     return layer
+
+
+def _as_raised(batches: Iterator[Any]) -> Iterator[Any]:
+    """``batches``, where a source's error is raised as it is (SourceError), not in TensorFlow's op error."""
+    from tfbridge.sources._base import as_raised
+
+    with as_raised():
+        yield from batches
 
 
 def _feature_axes(rank: int) -> str:

@@ -7,6 +7,8 @@ elements (validate, inspect, normalisation), and its split into parts (materiali
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import gc
 import time
@@ -245,6 +247,43 @@ def remote_error(exc: BaseException, index: int | None) -> BaseException:
     return source_error(exc, index, remote=True)
 
 
+_IN_TF_DATA: collections.deque[BaseException] = collections.deque(maxlen=4)  # the last few, given back once
+
+
+def into_tf_data(exc: BaseException) -> BaseException:
+    """``exc``, about to be raised inside a tf.data step, where TensorFlow wraps it in its own op error: a
+    SourceError's hint then says the traceback is below, and tfbridge's errors are kept (the last few) so that
+    :func:`as_raised` can give them back as they were."""
+    if isinstance(exc, SourceError):
+        text = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else ""
+        if text.endswith(_RAISED_HERE):
+            exc.args = (text[: -len(_RAISED_HERE)] + _RAISED_IN_TF_DATA,)
+    if isinstance(exc, TfBridgeError):
+        _IN_TF_DATA.append(exc)
+    return exc
+
+
+@contextlib.contextmanager
+def as_raised() -> Iterator[None]:
+    """For tfbridge's own reads of a dataset it built, before the user iterates anything (pad_batch's pass over
+    the lengths, adapt_normalization's statistics): an op error that carries one of tfbridge's errors raised in
+    a step is that error, raised as it is (``except tb.SourceError`` catches it, with ``.index``)."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.OpError as op_error:
+        text = str(op_error.message)
+        for exc in reversed(_IN_TF_DATA):
+            message = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
+            if f"{type(exc).__name__}: {message.splitlines()[0]}" in text:
+                _IN_TF_DATA.remove(exc)
+                if isinstance(exc, SourceError) and message.endswith(_RAISED_IN_TF_DATA):
+                    exc.args = (message[: -len(_RAISED_IN_TF_DATA)] + _RAISED_HERE,)
+                raise exc from exc.__cause__  # its own cause (the source's exception) printed above it
+        raise
+
+
 class TfDataEpochs:
     """``epochs`` as ``tf.data.Dataset.from_generator`` calls them. A SourceError raised in them reaches the user
     inside TensorFlow's op error, whose message puts the original traceback after tfbridge's message: its hint
@@ -256,10 +295,8 @@ class TfDataEpochs:
     def __call__(self) -> Iterator[Any]:
         try:
             yield from self.epochs()
-        except SourceError as exc:
-            text = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else ""
-            if text.endswith(_RAISED_HERE):
-                exc.args = (text[: -len(_RAISED_HERE)] + _RAISED_IN_TF_DATA,)
+        except TfBridgeError as exc:
+            into_tf_data(exc)
             raise
 
 

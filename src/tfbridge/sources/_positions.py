@@ -29,10 +29,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from tfbridge import _chunks, _nest
-from tfbridge.errors import SourceError, TfBridgeError, TfBridgeWarning
+from tfbridge.errors import TfBridgeError, TfBridgeWarning
 from tfbridge.executors._base import STALL
-from tfbridge.sources._base import _RAISED_HERE as RAISED_HERE
-from tfbridge.sources._base import _RAISED_IN_TF_DATA as RAISED_IN_TF_DATA
+from tfbridge.sources._base import into_tf_data
 from tfbridge.validate import RaggedParts, SparseParts
 
 _ENDED_KEPT = 1024  # passes remembered as ended, with where they ended
@@ -246,11 +245,7 @@ class Passes:
         if self.collect is not None:  # materialize raises it itself (Dataset.save hangs on an input's error)
             self.collect.append(error)
             return np.asarray(False)
-        if isinstance(error, SourceError):
-            text = error.args[0] if len(error.args) == 1 and isinstance(error.args[0], str) else ""
-            if text.endswith(RAISED_HERE):
-                error.args = (text[: -len(RAISED_HERE)] + RAISED_IN_TF_DATA,)
-        raise error
+        raise into_tf_data(error)
 
     # -- for the Keras callback and tests ---------------------------------------------------------------
     def start_next_at(self, epoch: int, position: int) -> None:

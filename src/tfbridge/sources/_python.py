@@ -19,7 +19,7 @@ from tfbridge import _chunks, _nest
 from tfbridge._checks import find_stacklevel
 from tfbridge.errors import TfBridgeError, TfBridgeWarning
 from tfbridge.executors._base import STALL
-from tfbridge.sources._base import BuildPlan, Runner, Task, TfDataEpochs, call_user, detached
+from tfbridge.sources._base import BuildPlan, Runner, Task, TfDataEpochs, call_user, detached, into_tf_data
 from tfbridge.validate import Conformer, to_tensors
 
 POSITIONED = True  # False: every Python source through from_generator, as before the index-driven route (benchmarks)
@@ -142,7 +142,7 @@ class _Failures:
     def raise_for(self, pass_id: Any) -> np.ndarray:
         error = self.errors.pop(int(pass_id), None)
         if error is not None:
-            raise error
+            raise into_tf_data(error)
         return np.asarray(pass_id, dtype=np.int64)
 
 
