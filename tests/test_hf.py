@@ -3,6 +3,7 @@ beyond the memory budget), an ``IterableDataset`` as a stream. Every dataset is 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import warnings
@@ -594,6 +595,35 @@ def test_nulls_inside_lists_are_an_error_too() -> None:
         r"Hint: fill them first, .*ds\.filter\(lambda e: None not in e\['tokens'\]\)",
     ):
         tb.infer_spec(ds)
+
+
+@pytest.mark.parametrize(
+    ("values", "fill", "dtype"),
+    [
+        pytest.param(["a", None, "c"], "''", tf.string, id="string"),
+        pytest.param([1.5, None, 2.0], "0.0", tf.float64, id="float"),
+        pytest.param([1, None, 3], "0", tf.int64, id="int"),
+        pytest.param([True, None, False], "False", tf.bool, id="bool"),
+        pytest.param([["a", None], ["b"]], "''", tf.string, id="list-of-strings"),
+    ],
+)
+def test_the_null_hint_runs_as_written_for_the_columns_type(values: list[Any], fill: str, dtype: Any) -> None:
+    ds = datasets.Dataset.from_dict({"c": values})
+    with pytest.raises(tb.SpecInferenceError) as info:
+        tb.infer_spec(ds)
+    code = re.search(r"ds\.map\((lambda e: .*?)\), or drop", str(info.value))
+    assert code is not None, str(info.value)
+    assert code.group(1).startswith(f"lambda e: {{'c': {'[' if isinstance(values[0], list) else ''}{fill} if ")
+    filled = ds.map(eval(code.group(1)))  # the hint, as written
+    assert tb.infer_spec(filled).signature["c"].dtype == dtype
+
+
+def test_an_empty_dataset_is_said_to_be_empty_not_a_column_of_nulls() -> None:
+    empty = datasets.Dataset.from_dict({"a": []})  # a column of no values has Arrow type null
+    filtered = datasets.Dataset.from_dict({"a": [1, 2]}).filter(lambda e: False)
+    for ds in (empty, filtered):
+        with pytest.raises(tb.SpecInferenceError, match=r"^the dataset datasets\.arrow_dataset\.Dataset is empty"):
+            tb.infer_spec(ds)
 
 
 def test_errors_name_what_is_wrong(route: str) -> None:

@@ -126,6 +126,8 @@ def adapt(obj: Any, batched: bool | None) -> Source | None:
 
 def dataset_source(ds: Any, batched: bool | None = None) -> Source:
     """The source of a ``datasets.Dataset``: in memory when it fits :func:`memory_budget`, else in blocks."""
+    if len(ds) == 0:  # said before its columns are read: a column of no values has type null
+        raise _empty(f"{type(ds).__module__}.{type(ds).__qualname__}")
     names = _selected_columns(ds)
     if batched is None:  # features datasets decodes (images...) or a custom transform: rows stay examples
         plain = ds.format.get("type") != "custom" and not _needs_decoding(ds, names)
@@ -250,9 +252,30 @@ class _Levels:
 class _Nulls(Exception):
     """A null in the data read (the caller names the example)."""
 
-    def __init__(self, name: str, count: int, row: int | None) -> None:
+    def __init__(self, name: str, count: int, row: int | None, arrow_type: Any = None) -> None:
         super().__init__(name)
         self.name, self.count, self.row = name, count, row
+        self.fill = _fill_for(arrow_type)
+
+
+def _fill_for(arrow_type: Any) -> str:
+    """A value of the column's type to show in a hint that fills its nulls (of its items for a list column)."""
+    pa = _pa()
+
+    t = arrow_type
+    while t is not None and (_is_list(t) or isinstance(t, pa.ExtensionType) or pa.types.is_dictionary(t)):
+        t = t.value_type if _is_list(t) or pa.types.is_dictionary(t) else t.storage_type
+    if t is None:
+        return "0"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "''"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return "b''"
+    if pa.types.is_boolean(t):
+        return "False"
+    if pa.types.is_floating(t):
+        return "0.0"
+    return "0"
 
 
 def _is_list(arrow_type: Any) -> bool:
@@ -278,7 +301,7 @@ def _plain(arr: Any, name: str, nulls: bool, top: bool = False) -> Any:
             break
     if nulls and arr.null_count:
         row = int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0]) if top else None
-        raise _Nulls(name, int(arr.null_count), row)
+        raise _Nulls(name, int(arr.null_count), row, arr.type)
     return arr
 
 
@@ -474,12 +497,12 @@ def _null_error(exc: _Nulls, column: str, index_of: Callable[[int], int] | None)
     c = repr(column)
     if exc.row is None and exc.count >= 0:
         hint = (
-            f"fill them first, e.g. ds.map(lambda e: {{{c}: [0 if v is None else v for v in e[{c}]]}}), or drop "
-            f"the examples that hold them: ds.filter(lambda e: None not in e[{c}])."
+            f"fill them first, e.g. ds.map(lambda e: {{{c}: [{exc.fill} if v is None else v for v in e[{c}]]}}), "
+            f"or drop the examples that hold them: ds.filter(lambda e: None not in e[{c}])."
         )
     else:
         hint = (
-            f"fill them first, e.g. ds.map(lambda e: {{{c}: 0 if e[{c}] is None else e[{c}]}}), or drop those "
+            f"fill them first, e.g. ds.map(lambda e: {{{c}: {exc.fill} if e[{c}] is None else e[{c}]}}), or drop those "
             f"examples: ds.filter(lambda e: e[{c}] is not None)."
         )
     msg = (
@@ -588,7 +611,7 @@ class _ArrowReader:
             found = np.flatnonzero(missing)
             if found.size:
                 kind = -1 if _pa().types.is_null(column.type) else int(found.size)
-                raise _null_error(_Nulls(f"x[{name!r}]", kind, int(found[0])), name, None)
+                raise _null_error(_Nulls(f"x[{name!r}]", kind, int(found[0]), column.type), name, None)
 
     def leaves(self) -> Any:
         self.dims()
