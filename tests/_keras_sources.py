@@ -126,3 +126,21 @@ class Slotted(PyDataset):
 
     def __getitem__(self, index: int) -> Any:
         return {"x": np.full((2,), index, np.int64)}
+
+
+class CountedByNumBatches(PyDataset):
+    """Keras 3's way to give a length: the ``num_batches`` property, no ``__len__``; None makes it infinite."""
+
+    def __init__(self, count: int | None = 5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.count, self.ends = count, 0
+
+    @property
+    def num_batches(self) -> int | None:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return _rows(index, 2).reshape(2, 1).repeat(3, axis=1), np.full((2,), index, np.float32)
+
+    def on_epoch_end(self) -> None:
+        self.ends += 1

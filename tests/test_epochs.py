@@ -320,3 +320,31 @@ def test_fit_validating_on_its_training_dataset_with_a_shorter_steps_per_epoch_w
     assert len(history["val_loss"]) == 3
     for key in ("loss", "val_loss"):
         np.testing.assert_allclose(history[key], serial_history[key], rtol=1e-6)
+
+
+@pytest.mark.parametrize("executor", ["serial", "process"])
+def test_a_pydataset_counted_by_num_batches_is_indexed_with_its_epoch_hooks(executor: str) -> None:
+    """A Keras 3 PyDataset may give its length by ``num_batches`` instead of ``__len__``: it is indexed like one
+    with ``__len__`` (known cardinality, shuffle, on_epoch_end after each epoch), not read as a stream."""
+    from _keras_sources import CountedByNumBatches
+
+    source = CountedByNumBatches(5)
+    ds = tb.to_dataset(source, executor=executor, workers=2 if executor == "process" else None)
+    assert int(ds.cardinality()) == 5
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(ds, epochs=3, verbose=0)
+    assert source.ends == 3
+    assert [int(y[0]) for _, y in ds] == [0, 1, 2, 3, 4]
+    shuffled = tb.to_dataset(CountedByNumBatches(5), shuffle=True, seed=0)
+    assert sorted(int(y[0]) for _, y in shuffled) == [0, 1, 2, 3, 4]
+    with pytest.raises(tb.TfBridgeError, match=r"^num_batches of the source .*must be a non-negative int"):
+        tb.to_dataset(CountedByNumBatches(-1))
+
+
+def test_an_infinite_pydataset_counted_by_num_batches_none_is_a_stream() -> None:
+    from _keras_sources import CountedByNumBatches
+
+    ds = tb.to_dataset(CountedByNumBatches(None))
+    assert int(ds.cardinality()) == int(tf.data.UNKNOWN_CARDINALITY)
+    assert [int(y[0]) for _, y in ds.take(7)] == list(range(7))

@@ -96,7 +96,7 @@ def _adapt(obj: Any, batched: bool | None) -> Source:
         return _not_a_source(obj)
     if batched is None:
         batched = convention(obj)  # None: no convention; the source decides from its elements
-    if hasattr(obj, "__len__") and hasattr(obj, "__getitem__"):
+    if (hasattr(obj, "__len__") or counted_by_num_batches(obj)) and hasattr(obj, "__getitem__"):
         return IndexedSource(obj, batched)
     if isinstance(obj, Iterator):
         return StreamSource.of_iterator(obj, batched)
@@ -137,6 +137,20 @@ def convention(obj: Any) -> bool | None:
                 return False  # a loader made with batch_size=None hands out single examples
             return found
     return None
+
+
+def counted_by_num_batches(obj: Any) -> bool:
+    """A Keras ``PyDataset`` that gives its length by its ``num_batches`` property (Keras 3's way) instead of
+    ``__len__``: indexed like one with ``__len__``. ``num_batches`` None (an infinite PyDataset) is a stream."""
+    if hasattr(obj, "__len__") or not any(
+        k.__name__ == "PyDataset" and k.__module__.split(".")[0] == "keras" for k in type(obj).__mro__
+    ):
+        return False
+    try:
+        count = obj.num_batches
+    except Exception:  # Keras's own NotImplementedError, or the user's property failing: not counted
+        return False
+    return hasattr(count, "__index__") and not isinstance(count, bool)  # an int (numpy's too); None: infinite
 
 
 def _takes_no_args(fn: Any) -> bool:

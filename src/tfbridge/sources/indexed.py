@@ -82,13 +82,14 @@ class IndexedSource:
 
     # -- size and elements ---------------------------------------------------------------------------
     def _len(self) -> int:
+        counted = "len()" if hasattr(self.obj, "__len__") else "num_batches"  # a Keras 3 PyDataset may give either
         try:
-            size = len(self.obj)
+            size = len(self.obj) if counted == "len()" else self.obj.num_batches
         except Exception as exc:
-            msg = f"len() of the source {self.name} raised {type(exc).__name__}: {exc}"
+            msg = f"{counted} of the source {self.name} raised {type(exc).__name__}: {exc}"
             raise SourceError(msg) from exc
         if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 0:
-            msg = f"len() of the source {self.name} must be a non-negative int. Received: {short(size)}"
+            msg = f"{counted} of the source {self.name} must be a non-negative int. Received: {short(size)}"
             raise TfBridgeError(msg)
         return int(size)
 
