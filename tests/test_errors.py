@@ -960,3 +960,28 @@ def test_a_source_error_in_a_pass_made_before_returning_is_raised_as_the_source_
     assert str(err).endswith("Hint: the source's own code raised this (traceback above).")
     assert isinstance(err.__cause__, KeyError)
     assert "raise KeyError" in (err.traceback or "")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value", "got"),
+    [
+        pytest.param(tf.uint8, -1, "int64 values from -1 to 3", id="int-wrap"),
+        pytest.param(tf.int8, 300, "int64 values from 3 to 300", id="int-narrow"),
+        pytest.param(tf.float32, 16_777_217, "int64 value 16777217, which float32 holds as 16777216.0", id="to-float"),
+    ],
+)
+def test_validate_none_still_refuses_a_lossy_conversion_to_a_given_spec(dtype: Any, value: int, got: str) -> None:
+    """validate="none" skips the checks, not the contract that a lossy conversion is never silent."""
+
+    def examples() -> Iterator[np.ndarray]:
+        yield np.array([1, 2], np.int64)
+        yield np.array([3, value], np.int64)
+
+    ds = tb.to_dataset(examples, spec=tf.TensorSpec((None,), dtype), peek=1, validate="none")
+    with pytest.raises(tf.errors.OpError) as info:
+        list(ds)
+    assert f"SpecMismatchError: element 1 at x: expected dtype {dtype.name}" in str(info.value)
+    assert got in str(info.value)
+    fine = tb.to_dataset(lambda: iter([np.array([1, 2], np.int64)]), spec=tf.TensorSpec((None,), dtype),
+                         validate="none")  # fmt: skip
+    assert [v.tolist() for v in fine.as_numpy_iterator()] == [[1, 2]]

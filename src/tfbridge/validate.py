@@ -160,7 +160,16 @@ class Conformer:
     def _cast(self, value: Any, leaf: Leaf, path: str, index: int | None) -> Any:
         if leaf.kind != "dense" or leaf.dtype == STRING:  # ragged and sparse parts are built by the checks
             return self._leaf(value, leaf, path, index)
-        return np.asarray(value).astype(numpy_dtype(leaf.dtype), copy=False)
+        arr = np.asarray(value)
+        target = numpy_dtype(leaf.dtype)
+        if arr.dtype == target:
+            return arr
+        narrowing_floats = arr.dtype.kind in "fc" and (target.kind in "fc" or leaf.dtype == "bfloat16")
+        ints_to_floats = arr.dtype.kind in "iu" and leaf.dtype in _EXACT_DIGITS
+        if ints_to_floats or not (narrowing_floats or np.can_cast(arr.dtype, target)):
+            # unchecked (validate="none") still never wraps or rounds: a lossy conversion is an error everywhere
+            return self._convert(arr, arr.dtype.name, leaf, path, index)
+        return arr.astype(target, copy=False)
 
     def _leaf(self, value: Any, leaf: Leaf, path: str, index: int | None) -> Any:
         try:
