@@ -156,3 +156,25 @@ def test_mixes_of_batched_datasets_are_batched_and_mixes_of_examples_are_not() -
     examples = tf.data.Dataset.sample_from_datasets([rows, rows], seed=1)
     assert not _no_warning(lambda: tb.infer_spec(examples)).batched
     assert tb.keras_inputs(examples).shape == (None, 4)
+
+
+def test_examples_whose_fields_share_a_varying_length_are_not_taken_as_batches_silently() -> None:
+    """Tokens and their per-token tags: fields that share one length per element, a length that varies as no short
+    last batch does. The data cannot tell; the Keras convention decides, with the warning and its way out."""
+    lengths = [3, 7, 2, 9, 4, 4, 8, 1, 6, 5]
+
+    def tagged() -> Iterator[Any]:
+        for n in lengths:
+            yield np.arange(n, dtype=np.int32), np.zeros(n, np.int32)
+
+    with pytest.warns(tb.TfBridgeWarning, match=r"fields that share one leading size within each element, a size that "
+                      r"varies between elements \(3, 7, 2, 9, 4, 4, 8, 1: .*\n.*batched=False"):  # fmt: skip
+        assert tb.infer_spec(tagged).batched
+    examples = _no_warning(lambda: tb.infer_spec(tagged, batched=False))
+    assert not examples.batched and tb.keras_inputs(tagged, batched=False).shape == (None, None)  # x: tokens
+
+    def batches() -> Iterator[Any]:  # 32, 32, 32, then a short last batch of 4: batches, nothing to say
+        for n in (32, 32, 32, 4):
+            yield np.zeros((n, 3), np.float32), np.zeros(n, np.int32)
+
+    assert _no_warning(lambda: tb.infer_spec(batches)).batched

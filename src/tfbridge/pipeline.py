@@ -245,9 +245,10 @@ def to_dataset(
     when ``batch_size`` batches an unbatched source.
 
     - ``spec``: a ``tb.Spec`` or a nest of ``tf.TypeSpec`` to deliver instead of the inferred one; elements are
-      converted to its dtypes (a lossy integer conversion is an error). ``peek``: elements read to infer the
-      spec. ``batched``: overrules the kind's default (see docs/GUIDE.md). ``label``: a column (or list of
-      columns) split off as labels.
+      converted to its dtypes (a lossy integer conversion is an error: integers out of an integer dtype's
+      range, or that a float dtype cannot hold exactly). ``peek``: elements read to infer the spec.
+      ``batched``: overrules the kind's default (see docs/GUIDE.md). ``label``: a column (or list of columns)
+      split off as labels.
     - ``executor``: "auto" | "serial" | "thread" | "process" | "ray", or a ``tb.ExecutorOptions``; ``workers``,
       ``timeout`` (seconds per element: a hung element becomes ``ElementTimeoutError``) and ``ray_address``
       are shorthands for its fields.

@@ -435,11 +435,12 @@ def decide_batched(
     """Batches or single examples, for a source whose kind has no convention, from its elements.
 
     - a field without a leading axis (a scalar), or fields whose leading sizes differ within one element: examples;
-    - two or more fields led by one size in each element, a size that differs between elements (a short last
-      batch): batches;
-    - otherwise the data cannot tell (one size everywhere, or a single field whose length varies: a batch of
-      scalars or one variable-length example). Then ``default`` decides (``why`` says where it comes from) and a
-      TfBridgeWarning says so and how to say otherwise.
+    - two or more fields led by one size in each element, the same in every element up to the last ones, whose
+      size is one smaller size (a short last batch; several for interleaved parts): batches;
+    - otherwise the data cannot tell (one size everywhere; a single field whose length varies: a batch of
+      scalars or one variable-length example; fields sharing a size that varies otherwise: variable-length
+      examples, such as tokens and their tags, or batches of varying size). Then ``default`` decides (``why``
+      says where it comes from) and a TfBridgeWarning says so and how to say otherwise.
     An empty peek decides nothing (``default``); the empty source is reported where the spec is inferred.
     """
     import warnings
@@ -469,8 +470,22 @@ def decide_batched(
     if not samples:
         return default
     if len(known) > 1 and fields > 1:
-        return True
-    what = f"a leading axis of {known.pop()}" if len(known) == 1 else "one field whose leading size varies"
+        full = leading[0]
+        k = next(i for i, n in enumerate(leading) if n != full)
+        tail = set(leading[k:])
+        short = tail.pop() if len(tail) == 1 else None
+        enough = k >= 2 or len(leading) == 2  # the full size seen twice, unless only two elements were read
+        if full is not None and short is not None and short < full and enough:
+            return True  # one size, then a smaller one at the end (interleaved: each part's): a short last batch
+        what = (
+            "fields that share one leading size within each element, a size that varies between elements "
+            f"({', '.join(str(n) for n in leading)}: the lengths of variable-length examples, or batches of "
+            "varying size)"
+        )
+    elif len(known) == 1:
+        what = f"a leading axis of {known.pop()}"
+    else:
+        what = "one field whose leading size varies"
     taken = "a batch" if default else "a single example"
     warnings.warn(
         f"{name}: every peeked element has {what}, so an element could be a batch or a single example; it is "
