@@ -158,3 +158,17 @@ def test_a_dict_left_with_one_feature_after_label_needs_no_path() -> None:
     np.testing.assert_allclose(np.asarray(layer.mean).reshape(-1), values.astype(np.float64).mean(axis=0), rtol=1e-5)
     with pytest.raises(tb.TfBridgeError, match=r"the features are a dict with \['a', 'b'\]; say which one"):
         tb.adapt_normalization({"a": values, "b": values, "y": np.arange(64)}, label="y")
+
+
+def test_a_one_shot_iterator_is_used_up_by_adapt_normalization_and_the_warning_says_so() -> None:
+    gen = (np.full((4, 3), i, np.float32) for i in range(5))
+    with pytest.warns(tb.TfBridgeWarning) as record:
+        norm = tb.adapt_normalization(gen, batched=True)
+    said = [str(w.message) for w in record if issubclass(w.category, tb.TfBridgeWarning)]
+    assert said == [
+        "adapt_normalization reads every element of a one-shot iterator: it is used up by this call, and a later "
+        "tb.to_dataset of it gives nothing more.\nHint: pass a generator function (the function, not its result) "
+        "or a re-iterable, to read the data again for training."
+    ]
+    np.testing.assert_allclose(np.asarray(norm.mean).reshape(-1), [2.0, 2.0, 2.0])
+    assert next(gen, None) is None, "every element was read"

@@ -152,7 +152,22 @@ def adapt_normalization(
             f"Received: axis={short(axis)}"
         )
         raise TfBridgeError(msg)
-    ds, spec = build(source, batched=batched, label=label, executor=executor, workers=workers, cast_floats=None)
+    from tfbridge import sources
+
+    one_shot = not isinstance(source, tf.data.Dataset) and sources.adapt(source, batched=batched).one_shot
+    with warnings.catch_warnings():
+        if one_shot:  # said below, as it concerns this call: the iterator is used up, not "one epoch"
+            warnings.filterwarnings("ignore", message=".*is a one-shot iterator: the dataset gives one epoch")
+        ds, spec = build(source, batched=batched, label=label, executor=executor, workers=workers, cast_floats=None)
+    if one_shot:
+        warnings.warn(
+            "adapt_normalization reads every element of a one-shot iterator: it is used up by this call, and a "
+            "later tb.to_dataset of it gives nothing more.\n"
+            "Hint: pass a generator function (the function, not its result) or a re-iterable, to read the data "
+            "again for training.",
+            TfBridgeWarning,
+            stacklevel=find_stacklevel(),
+        )
     per_batch = 1 if spec.batched else _EXAMPLES_PER_BATCH
     if not spec.batched:  # examples of varying length become ragged rows: no padding enters the statistics
         ds = ds.ragged_batch(_EXAMPLES_PER_BATCH)
