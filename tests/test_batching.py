@@ -383,3 +383,25 @@ def test_pad_batch_keeps_a_tf_data_datasets_dtypes_and_casts_a_sources_floats() 
     built = tb.pad_batch(examples, 2)  # a source: built as to_dataset builds it
     assert built.element_spec.dtype == tf.float32
     assert [b.shape for b in built.as_numpy_iterator()] == [(2, 2), (2, 3), (1, 2)]
+
+
+def test_drop_remainder_gives_a_static_batch_axis_on_every_route() -> None:
+    lengths = [3, 7, 2, 9, 4, 4, 8, 1, 6, 5]
+
+    def examples() -> Any:
+        for i, n in enumerate(lengths):
+            yield np.arange(n), i
+
+    class Indexed:
+        def __len__(self) -> int:
+            return len(lengths)
+
+        def __getitem__(self, i: int) -> Any:
+            return np.arange(lengths[i]), i
+
+    signature = (tf.TensorSpec((None,), tf.int64), tf.TensorSpec((), tf.int64))
+    for source in (examples, Indexed(), tf.data.Dataset.from_generator(examples, output_signature=signature)):
+        for buckets in (None, [4, 7]):
+            ds = tb.pad_batch(source, 3, buckets=buckets, drop_remainder=True)
+            assert ds.element_spec[0].shape[0] == 3 and ds.element_spec[1].shape == (3,), (source, buckets)
+            assert all(x.shape[0] == 3 for x, _ in ds.as_numpy_iterator())

@@ -211,9 +211,19 @@ def pad_batch(
             padding_values=padding,
             drop_remainder=drop_remainder,
         )
+        if drop_remainder:  # every batch whole: the batch axis says so, as on the other routes
+            out = out.map(functools.partial(_whole_batches, batch_size))
     if batches is not None:  # Keras then knows the steps per epoch (no "ran out of data" in the first epoch)
         out = out.apply(tf.data.experimental.assert_cardinality(batches))
     return ends_promptly(out)
+
+
+def _whole_batches(batch_size: int, *batch: Any) -> Any:
+    """A batch whose batch axis is ``batch_size`` in its static shape (bucket_by_sequence_length leaves it None)."""
+    import tensorflow as tf
+
+    whole = batch[0] if len(batch) == 1 else batch
+    return tf.nest.map_structure(lambda t: tf.ensure_shape(t, [batch_size, *t.shape[1:]]), whole)
 
 
 def _has_flat_ragged(element_spec: Any) -> bool:
