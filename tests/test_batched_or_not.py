@@ -178,3 +178,12 @@ def test_examples_whose_fields_share_a_varying_length_are_not_taken_as_batches_s
             yield np.zeros((n, 3), np.float32), np.zeros(n, np.int32)
 
     assert _no_warning(lambda: tb.infer_spec(batches)).batched
+
+
+def test_two_elements_whose_fields_share_different_lengths_cannot_tell_and_say_so() -> None:
+    def pair() -> Iterator[Any]:
+        for n in (7, 3):
+            yield np.arange(n), np.zeros(n)
+
+    with pytest.warns(tb.TfBridgeWarning, match=r"\(7, 3: the lengths of variable-length examples"):
+        assert tb.infer_spec(pair).batched

@@ -405,3 +405,18 @@ def test_drop_remainder_gives_a_static_batch_axis_on_every_route() -> None:
             ds = tb.pad_batch(source, 3, buckets=buckets, drop_remainder=True)
             assert ds.element_spec[0].shape[0] == 3 and ds.element_spec[1].shape == (3,), (source, buckets)
             assert all(x.shape[0] == 3 for x, _ in ds.as_numpy_iterator())
+
+
+def test_a_one_field_tuple_stays_a_tuple_through_drop_remainder_and_ragged_slices() -> None:
+    def examples() -> Any:
+        for n in [3, 7, 2, 9, 4, 4, 8, 1, 6, 5]:
+            yield (np.arange(n),)
+
+    source = tf.data.Dataset.from_generator(examples, output_signature=(tf.TensorSpec((None,), tf.int64),))
+    for drop in (False, True):
+        spec = tb.pad_batch(source, 3, buckets=[4, 7], drop_remainder=drop).element_spec
+        assert isinstance(spec, tuple) and len(spec) == 1
+        assert spec[0].shape.as_list() == [3 if drop else None, None]
+    sliced = tf.data.Dataset.from_tensor_slices((tf.ragged.constant([[1, 2], [3]], dtype=tf.int64),))
+    batches = list(tb.pad_batch(sliced, 2).as_numpy_iterator())
+    assert isinstance(batches[0], tuple) and batches[0][0].tolist() == [[1, 2], [3, 0]]

@@ -985,3 +985,23 @@ def test_validate_none_still_refuses_a_lossy_conversion_to_a_given_spec(dtype: A
     fine = tb.to_dataset(lambda: iter([np.array([1, 2], np.int64)]), spec=tf.TensorSpec((None,), dtype),
                          validate="none")  # fmt: skip
     assert [v.tolist() for v in fine.as_numpy_iterator()] == [[1, 2]]
+
+
+def test_an_error_met_while_the_user_iterates_does_not_keep_the_source_alive() -> None:
+    """Only tfbridge's own reads before returning (pad_batch's lengths, adapt_normalization) keep the errors their
+    steps raise, to raise them as they are; an error the user meets while iterating leaves nothing behind."""
+    import gc
+    import weakref
+
+    class Big(_FailsAtFour):
+        payload = None
+
+    source = Big()
+    source.payload = np.zeros(1_000_000)
+    alive = weakref.ref(source)
+    ds = tb.to_dataset(source, batched=False)
+    with pytest.raises(tf.errors.OpError, match="SourceError: element 4"):
+        list(ds)
+    del ds, source
+    gc.collect()
+    assert alive() is None

@@ -387,3 +387,40 @@ def test_slices_of_a_ragged_tensor_stay_ragged_when_cast_split_or_checked() -> N
     alone = tb.to_dataset(tf.data.Dataset.from_tensor_slices(tok))
     assert alone.element_spec == flat
     assert [v.numpy().tolist() for v in alone] == [[1.0, 2.0], [3.0], [4.0, 5.0, 6.0]]
+
+
+def test_slices_with_sparse_fields_beside_ragged_ones_keep_both() -> None:
+    ragged = tf.ragged.constant([[1.0, 2.0], [3.0]], dtype=tf.float64)
+    sparse = tf.sparse.from_dense(tf.constant([[0.0, 1.0], [2.0, 0.0]], tf.float64))
+    ds = tf.data.Dataset.from_tensor_slices({"r": ragged, "s": sparse, "y": tf.constant([0, 1])})
+
+    out = tb.to_dataset(ds, label="y")
+
+    x_spec = out.element_spec[0]
+    assert x_spec["r"] == tf.RaggedTensorSpec(tf.TensorShape([None]), tf.float32, 0, tf.int64)
+    assert x_spec["s"] == tf.SparseTensorSpec(tf.TensorShape([2]), tf.float32)
+    got = [(x["r"].numpy().tolist(), tf.sparse.to_dense(x["s"]).numpy().tolist(), int(y)) for x, y in out]
+    assert got == [([1.0, 2.0], [0.0, 1.0], 0), ([3.0], [2.0, 0.0], 1)]
+
+
+@pytest.mark.parametrize("kind", ["ragged", "sparse"])
+def test_tf_data_ragged_and_sparse_integers_a_float_spec_cannot_hold_are_refused(kind: str) -> None:
+    if kind == "ragged":
+        value = tf.ragged.constant([[1, 16_777_217], [3]], dtype=tf.int64)
+        spec = tf.RaggedTensorSpec(tf.TensorShape([None, None]), tf.float32, 1, tf.int64)
+    else:
+        value = tf.sparse.from_dense(tf.constant([[0, 16_777_217]], tf.int64))
+        spec = tf.SparseTensorSpec([None, 2], tf.float32)
+    ds = tb.to_dataset(tf.data.Dataset.from_tensors(value), spec=spec, batched=True)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="int64 values that float32 cannot hold exactly"):
+        list(ds)
+
+
+def test_an_empty_hf_dataset_with_a_given_spec_is_an_empty_dataset() -> None:
+    datasets = pytest.importorskip("datasets")
+    empty = datasets.Dataset.from_dict({"a": [1, 2]}).filter(lambda e: False)
+    spec = tb.Spec.from_signature({"a": tf.TensorSpec((), tf.int64)}, batched=False)
+    assert list(tb.to_dataset(empty, spec=spec)) == []
+    assert tb.validate(empty, spec) == 0
+    with pytest.raises(tb.SpecInferenceError, match="is empty"):
+        tb.to_dataset(empty)

@@ -155,7 +155,8 @@ def pad_batch(
             raise TfBridgeError(msg)
         ds, _ = build(dataset_or_source, batched=False, label=label, executor=executor, workers=workers)
     if not ragged and _has_flat_ragged(ds.element_spec):  # each a tensor of its own length: padded as one
-        ds = ds.map(lambda *e: e[0] if len(e) == 1 else e, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        as_tuple = isinstance(ds.element_spec, tuple)  # tf.data passes a tuple's parts (even one) as arguments
+        ds = ds.map(lambda *e: e if as_tuple else e[0], num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     spec = ds.element_spec
     paths, leaves, _ = _nest.flatten_with_paths(_nest.normalize(spec))
     for where, leaf in zip(paths, leaves, strict=True):
@@ -212,17 +213,18 @@ def pad_batch(
             drop_remainder=drop_remainder,
         )
         if drop_remainder:  # every batch whole: the batch axis says so, as on the other routes
-            out = out.map(functools.partial(_whole_batches, batch_size))
+            out = out.map(functools.partial(_whole_batches, batch_size, isinstance(out.element_spec, tuple)))
     if batches is not None:  # Keras then knows the steps per epoch (no "ran out of data" in the first epoch)
         out = out.apply(tf.data.experimental.assert_cardinality(batches))
     return ends_promptly(out)
 
 
-def _whole_batches(batch_size: int, *batch: Any) -> Any:
-    """A batch whose batch axis is ``batch_size`` in its static shape (bucket_by_sequence_length leaves it None)."""
+def _whole_batches(batch_size: int, as_tuple: bool, *batch: Any) -> Any:
+    """A batch whose batch axis is ``batch_size`` in its static shape (bucket_by_sequence_length leaves it None).
+    ``as_tuple``: the batch is a tuple, whose parts (even one) tf.data passes as arguments."""
     import tensorflow as tf
 
-    whole = batch[0] if len(batch) == 1 else batch
+    whole = batch if as_tuple else batch[0]
     return tf.nest.map_structure(lambda t: tf.ensure_shape(t, [batch_size, *t.shape[1:]]), whole)
 
 

@@ -164,7 +164,9 @@ class Conformer:
         target = numpy_dtype(leaf.dtype)
         if arr.dtype == target:
             return arr
-        narrowing_floats = arr.dtype.kind in "fc" and (target.kind in "fc" or leaf.dtype == "bfloat16")
+        narrowing_floats = (arr.dtype.kind == "f" and (target.kind in "fc" or leaf.dtype == "bfloat16")) or (
+            arr.dtype.kind == "c" and target.kind == "c"
+        )
         ints_to_floats = arr.dtype.kind in "iu" and leaf.dtype in _EXACT_DIGITS
         if ints_to_floats or not (narrowing_floats or np.can_cast(arr.dtype, target)):
             # unchecked (validate="none") still never wraps or rounds: a lossy conversion is an error everywhere
@@ -264,7 +266,11 @@ class Conformer:
     ) -> np.ndarray:
         """Integers into a float dtype that cannot hold every one of their values: each value is checked to come
         back unchanged (float32 holds integers exactly up to 2**24, float16 up to 2048, bfloat16 up to 256; past
-        that only some, and float16 overflows at 65520)."""
+        that only some, and float16 overflows at 65520). Values within the exact range, the usual case, are
+        found so by their minimum and maximum alone."""
+        exact = 2 ** _EXACT_DIGITS[want]
+        if -exact <= int(arr.min()) and int(arr.max()) <= exact:
+            return arr.astype(target)
         with np.errstate(invalid="ignore", over="ignore"):
             out = arr.astype(target)
             changed = (out.astype(arr.dtype) != arr) | ~np.isfinite(out)

@@ -7,10 +7,10 @@ elements (validate, inspect, normalisation), and its split into parts (materiali
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import gc
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -247,19 +247,24 @@ def remote_error(exc: BaseException, index: int | None) -> BaseException:
     return source_error(exc, index, remote=True)
 
 
-_IN_TF_DATA: collections.deque[BaseException] = collections.deque(maxlen=4)  # the last few, given back once
+# While tfbridge reads a dataset of its own (``as_raised``), the errors its steps raise are collected here, one list
+# per such read; outside those reads nothing is kept (an error holds its traceback, and through it the source)
+_COLLECTING: list[list[BaseException]] = []
+_COLLECTING_LOCK = threading.Lock()
 
 
 def into_tf_data(exc: BaseException) -> BaseException:
     """``exc``, about to be raised inside a tf.data step, where TensorFlow wraps it in its own op error: a
-    SourceError's hint then says the traceback is below, and tfbridge's errors are kept (the last few) so that
-    :func:`as_raised` can give them back as they were."""
+    SourceError's hint then says the traceback is below; while :func:`as_raised` reads, it keeps the error to
+    give it back as it was."""
     if isinstance(exc, SourceError):
         text = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else ""
         if text.endswith(_RAISED_HERE):
             exc.args = (text[: -len(_RAISED_HERE)] + _RAISED_IN_TF_DATA,)
     if isinstance(exc, TfBridgeError):
-        _IN_TF_DATA.append(exc)
+        with _COLLECTING_LOCK:
+            for collected in _COLLECTING:
+                collected.append(exc)
     return exc
 
 
@@ -270,18 +275,25 @@ def as_raised() -> Iterator[None]:
     a step is that error, raised as it is (``except tb.SourceError`` catches it, with ``.index``)."""
     import tensorflow as tf
 
+    collected: list[BaseException] = []
+    with _COLLECTING_LOCK:
+        _COLLECTING.append(collected)
     try:
         yield
     except tf.errors.OpError as op_error:
         text = str(op_error.message)
-        for exc in reversed(_IN_TF_DATA):
+        with _COLLECTING_LOCK:
+            candidates = list(reversed(collected))
+        for exc in candidates:
             message = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
             if f"{type(exc).__name__}: {message.splitlines()[0]}" in text:
-                _IN_TF_DATA.remove(exc)
                 if isinstance(exc, SourceError) and message.endswith(_RAISED_IN_TF_DATA):
                     exc.args = (message[: -len(_RAISED_IN_TF_DATA)] + _RAISED_HERE,)
                 raise exc from exc.__cause__  # its own cause (the source's exception) printed above it
         raise
+    finally:
+        with _COLLECTING_LOCK:
+            _COLLECTING[:] = [c for c in _COLLECTING if c is not collected]  # by identity: empty lists are equal
 
 
 class TfDataEpochs:
@@ -474,7 +486,7 @@ def decide_batched(
         k = next(i for i, n in enumerate(leading) if n != full)
         tail = set(leading[k:])
         short = tail.pop() if len(tail) == 1 else None
-        enough = k >= 2 or len(leading) == 2  # the full size seen twice, unless only two elements were read
+        enough = k >= 2  # the full size seen twice at least: two elements alone ([7, 3]) cannot tell
         if full is not None and short is not None and short < full and enough:
             return True  # one size, then a smaller one at the end (interleaved: each part's): a short last batch
         what = (

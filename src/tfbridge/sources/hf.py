@@ -126,9 +126,9 @@ def adapt(obj: Any, batched: bool | None) -> Source | None:
 
 def dataset_source(ds: Any, batched: bool | None = None) -> Source:
     """The source of a ``datasets.Dataset``: in memory when it fits :func:`memory_budget`, else in blocks."""
-    if len(ds) == 0:  # said before its columns are read: a column of no values has type null
-        raise _empty(f"{type(ds).__module__}.{type(ds).__qualname__}")
     names = _selected_columns(ds)
+    if len(ds) == 0:  # its columns are not read (a column of no values has type null): inferring says it is empty
+        return HFBlockSource(ds, _ArrowReader(ds, names))
     if batched is None:  # features datasets decodes (images...) or a custom transform: rows stay examples
         plain = ds.format.get("type") != "custom" and not _needs_decoding(ds, names)
         batched = plain and _rows_are_batches(ds, names)

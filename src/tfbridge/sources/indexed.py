@@ -126,7 +126,8 @@ class IndexedSource:
             hint = (
                 f"the {kind.__name__} holds no elements: check the code that loads or fills it."
                 if kind.__module__ == "builtins"
-                else "its __len__ returned 0: check the data it loads."
+                else f"its {'__len__' if hasattr(self.obj, '__len__') else 'num_batches'} returned 0: check the data "
+                "it loads."
             )
             msg = f"the source {self.name} is empty (len 0): there is no element to infer a spec from.\nHint: {hint}"
             raise SpecInferenceError(msg)

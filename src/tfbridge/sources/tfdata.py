@@ -235,12 +235,24 @@ def _map(ds: Any, fn: Any, out_spec: Any) -> Any:
         return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ragged_out = [flat_ragged(s) for s in tf.nest.flatten(out_spec)]
 
+    def first(v: Any) -> Any:
+        if isinstance(v, tf.SparseTensor):  # no indexing: the batch of one reshaped away, static shape kept
+            one = tf.sparse.reshape(v, v.dense_shape[1:])
+            one.set_shape(v.shape[1:])
+            return one
+        return v[0]
+
+    def lead(v: Any, ragged: bool) -> Any:
+        if isinstance(v, tf.SparseTensor):
+            led = tf.sparse.expand_dims(v, 0)
+            led.set_shape([1, *v.shape])
+            return led
+        return tf.RaggedTensor.from_tensor(v[None]) if ragged else v[None]
+
     def one(*batch: Any) -> Any:
-        out = fn(*tf.nest.map_structure(lambda v: v[0], batch))
+        out = fn(*tf.nest.map_structure(first, batch, expand_composites=False))
         leaves = tf.nest.flatten(out)
-        again = [
-            tf.RaggedTensor.from_tensor(v[None]) if r else v[None] for v, r in zip(leaves, ragged_out, strict=True)
-        ]
+        again = [lead(v, r) for v, r in zip(leaves, ragged_out, strict=True)]
         return tf.nest.pack_sequence_as(out, again)
 
     return ds.batch(1).map(one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
@@ -334,10 +346,17 @@ def _fit_to_spec(ds: Any, spec: Spec) -> Any:
                 if value.shape != wanted.shape:  # checked, and static dims the spec leaves open loosened (batch axis)
                     value = fits(value, wanted, path)
             elif value.dtype != wanted.dtype:
+                checked = _inexact(value.dtype, wanted.dtype)
                 if isinstance(value, tf.SparseTensor):
-                    value = tf.sparse.map_values(tf.cast, value, wanted.dtype)
-                else:  # ragged, or dense: a ragged spec of ragged_rank 0 (a slice of a ragged tensor) maps as one
-                    value = tf.cast(value, wanted.dtype)
+                    values = exact(value.values, wanted.dtype, path) if checked else value.values
+                    cast = tf.SparseTensor(value.indices, tf.cast(values, wanted.dtype), value.dense_shape)
+                    cast.set_shape(value.shape)
+                    value = cast
+                elif isinstance(value, tf.RaggedTensor):
+                    flat = exact(value.flat_values, wanted.dtype, path) if checked else value.flat_values
+                    value = value.with_flat_values(tf.cast(flat, wanted.dtype))
+                else:  # dense: a ragged spec of ragged_rank 0 (a slice of a ragged tensor) maps as one
+                    value = tf.cast(exact(value, wanted.dtype, path) if checked else value, wanted.dtype)
             out.append(value)
         return _nest.unflatten(want_tree, out)
 
