@@ -124,3 +124,20 @@ def test_pil_images_from_an_indexed_source_become_uint8_arrays() -> None:
     got = [(x.numpy(), int(y)) for x, y in tb.to_dataset(Images(), batched=False, executor="serial")]
     assert [y for _, y in got] == [0, 1, 2]
     assert all(x.shape == (4, 6, 3) and (x == y).all() for x, y in got)
+
+
+def test_float8_fields_are_refused_by_name_with_a_conversion_to_make() -> None:
+    import ml_dtypes
+    import torch
+
+    class Float8(torch.utils.data.Dataset):  # type: ignore[misc]
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int) -> Any:
+            return torch.ones(2).to(torch.float8_e4m3fn), i
+
+    for source, dtype in ((Float8(), "float8_e4m3fn"), (np.ones((4, 2), ml_dtypes.float8_e5m2), "float8_e5m2")):
+        with pytest.raises(tb.SpecInferenceError, match=rf"dtype {dtype} is not supported by tfbridge; convert it in "
+                           r"the source to float16, bfloat16 or float32"):  # fmt: skip
+            tb.to_dataset(source)

@@ -38,7 +38,12 @@ def dtype_name(dtype: np.dtype) -> str:
         return STRING
     if dtype.name in _TF_NUMERIC:
         return str(dtype.name)
-    if dtype.kind in "fc":  # float128 / complex256 (long double)
+    if dtype.name.startswith("float8"):
+        msg = (
+            f"dtype {dtype} is not supported by tfbridge; convert it in the source to float16, bfloat16 or float32 "
+            "(numpy: .astype(np.float32); torch: .to(torch.float16))"
+        )
+    elif dtype.kind in "fc":  # float128 / complex256 (long double)
         msg = (
             f"dtype {dtype} has no TensorFlow equivalent (TensorFlow's widest float is float64); convert it in "
             "the source, e.g. .astype(np.float64)"

@@ -13,8 +13,8 @@ never imports torch; torch itself is imported inside the functions that need it.
 
 Every ``torch.Tensor`` in an element becomes a numpy array (:func:`to_numpy`, a module-level function so worker
 processes unpickle it): detached and on the CPU, dtype kept (``bfloat16`` and the float8 types as their
-``ml_dtypes`` numpy types). A tensor numpy cannot hold (``complex32``, a sparse layout, ...) is reported as no
-tensor, naming the element and the field.
+``ml_dtypes`` numpy types; float8 is then refused by name, tfbridge does not carry it). A tensor numpy cannot
+hold (``complex32``, a sparse layout, ...) is reported as no tensor, naming the element and the field.
 """
 
 from __future__ import annotations
