@@ -128,3 +128,50 @@ def test_a_second_fit_after_one_that_raised_trains_with_the_same_callback(tmp_pa
     history = model.fit(ds, epochs=2, verbose=0, callbacks=[resume])  # resumed: epoch 0 from its third batch
     assert len(history.history["loss"]) == 2
     assert not (tmp_path / "b").exists()
+
+
+class _Rows:
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int) -> Any:
+        return np.full((4, 3), i, np.float32), np.full((4,), float(i), np.float32)
+
+
+@pytest.mark.timeout(300)
+def test_a_resumed_fit_with_adam_counts_the_same_optimizer_steps_and_ends_with_the_same_weights(
+    tmp_path: Path,
+) -> None:
+    """The resumed epoch ends with its last batch: a step that found no data would still count in
+    optimizer.iterations, so Adam's bias correction (and any learning-rate schedule) would drift by one."""
+    import keras
+
+    def model() -> Any:
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((3,))
+        made = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+        made.compile("adam", "mse")
+        made(np.zeros((1, 3), np.float32))
+        return made
+
+    reference = model()
+    reference.fit(tb.to_dataset(_Rows(), shuffle=True, seed=5), epochs=3, verbose=0)
+
+    class Preempted(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            if self.epoch == 1 and batch == 4:
+                raise RuntimeError("preempted")
+
+    ds = tb.to_dataset(_Rows(), shuffle=True, seed=5)
+    resumed = model()
+    callback = tb.resume_callback(ds, str(tmp_path / "run"), save_freq=1)
+    with pytest.raises(RuntimeError, match="preempted"):
+        resumed.fit(ds, epochs=3, verbose=0, callbacks=[callback, Preempted()])
+    resumed.fit(ds, epochs=3, verbose=0, callbacks=[callback])
+
+    assert int(resumed.optimizer.iterations) == int(reference.optimizer.iterations) == 30
+    for got, want in zip(resumed.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)

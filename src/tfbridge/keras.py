@@ -396,6 +396,8 @@ def _resume_class(keras: Any) -> Any:
             self._epoch = 0
             self._since_save = 0
             self._filters: list[Any] | None = None
+            self._done = 0  # batches of the current epoch trained (a resumed epoch counts those before the stop)
+            self._resumed_done: int | None = None  # batches the resumed epoch had trained when it was saved
 
         # -- fit's life ----------------------------------------------------------------------------------
         def on_train_begin(self, logs: Any = None) -> None:
@@ -404,7 +406,7 @@ def _resume_class(keras: Any) -> Any:
             if getattr(model.train_function, "__self__", None) is not self:  # not still wrapped (a fit that raised)
                 self._original = model.train_function
                 model.train_function = self._train_function
-            self._iterator, self._resumed_epoch = None, None
+            self._iterator, self._resumed_epoch, self._resumed_done = None, None, None
             state = _read_state(self.backup_dir)
             if state is None:
                 return
@@ -416,6 +418,7 @@ def _resume_class(keras: Any) -> Any:
             if meta["iterator"]:
                 self._restore = os.path.join(where, "iterator")
                 self._resumed_epoch = meta["epoch"]
+                self._resumed_done = meta.get("done")
                 self._filters = list(warnings.filters)  # the resumed epoch ends before its full count: expected
                 warnings.filterwarnings("ignore", message=_OUT_OF_DATA)
             else:
@@ -424,9 +427,11 @@ def _resume_class(keras: Any) -> Any:
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self._epoch = epoch
+            self._done = self._resumed_done or 0 if epoch == self._resumed_epoch else 0
 
         def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
             self._since_save += 1
+            self._done += 1
             if self.save_freq != "epoch" and self._since_save >= self.save_freq:
                 self._save(mid_epoch=True)
 
@@ -434,11 +439,11 @@ def _resume_class(keras: Any) -> Any:
             if self._filters is not None:
                 warnings.filters[:] = self._filters  # type: ignore[index]
                 self._filters = None
-            unknown = int(self.dataset.cardinality()) < 0
-            if epoch == self._resumed_epoch and self._epoch_iterator is not None and unknown:
-                # Keras takes the length of an epoch of unknown length from the first one it runs: not from
-                # the resumed one, which was shorter
-                self._epoch_iterator._num_batches = None
+            cardinality = int(self.dataset.cardinality())
+            if epoch == self._resumed_epoch and self._epoch_iterator is not None:
+                # the resumed epoch was shorter: the next ones are whole again (Keras takes the length of an epoch
+                # of unknown length from the first one it runs)
+                self._epoch_iterator._num_batches = cardinality if cardinality >= 0 else None
             self._epoch = epoch + 1
             self._save(mid_epoch=False)
 
@@ -458,6 +463,12 @@ def _resume_class(keras: Any) -> Any:
                 if self._restore is not None:
                     _restore_iterator(iterator, self._restore)
                     self._restore = None
+                    cardinality = int(self.dataset.cardinality())
+                    if self._resumed_done is not None and cardinality >= 0 and self._epoch_iterator is not None:
+                        # the epoch ends with its last batch: asked for one more, Keras would run a step that
+                        # finds no data, which still counts in optimizer.iterations (Adam's bias correction and
+                        # learning-rate schedules then drift by one step per resume)
+                        self._epoch_iterator._num_batches = cardinality - self._resumed_done
             return self._original(iterator)
 
         def _save(self, mid_epoch: bool) -> None:
@@ -466,6 +477,7 @@ def _resume_class(keras: Any) -> Any:
             where = tempfile.mkdtemp(prefix="state-", dir=self.backup_dir)
             self.model.save_weights(os.path.join(where, "model.weights.h5"))
             meta: dict[str, Any] = {"epoch": self._epoch, "iterator": mid_epoch and self._iterator is not None}
+            meta["done"] = self._done
             if meta["iterator"]:
                 _save_iterator(self._iterator, os.path.join(where, "iterator"))
             meta["next_pass"] = [p.epoch for p in self.passes]
