@@ -108,6 +108,7 @@ def pad_batch(
 
     from tfbridge import sources
     from tfbridge.pipeline import build
+    from tfbridge.sources.tfdata import has_flat_ragged
 
     check_int("batch_size", batch_size, maximum=MAX_BATCH_SIZE, why=MAX_BATCH_WHY, hint=MAX_BATCH_HINT)
     if isinstance(buckets, bool):
@@ -120,7 +121,7 @@ def pad_batch(
     # (not yet batched) built again, or a source built for the first time; None: tf.data batches a dataset
     given_dataset = isinstance(dataset_or_source, tf.data.Dataset) and label is None
     builder = None
-    flat_ragged = isinstance(dataset_or_source, tf.data.Dataset) and _has_flat_ragged(dataset_or_source.element_spec)
+    flat_ragged = isinstance(dataset_or_source, tf.data.Dataset) and has_flat_ragged(dataset_or_source.element_spec)
     if not ragged and not flat_ragged and (buckets is None or length_fn is None):
         if rebuild is not None and label is None:
             builder = rebuild
@@ -154,7 +155,7 @@ def pad_batch(
             )
             raise TfBridgeError(msg)
         ds, _ = build(dataset_or_source, batched=False, label=label, executor=executor, workers=workers)
-    if not ragged and _has_flat_ragged(ds.element_spec):  # each a tensor of its own length: padded as one
+    if not ragged and has_flat_ragged(ds.element_spec):  # each a tensor of its own length: padded as one
         as_tuple = isinstance(ds.element_spec, tuple)  # tf.data passes a tuple's parts (even one) as arguments
         ds = ds.map(lambda *e: e if as_tuple else e[0], num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     spec = ds.element_spec
@@ -226,14 +227,6 @@ def _whole_batches(batch_size: int, as_tuple: bool, *batch: Any) -> Any:
 
     whole = batch if as_tuple else batch[0]
     return tf.nest.map_structure(lambda t: tf.ensure_shape(t, [batch_size, *t.shape[1:]]), whole)
-
-
-def _has_flat_ragged(element_spec: Any) -> bool:
-    """Whether a field is ragged of ragged_rank 0: one tensor of its own length per element, as each element of
-    ``from_tensor_slices(ragged)`` holds (a map gives it as a dense tensor; batched, it would be ragged)."""
-    import tensorflow as tf
-
-    return any(isinstance(s, tf.RaggedTensorSpec) and s.ragged_rank == 0 for s in tf.nest.flatten(element_spec))
 
 
 def _checked_boundaries(buckets: Any) -> list[int]:

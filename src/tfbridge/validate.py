@@ -46,7 +46,7 @@ def numpy_dtype(name: str) -> np.dtype:
 
 
 # Binary digits of each float dtype's significand: integers of up to that many bits convert exactly.
-_EXACT_DIGITS = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53, "complex64": 24, "complex128": 53}
+EXACT_DIGITS = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53, "complex64": 24, "complex128": 53}
 
 
 class Conformer:
@@ -167,7 +167,7 @@ class Conformer:
         narrowing_floats = (arr.dtype.kind == "f" and (target.kind in "fc" or leaf.dtype == "bfloat16")) or (
             arr.dtype.kind == "c" and target.kind == "c"
         )
-        ints_to_floats = arr.dtype.kind in "iu" and leaf.dtype in _EXACT_DIGITS
+        ints_to_floats = arr.dtype.kind in "iu" and leaf.dtype in EXACT_DIGITS
         if ints_to_floats or not (narrowing_floats or np.can_cast(arr.dtype, target)):
             # unchecked (validate="none") still never wraps or rounds: a lossy conversion is an error everywhere
             return self._convert(arr, arr.dtype.name, leaf, path, index)
@@ -255,7 +255,7 @@ class Conformer:
                     f"{have} values from {low} to {high}",
                     "these values do not fit the spec's integer dtype; widen the dtype in the spec.",
                 )
-        digits = _EXACT_DIGITS.get(want)
+        digits = EXACT_DIGITS.get(want)
         bits = arr.dtype.itemsize * 8 - (source_kind == "i")  # an integer's magnitude bits
         if source_kind in "iu" and digits is not None and bits > digits and arr.size:
             return self._exact_floats(arr, target, have, want, path, index)
@@ -268,7 +268,7 @@ class Conformer:
         back unchanged (float32 holds integers exactly up to 2**24, float16 up to 2048, bfloat16 up to 256; past
         that only some, and float16 overflows at 65520). Values within the exact range, the usual case, are
         found so by their minimum and maximum alone."""
-        exact = 2 ** _EXACT_DIGITS[want]
+        exact = 2 ** EXACT_DIGITS[want]
         if -exact <= int(arr.min()) and int(arr.max()) <= exact:
             return arr.astype(target)
         with np.errstate(invalid="ignore", over="ignore"):

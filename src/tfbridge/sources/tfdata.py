@@ -228,12 +228,9 @@ def _map(ds: Any, fn: Any, out_spec: Any) -> Any:
     fields, ``fn`` runs on batches of one instead, whose ragged fields stay ragged when unbatched again."""
     import tensorflow as tf
 
-    def flat_ragged(spec: Any) -> bool:
-        return isinstance(spec, tf.RaggedTensorSpec) and spec.ragged_rank == 0
-
-    if not any(flat_ragged(s) for s in tf.nest.flatten(ds.element_spec)):
+    if not has_flat_ragged(ds.element_spec):
         return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ragged_out = [flat_ragged(s) for s in tf.nest.flatten(out_spec)]
+    ragged_out = [_flat_ragged(s) for s in tf.nest.flatten(out_spec)]
 
     def first(v: Any) -> Any:
         if isinstance(v, tf.SparseTensor):  # no indexing: the batch of one reshaped away, static shape kept
@@ -380,10 +377,26 @@ def _lossy(have: Any, want: Any) -> bool:
     return bool(have == "string" or want == "string")
 
 
+def has_flat_ragged(element_spec: Any) -> bool:
+    """Whether a field is ragged of ragged_rank 0: one tensor of its own length per element, as each element of
+    ``from_tensor_slices(ragged)`` holds (a map gives it as a dense tensor; batched, it would be ragged)."""
+    import tensorflow as tf
+
+    return any(_flat_ragged(s) for s in tf.nest.flatten(element_spec))
+
+
+def _flat_ragged(spec: Any) -> bool:
+    import tensorflow as tf
+
+    return isinstance(spec, tf.RaggedTensorSpec) and spec.ragged_rank == 0
+
+
 def _inexact(have: Any, want: Any) -> bool:
     """Integers of ``have`` that the float dtype ``want`` may not hold exactly (more magnitude bits than its
     significand's digits), so each element is checked in the graph."""
-    digits = {"float16": 11, "bfloat16": 8, "float32": 24, "float64": 53}.get(want.name)
+    from tfbridge.validate import EXACT_DIGITS
+
+    digits = EXACT_DIGITS.get(want.name)
     return bool(have.is_integer and digits is not None and have.size * 8 - (not have.is_unsigned) > digits)
 
 
