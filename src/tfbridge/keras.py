@@ -11,7 +11,6 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -229,17 +228,20 @@ def adapt_normalization(
     n, step, bad_values, first_bad = 0, 0, 0, -1
     mean: Any = None
     m2: Any = None
-    for counts, means, m2s, bads, firsts in _as_raised(stats.as_numpy_iterator()):
-        if first_bad < 0 and (firsts >= 0).any():
-            first_bad = int(firsts[firsts >= 0].min())
-            if non_finite == "raise":
-                raise _non_finite_error(path, first_bad, spec.batched)
-        bad_values += int(bads.sum())
-        with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf: said once, below
-            n, mean, m2 = _moments.merge(n, mean, m2, *_moments.combine(counts, means, m2s))
-        step += len(counts)
-        if bar is not None:
-            bar.update(step)
+    from tfbridge.sources._base import as_raised
+
+    with as_raised():  # a source's error is raised as it is (SourceError), not in TensorFlow's op error
+        for counts, means, m2s, bads, firsts in stats.as_numpy_iterator():
+            if first_bad < 0 and (firsts >= 0).any():
+                first_bad = int(firsts[firsts >= 0].min())
+                if non_finite == "raise":
+                    raise _non_finite_error(path, first_bad, spec.batched)
+            bad_values += int(bads.sum())
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN/Inf: said once, below
+                n, mean, m2 = _moments.merge(n, mean, m2, *_moments.combine(counts, means, m2s))
+            step += len(counts)
+            if bar is not None:
+                bar.update(step)
     if bad_values:
         _warn_non_finite(path, first_bad, bad_values, spec.batched, non_finite)
     if n == 0 or mean is None:
@@ -253,14 +255,6 @@ def adapt_normalization(
     shape = feature_spec.shape.as_list()
     layer.build(tuple(shape))  # mean and variance are readable at once, as after Keras's own adapt()
     return layer
-
-
-def _as_raised(batches: Iterator[Any]) -> Iterator[Any]:
-    """``batches``, where a source's error is raised as it is (SourceError), not in TensorFlow's op error."""
-    from tfbridge.sources._base import as_raised
-
-    with as_raised():
-        yield from batches
 
 
 def _feature_axes(rank: int) -> str:

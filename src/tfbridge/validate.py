@@ -167,11 +167,10 @@ class Conformer:
         narrowing_floats = (arr.dtype.kind == "f" and (target.kind in "fc" or leaf.dtype == "bfloat16")) or (
             arr.dtype.kind == "c" and target.kind == "c"
         )
-        ints_to_floats = arr.dtype.kind in "iu" and leaf.dtype in EXACT_DIGITS
-        if ints_to_floats or not (narrowing_floats or np.can_cast(arr.dtype, target)):
-            # unchecked (validate="none") still never wraps or rounds: a lossy conversion is an error everywhere
-            return self._convert(arr, arr.dtype.name, leaf, path, index)
-        return arr.astype(target, copy=False)
+        if narrowing_floats:  # as everywhere in Keras
+            return arr.astype(target, copy=False)
+        # unchecked (validate="none") still never wraps or rounds: _convert refuses a lossy conversion everywhere
+        return self._convert(arr, arr.dtype.name, leaf, path, index)
 
     def _leaf(self, value: Any, leaf: Leaf, path: str, index: int | None) -> Any:
         try:
